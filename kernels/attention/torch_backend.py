@@ -1,0 +1,94 @@
+"""Pure-torch paged attention: the reference backend (CPU and GPU).
+
+Planning turns the paged layout into padded gather indices, one group for decode rows
+(extend_len == 1) and one for prefill chunks, so a long chunk does not pad every decode row to
+its length. Each layer then gathers K/V by slot and runs one batched SDPA per group:
+
+    slot(r, j) = kv_page_indices[kv_indptr[r] + j // page_size] * page_size + j % page_size
+    mask[r, i, j] = j < seq_len[r] and j <= prefix_len[r] + i      (prefix_len = seq - extend)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from radixserve.kernels.attention.base import AttentionBackend, PagedBatchLayout
+
+
+@dataclass(slots=True)
+class _Group:
+    q_rows: torch.Tensor  # [b, max_q] long: row in the flat query tensor (padding clamps)
+    kv_slots: torch.Tensor  # [b, max_kv] long: slot in the flat cache (padding clamps)
+    mask: torch.Tensor  # [b, 1, max_q, max_kv] bool, True = attend
+    valid: torch.Tensor  # [b, max_q] bool: real query rows
+    out_rows: torch.Tensor  # [n] long: flat query row of each valid entry, in valid order
+
+
+class TorchAttentionBackend(AttentionBackend):
+    def plan(self, layout: PagedBatchLayout) -> None:
+        device = self.shape.device
+        extend = torch.tensor(layout.extend_lens_cpu, dtype=torch.long)
+        is_decode = extend == 1
+        self._groups = [
+            self._plan_group(layout, torch.nonzero(rows).flatten(), device)
+            for rows in (is_decode, ~is_decode)
+            if bool(rows.any())
+        ]
+
+    def _plan_group(
+        self, layout: PagedBatchLayout, members: torch.Tensor, device: torch.device
+    ) -> _Group:
+        page_size = layout.page_size
+        seq = torch.tensor(layout.seq_lens_cpu, dtype=torch.long)[members]
+        extend = torch.tensor(layout.extend_lens_cpu, dtype=torch.long)[members]
+        qo_start = layout.qo_indptr.to("cpu", torch.long)[members]
+        page_start = layout.kv_indptr.to("cpu", torch.long)[members]
+        pages = layout.kv_page_indices.to("cpu", torch.long)
+        prefix = seq - extend
+
+        q_pos = torch.arange(int(extend.max()))
+        valid = q_pos[None, :] < extend[:, None]
+        q_rows = torch.where(valid, qo_start[:, None] + q_pos[None, :], qo_start[:, None])
+
+        kv_pos = torch.arange(int(seq.max()))
+        kv_valid = kv_pos[None, :] < seq[:, None]
+        page_idx = page_start[:, None] + kv_pos[None, :] // page_size
+        page_idx = torch.where(kv_valid, page_idx, page_start[:, None])
+        kv_slots = pages[page_idx] * page_size + kv_pos[None, :] % page_size
+
+        causal = kv_pos[None, None, :] <= (prefix[:, None] + q_pos[None, :])[:, :, None]
+        mask = kv_valid[:, None, :] & causal
+        # Padding rows attend to slot 0 only, so softmax never sees an all-masked row.
+        mask[:, :, 0] |= ~valid
+        out_rows = q_rows[valid]
+        return _Group(
+            q_rows=q_rows.to(device),
+            kv_slots=kv_slots.to(device),
+            mask=mask.unsqueeze(1).to(device),
+            valid=valid.to(device),
+            out_rows=out_rows.to(device),
+        )
+
+    def forward(
+        self,
+        q: torch.Tensor,
+        k_cache: torch.Tensor,
+        v_cache: torch.Tensor,
+        scaling: float,
+    ) -> torch.Tensor:
+        num_tokens, num_heads, head_dim = q.shape
+        flat_k = k_cache.view(-1, k_cache.shape[-2], head_dim)
+        flat_v = v_cache.view(-1, v_cache.shape[-2], head_dim)
+        out = q.new_empty(num_tokens, num_heads, head_dim)
+        for group in self._groups:
+            gq = q[group.q_rows].transpose(1, 2)  # [b, H, max_q, D]
+            gk = flat_k[group.kv_slots].transpose(1, 2)  # [b, Hkv, max_kv, D]
+            gv = flat_v[group.kv_slots].transpose(1, 2)
+            attn = F.scaled_dot_product_attention(
+                gq, gk, gv, attn_mask=group.mask, scale=scaling, enable_gqa=True
+            )
+            out[group.out_rows] = attn.transpose(1, 2)[group.valid]
+        return out.view(num_tokens, num_heads * head_dim)

@@ -1,0 +1,1 @@
+"""Finding a model, reading its config and tokenizer, and streaming its weights."""

@@ -1,0 +1,218 @@
+"""The engine's one entry point: a batch of request slices in, sampled tokens out.
+
+`ModelRunner.step` builds the ragged batch, runs the model over the paged KV pool, samples every
+request that finished its prompt, and computes prompt-token logprobs where asked. The scheduler
+talks to nothing else, so it can be tested with a stand-in that has the same `step`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from radixserve.kernels.attention import AttentionShape, create_attention_backend
+from radixserve.runtime.forward_batch import ForwardBatch, RequestSlice
+from radixserve.runtime.kv_pool import KVPool
+from radixserve.runtime.model_config import ModelConfig
+from radixserve.runtime.model_loader.source import ModelSource, resolve_model_source
+from radixserve.runtime.model_loader.weights import (
+    init_dummy_weights,
+    iter_weights,
+    load_hf_config,
+)
+from radixserve.runtime.models import build_model
+from radixserve.runtime.models.layers.attention import ForwardContext
+from radixserve.runtime.sampling import (
+    Sampler,
+    SamplingBatchInfo,
+    SamplingParams,
+    token_logprobs,
+    top_logprobs,
+)
+from radixserve.runtime.server_args import ServerArgs
+
+logger = logging.getLogger(__name__)
+
+TopLogprobs = list[tuple[int, float]]
+
+
+@dataclass(slots=True)
+class StepRequest:
+    """One request's part of a step: its slice plus how to sample after it."""
+
+    slice: RequestSlice
+    sampling: SamplingParams
+    prompt_ids: Sequence[int]
+    output_ids: Sequence[int]
+    sample: bool  # False for a prefill chunk that does not reach the end of the prompt
+    return_logprob: bool = False
+    top_logprobs_num: int = 0
+
+
+@dataclass(slots=True)
+class StepResult:
+    next_token_id: int | None = None
+    logprob: float | None = None
+    top_logprobs: TopLogprobs | None = None
+    # Logprobs of prompt tokens predicted by this chunk's rows from `slice.logits_from`:
+    # entry t is for the prompt token at position prefix_len + logits_from + t + 1.
+    input_logprobs: list[float] = field(default_factory=list)
+    input_top_logprobs: list[TopLogprobs] = field(default_factory=list)
+
+
+class ModelRunner:
+    def __init__(self, args: ServerArgs) -> None:
+        self.args = args
+        self.device = args.resolved_device()
+        self.dtype = args.resolved_dtype()
+        self.source: ModelSource = resolve_model_source(args.model_path)
+        self.hf_config = load_hf_config(self.source)
+        self.config = ModelConfig.from_hf(self.hf_config)
+        self.context_len = args.context_length or self.config.max_context_len
+        self.model = self._load_model()
+        self.page_size = args.page_size
+        self.kv_pool = KVPool(
+            num_pages=self._num_kv_pages(),
+            page_size=args.page_size,
+            num_layers=self.config.num_layers,
+            num_kv_heads=self.model.layers[0].self_attn.num_kv_heads,
+            head_dim=self.config.head_dim,
+            dtype=self.dtype,
+            device=self.device,
+        )
+        attn = self.model.layers[0].self_attn
+        self.attention = create_attention_backend(
+            args.resolved_attention_backend(),
+            AttentionShape(
+                num_heads=attn.num_heads,
+                num_kv_heads=attn.num_kv_heads,
+                head_dim=self.config.head_dim,
+                page_size=args.page_size,
+                dtype=self.dtype,
+                device=self.device,
+            ),
+        )
+        self.sampler = Sampler()
+
+    @property
+    def vocab_size(self) -> int:
+        return self.config.vocab_size
+
+    def _load_model(self) -> torch.nn.Module:
+        torch.set_default_dtype(self.dtype)
+        try:
+            with torch.device(self.device):
+                model = build_model(self.config)
+        finally:
+            torch.set_default_dtype(torch.float32)
+        if self.args.load_format == "dummy":
+            init_dummy_weights(model, self.args.random_seed)
+        else:
+            model.load_weights(iter_weights(self.source, self.hf_config, self.args.load_format))
+        return model.eval()
+
+    def _num_kv_pages(self) -> int:
+        per_token = self.config.kv_bytes_per_token(self.dtype)
+        if self.args.max_total_tokens is not None:
+            tokens = self.args.max_total_tokens
+        elif self.device.type == "cuda":
+            free, total = torch.cuda.mem_get_info(self.device)
+            used = total - free
+            budget = total * self.args.mem_fraction_static - used
+            tokens = int(budget // per_token)
+        else:
+            tokens = int(self.args.cpu_kv_cache_gib * 2**30 // per_token)
+        num_pages = tokens // self.args.page_size
+        if num_pages < 1:
+            raise ValueError(f"KV pool too small: {tokens} tokens at page size {self.args.page_size}")
+        logger.info("KV pool: %d pages of %d tokens", num_pages, self.args.page_size)
+        return num_pages
+
+    @torch.inference_mode()
+    def forward(self, slices: Sequence[RequestSlice]) -> tuple[ForwardBatch, torch.Tensor]:
+        batch = ForwardBatch.build(slices, self.page_size, self.device)
+        self.attention.plan(batch.layout)
+        ctx = ForwardContext(batch=batch, kv_pool=self.kv_pool, attention=self.attention)
+        return batch, self.model(ctx)
+
+    @torch.inference_mode()
+    def step(self, requests: Sequence[StepRequest]) -> list[StepResult]:
+        batch, logits = self.forward([r.slice for r in requests])
+        results = [StepResult() for _ in requests]
+        self._sample(requests, batch, logits, results)
+        self._input_logprobs(requests, batch, logits, results)
+        return results
+
+    def _sample(
+        self,
+        requests: Sequence[StepRequest],
+        batch: ForwardBatch,
+        logits: torch.Tensor,
+        results: list[StepResult],
+    ) -> None:
+        chosen = [i for i, r in enumerate(requests) if r.sample]
+        if not chosen:
+            return
+        rows = torch.tensor([batch.logits_ranges[i][1] - 1 for i in chosen], device=logits.device)
+        info = SamplingBatchInfo.build(
+            [requests[i].sampling for i in chosen],
+            [requests[i].prompt_ids for i in chosen],
+            [requests[i].output_ids for i in chosen],
+            self.vocab_size,
+            logits.device,
+        )
+        num_top = max(requests[i].top_logprobs_num for i in chosen)
+        out = self.sampler(logits.index_select(0, rows), info, num_top)
+        ids = out.next_token_ids.tolist()
+        lps = out.logprobs.tolist()
+        top_ids = out.top_logprob_ids.tolist() if out.top_logprob_ids is not None else None
+        top_vals = out.top_logprob_values.tolist() if out.top_logprob_values is not None else None
+        for k, i in enumerate(chosen):
+            result, request = results[i], requests[i]
+            result.next_token_id = ids[k]
+            if request.return_logprob:
+                result.logprob = lps[k]
+                if top_ids is not None and top_vals is not None and request.top_logprobs_num:
+                    n = request.top_logprobs_num
+                    result.top_logprobs = list(zip(top_ids[k][:n], top_vals[k][:n], strict=True))
+
+    def _input_logprobs(
+        self,
+        requests: Sequence[StepRequest],
+        batch: ForwardBatch,
+        logits: torch.Tensor,
+        results: list[StepResult],
+    ) -> None:
+        rows: list[int] = []
+        targets: list[int] = []
+        spans: list[tuple[int, int, int]] = []  # (request index, start in rows, count)
+        for i, request in enumerate(requests):
+            s = request.slice
+            if s.logits_from is None:
+                continue
+            start, _ = batch.logits_ranges[i]
+            first_target = s.prefix_len + s.logits_from + 1
+            last_target = min(s.seq_len, len(request.prompt_ids) - 1)
+            count = max(0, last_target - first_target + 1)
+            spans.append((i, len(rows), count))
+            rows.extend(range(start, start + count))
+            targets.extend(request.prompt_ids[first_target : first_target + count])
+        if not rows:
+            return
+        row_logits = logits.index_select(0, torch.tensor(rows, device=logits.device))
+        values = token_logprobs(row_logits, torch.tensor(targets, device=logits.device)).tolist()
+        num_top = max(requests[i].top_logprobs_num for i, _, _ in spans)
+        top = top_logprobs(row_logits, num_top) if num_top else None
+        top_ids = top[0].tolist() if top else None
+        top_vals = top[1].tolist() if top else None
+        for i, offset, count in spans:
+            results[i].input_logprobs = values[offset : offset + count]
+            n = requests[i].top_logprobs_num
+            if top_ids is not None and top_vals is not None and n:
+                results[i].input_top_logprobs = [
+                    list(zip(top_ids[r][:n], top_vals[r][:n], strict=True))
+                    for r in range(offset, offset + count)
+                ]

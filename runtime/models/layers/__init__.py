@@ -1,0 +1,1 @@
+"""Building blocks shared by every model: parallel linears, norms, rotary, embeddings, attention."""

@@ -1,0 +1,14 @@
+"""Maps the top-level folders onto subpackages of `radixserve` (see pyproject.toml)."""
+
+from setuptools import find_packages, setup
+
+SUBPACKAGE_FOLDERS = ("runtime", "radix_cache", "frontend_lang", "kernels")
+
+package_dir = {"radixserve": "radixserve"}
+packages = ["radixserve"]
+for folder in SUBPACKAGE_FOLDERS:
+    package_dir[f"radixserve.{folder}"] = folder
+    packages.append(f"radixserve.{folder}")
+    packages += [f"radixserve.{folder}.{sub}" for sub in find_packages(folder)]
+
+setup(package_dir=package_dir, packages=packages)
