@@ -16,26 +16,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-
 from radixserve.kernels.attention import PagedBatchLayout
-
-
-@dataclass(slots=True)
-class RequestSlice:
-    """What one request contributes to a forward pass."""
-
-    input_ids: Sequence[int]  # its new tokens: a prefill chunk or one decode token
-    prefix_len: int  # tokens already in its KV pages
-    page_table: Sequence[int]  # pages covering prefix_len + len(input_ids) tokens
-    logits_from: int | None = None  # chunk index from which every row needs logits; None = last only
-
-    @property
-    def extend_len(self) -> int:
-        return len(self.input_ids)
-
-    @property
-    def seq_len(self) -> int:
-        return self.prefix_len + len(self.input_ids)
+from radixserve.runtime.step import RequestSlice
 
 
 @dataclass(slots=True)

@@ -24,7 +24,9 @@ class KVPool:
         device: torch.device,
     ) -> None:
         if num_pages < 1 or page_size < 1:
-            raise ValueError(f"KV pool needs num_pages >= 1 and page_size >= 1, got {num_pages}, {page_size}")
+            raise ValueError(
+                f"KV pool needs num_pages >= 1 and page_size >= 1, got {num_pages}, {page_size}"
+            )
         self.num_pages = num_pages
         self.page_size = page_size
         self.scratch_page = num_pages

@@ -49,7 +49,9 @@ class ModelConfig:
     def from_hf(cls, hf: Any) -> ModelConfig:
         architectures = getattr(hf, "architectures", None) or []
         if not architectures:
-            raise ValueError("model config has no `architectures` entry; cannot choose a model class")
+            raise ValueError(
+                "model config has no `architectures` entry; cannot choose a model class"
+            )
         model_type = getattr(hf, "model_type", "")
         num_heads = hf.num_attention_heads
         head_dim = getattr(hf, "head_dim", None) or hf.hidden_size // num_heads

@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 import torch
-
 from radixserve.kernels.attention import AttentionShape, create_attention_backend
-from radixserve.runtime.forward_batch import ForwardBatch, RequestSlice
+from radixserve.runtime.forward_batch import ForwardBatch
 from radixserve.runtime.kv_pool import KVPool
 from radixserve.runtime.model_config import ModelConfig
 from radixserve.runtime.model_loader.source import ModelSource, resolve_model_source
@@ -28,39 +26,13 @@ from radixserve.runtime.models.layers.attention import ForwardContext
 from radixserve.runtime.sampling import (
     Sampler,
     SamplingBatchInfo,
-    SamplingParams,
     token_logprobs,
     top_logprobs,
 )
 from radixserve.runtime.server_args import ServerArgs
+from radixserve.runtime.step import RequestSlice, StepRequest, StepResult
 
 logger = logging.getLogger(__name__)
-
-TopLogprobs = list[tuple[int, float]]
-
-
-@dataclass(slots=True)
-class StepRequest:
-    """One request's part of a step: its slice plus how to sample after it."""
-
-    slice: RequestSlice
-    sampling: SamplingParams
-    prompt_ids: Sequence[int]
-    output_ids: Sequence[int]
-    sample: bool  # False for a prefill chunk that does not reach the end of the prompt
-    return_logprob: bool = False
-    top_logprobs_num: int = 0
-
-
-@dataclass(slots=True)
-class StepResult:
-    next_token_id: int | None = None
-    logprob: float | None = None
-    top_logprobs: TopLogprobs | None = None
-    # Logprobs of prompt tokens predicted by this chunk's rows from `slice.logits_from`:
-    # entry t is for the prompt token at position prefix_len + logits_from + t + 1.
-    input_logprobs: list[float] = field(default_factory=list)
-    input_top_logprobs: list[TopLogprobs] = field(default_factory=list)
 
 
 class ModelRunner:
@@ -127,7 +99,9 @@ class ModelRunner:
             tokens = int(self.args.cpu_kv_cache_gib * 2**30 // per_token)
         num_pages = tokens // self.args.page_size
         if num_pages < 1:
-            raise ValueError(f"KV pool too small: {tokens} tokens at page size {self.args.page_size}")
+            raise ValueError(
+                f"KV pool too small: {tokens} tokens at page size {self.args.page_size}"
+            )
         logger.info("KV pool: %d pages of %d tokens", num_pages, self.args.page_size)
         return num_pages
 

@@ -17,12 +17,14 @@ DTYPES = ("auto", "float32", "bfloat16", "float16")
 @dataclass(slots=True)
 class ServerArgs:
     model_path: str | None = field(
-        default=None, metadata={"help": "HF model directory or GGUF file (default: embedded SmolLM2)"}
+        default=None,
+        metadata={"help": "HF model directory or GGUF file (default: embedded SmolLM2)"},
     )
     tokenizer_path: str | None = field(default=None, metadata={"help": "tokenizer directory"})
     served_model_name: str | None = field(default=None, metadata={"help": "model id in the API"})
     dtype: str = field(
-        default="auto", metadata={"help": "weights/activations dtype; auto = float32 on CPU, bfloat16 on GPU"}
+        default="auto",
+        metadata={"help": "weights/activations dtype; auto = float32 on CPU, bfloat16 on GPU"},
     )
     device: str = field(default="auto", metadata={"help": "cpu, cuda, or auto"})
     load_format: str = field(default="auto", metadata={"help": "auto, safetensors, gguf, dummy"})
@@ -37,7 +39,9 @@ class ServerArgs:
         default=0.85, metadata={"help": "GPU memory fraction for weights + KV pool"}
     )
     cpu_kv_cache_gib: float = field(default=2.0, metadata={"help": "KV pool size on the CPU, GiB"})
-    chunked_prefill_size: int = field(default=2048, metadata={"help": "max prompt tokens per chunk"})
+    chunked_prefill_size: int = field(
+        default=2048, metadata={"help": "max prompt tokens per chunk"}
+    )
     max_prefill_tokens: int = field(default=8192, metadata={"help": "token budget of one step"})
     max_running_requests: int = field(default=256, metadata={"help": "max concurrent requests"})
     schedule_policy: str = field(default="lpm", metadata={"help": "lpm, fcfs, or dfs-weight"})

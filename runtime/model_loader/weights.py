@@ -14,10 +14,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import torch
+from radixserve.runtime.model_loader.source import ModelSource
 from torch import nn
 from tqdm import tqdm
-
-from radixserve.runtime.model_loader.source import ModelSource
 
 LOAD_FORMATS = ("auto", "safetensors", "gguf", "dummy")
 
@@ -32,13 +31,17 @@ def load_hf_config(source: ModelSource) -> Any:
     try:
         return AutoConfig.from_pretrained(source.directory, **source.hf_kwargs)
     except (OSError, ValueError, KeyError) as exc:
-        raise WeightLoadError(f"cannot read the model config in {source.directory!r}: {exc}") from exc
+        raise WeightLoadError(
+            f"cannot read the model config in {source.directory!r}: {exc}"
+        ) from exc
 
 
 def load_tokenizer(source: ModelSource, tokenizer_path: str | None = None) -> Any:
     from transformers import AutoTokenizer
 
-    directory, kwargs = (tokenizer_path, {}) if tokenizer_path else (source.directory, source.hf_kwargs)
+    directory, kwargs = (
+        (tokenizer_path, {}) if tokenizer_path else (source.directory, source.hf_kwargs)
+    )
     try:
         return AutoTokenizer.from_pretrained(directory, **kwargs)
     except (OSError, ValueError, KeyError) as exc:
@@ -100,7 +103,9 @@ def _iter_gguf(source: ModelSource, hf_config: Any) -> Iterator[tuple[str, torch
     with torch.device("meta"):
         skeleton = AutoModelForCausalLM.from_config(hf_config)
     try:
-        checkpoint = load_gguf_checkpoint(source.gguf_path, return_tensors=True, model_to_load=skeleton)
+        checkpoint = load_gguf_checkpoint(
+            source.gguf_path, return_tensors=True, model_to_load=skeleton
+        )
     except Exception as exc:  # gguf raises many types for a damaged file
         raise WeightLoadError(f"cannot read GGUF file {source.gguf_path!r}: {exc}") from exc
     for name, tensor in checkpoint["tensors"].items():

@@ -7,9 +7,8 @@ from __future__ import annotations
 
 import importlib
 
-from torch import nn
-
 from radixserve.runtime.model_config import ModelConfig
+from torch import nn
 
 _LLAMA = "radixserve.runtime.models.llama:LlamaForCausalLM"
 

@@ -9,8 +9,6 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import torch
-from torch import nn
-
 from radixserve.runtime.model_config import ModelConfig
 from radixserve.runtime.models.layers.activation import silu_and_mul
 from radixserve.runtime.models.layers.attention import ForwardContext, PagedAttention
@@ -19,9 +17,11 @@ from radixserve.runtime.models.layers.linear import (
     MergedColumnLinear,
     QKVLinear,
     RowParallelLinear,
+    copy_weight_checked,
 )
 from radixserve.runtime.models.layers.norm import RMSNorm
 from radixserve.runtime.models.layers.rotary import RotaryEmbedding
+from torch import nn
 
 
 class LlamaAttention(nn.Module):
@@ -34,13 +34,17 @@ class LlamaAttention(nn.Module):
         self.num_heads = self.qkv_proj.local_heads
         self.num_kv_heads = self.qkv_proj.local_kv_heads
         self.head_dim = d
-        self.o_proj = RowParallelLinear(config.num_heads * d, config.hidden_size, config.o_proj_bias)
+        self.o_proj = RowParallelLinear(
+            config.num_heads * d, config.hidden_size, config.o_proj_bias
+        )
         self.q_norm = RMSNorm(d, config.rms_norm_eps) if config.qk_norm else None
         self.k_norm = RMSNorm(d, config.rms_norm_eps) if config.qk_norm else None
         self.rotary = rotary
         self.attn = PagedAttention(layer_id, self.num_heads, self.num_kv_heads, d)
 
-    def forward(self, positions: torch.Tensor, x: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
+    def forward(
+        self, positions: torch.Tensor, x: torch.Tensor, ctx: ForwardContext
+    ) -> torch.Tensor:
         qkv = self.qkv_proj(x)
         q_size = self.num_heads * self.head_dim
         kv_size = self.num_kv_heads * self.head_dim
@@ -143,9 +147,12 @@ class LlamaForCausalLM(nn.Module):
             if name not in params:
                 raise ValueError(f"checkpoint tensor {hf_name!r} matches no model parameter")
             param = params[name]
-            param.weight_loader(param, tensor.to(param.dtype), shard_id)  # type: ignore[attr-defined]
+            loader = getattr(param, "weight_loader", None)
+            if loader is None:
+                copy_weight_checked(param.data, tensor)
+            else:
+                loader(param, tensor.to(param.dtype), shard_id)
             missing.discard((name, shard_id))
         if missing:
             names = sorted(f"{n}[{s}]" if s is not None else n for n, s in missing)
             raise ValueError(f"checkpoint is missing weights for: {names[:8]}")
-

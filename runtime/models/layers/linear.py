@@ -13,14 +13,15 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
-from torch import nn
-
 from radixserve.runtime.distributed import tp_group
+from torch import nn
 
 
 def _divide(numerator: int, denominator: int, what: str) -> int:
     if numerator % denominator:
-        raise ValueError(f"{what}={numerator} is not divisible by tensor-parallel size {denominator}")
+        raise ValueError(
+            f"{what}={numerator} is not divisible by tensor-parallel size {denominator}"
+        )
     return numerator // denominator
 
 
@@ -40,8 +41,10 @@ class LinearBase(nn.Module):
         else:
             self.register_parameter("bias", None)
 
-    def weight_loader(self, param: nn.Parameter, loaded: torch.Tensor, shard_id: object = None) -> None:
-        _copy_checked(param.data, loaded)
+    def weight_loader(
+        self, param: nn.Parameter, loaded: torch.Tensor, shard_id: object = None
+    ) -> None:
+        copy_weight_checked(param.data, loaded)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(x, self.weight, self.bias)
@@ -57,9 +60,11 @@ class ColumnParallelLinear(LinearBase):
     def __init__(self, in_features: int, out_features: int, bias: bool = False) -> None:
         super().__init__(in_features, _divide(out_features, tp_group().size, "out_features"), bias)
 
-    def weight_loader(self, param: nn.Parameter, loaded: torch.Tensor, shard_id: object = None) -> None:
+    def weight_loader(
+        self, param: nn.Parameter, loaded: torch.Tensor, shard_id: object = None
+    ) -> None:
         rows = param.shape[0]
-        _copy_checked(param.data, loaded.narrow(0, self.tp.rank * rows, rows))
+        copy_weight_checked(param.data, loaded.narrow(0, self.tp.rank * rows, rows))
 
 
 class RowParallelLinear(LinearBase):
@@ -68,12 +73,14 @@ class RowParallelLinear(LinearBase):
     def __init__(self, in_features: int, out_features: int, bias: bool = False) -> None:
         super().__init__(_divide(in_features, tp_group().size, "in_features"), out_features, bias)
 
-    def weight_loader(self, param: nn.Parameter, loaded: torch.Tensor, shard_id: object = None) -> None:
+    def weight_loader(
+        self, param: nn.Parameter, loaded: torch.Tensor, shard_id: object = None
+    ) -> None:
         if param.dim() == 1:  # bias is added once, after the reduce
-            _copy_checked(param.data, loaded)
+            copy_weight_checked(param.data, loaded)
             return
         cols = param.shape[1]
-        _copy_checked(param.data, loaded.narrow(1, self.tp.rank * cols, cols))
+        copy_weight_checked(param.data, loaded.narrow(1, self.tp.rank * cols, cols))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.linear(x, self.weight)
@@ -88,11 +95,13 @@ class MergedColumnLinear(ColumnParallelLinear):
         self.out_sizes = list(out_sizes)
         super().__init__(in_features, sum(out_sizes), bias)
 
-    def weight_loader(self, param: nn.Parameter, loaded: torch.Tensor, shard_id: object = None) -> None:
+    def weight_loader(
+        self, param: nn.Parameter, loaded: torch.Tensor, shard_id: object = None
+    ) -> None:
         assert isinstance(shard_id, int)
         size = self.out_sizes[shard_id] // self.tp.size
         offset = sum(self.out_sizes[:shard_id]) // self.tp.size
-        _copy_checked(
+        copy_weight_checked(
             param.data.narrow(0, offset, size), loaded.narrow(0, self.tp.rank * size, size)
         )
 
@@ -112,7 +121,9 @@ class QKVLinear(ColumnParallelLinear):
         out = (self.local_heads + 2 * self.local_kv_heads) * head_dim * tp
         super().__init__(hidden_size, out, bias)
 
-    def weight_loader(self, param: nn.Parameter, loaded: torch.Tensor, shard_id: object = None) -> None:
+    def weight_loader(
+        self, param: nn.Parameter, loaded: torch.Tensor, shard_id: object = None
+    ) -> None:
         q_size = self.local_heads * self.head_dim
         kv_size = self.local_kv_heads * self.head_dim
         if shard_id == "q":
@@ -122,10 +133,14 @@ class QKVLinear(ColumnParallelLinear):
             size, shard_rank = kv_size, self.tp.rank // self.kv_replicas
         else:
             raise ValueError(f"unknown qkv shard {shard_id!r}")
-        _copy_checked(param.data.narrow(0, offset, size), loaded.narrow(0, shard_rank * size, size))
+        copy_weight_checked(
+            param.data.narrow(0, offset, size), loaded.narrow(0, shard_rank * size, size)
+        )
 
 
-def _copy_checked(dst: torch.Tensor, src: torch.Tensor) -> None:
+def copy_weight_checked(dst: torch.Tensor, src: torch.Tensor) -> None:
     if dst.shape != src.shape:
-        raise ValueError(f"checkpoint tensor has shape {tuple(src.shape)}, expected {tuple(dst.shape)}")
+        raise ValueError(
+            f"checkpoint tensor has shape {tuple(src.shape)}, expected {tuple(dst.shape)}"
+        )
     dst.copy_(src)

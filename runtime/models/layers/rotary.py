@@ -9,9 +9,8 @@ from __future__ import annotations
 import math
 
 import torch
-from torch import nn
-
 from radixserve.runtime.model_config import RopeConfig
+from torch import nn
 
 
 def inverse_frequencies(rope: RopeConfig, rotary_dim: int) -> torch.Tensor:

@@ -1,0 +1,178 @@
+"""Chooses the next step's batch: decodes first, then prefill chunks, then new admissions.
+
+Admission reserves KV for the tokens a request is expected to generate, as a fraction
+(`new_token_ratio`) of its `max_new_tokens`. The ratio starts conservative, decays while steps run
+without trouble, and jumps back up after a retraction, as SGLang's scheduler does. Retraction
+sends the request whose redo costs least (fewest generated tokens) back to the waiting queue;
+its computed pages go into the tree first, so re-admission matches most of them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from radixserve.runtime.scheduler.kv_manager import RequestKVManager, pages_for
+from radixserve.runtime.scheduler.policy import order_waiting
+from radixserve.runtime.scheduler.request import Req
+from radixserve.runtime.step import RequestSlice, StepRequest
+
+INIT_NEW_TOKEN_RATIO = 0.7
+MIN_NEW_TOKEN_RATIO = 0.1
+NEW_TOKEN_RATIO_DECAY = 0.001
+RETRACT_RATIO_STEP = 0.2
+
+
+@dataclass(slots=True)
+class ScheduledSlice:
+    req: Req
+    extend_len: int
+    is_prefill: bool
+    step_request: StepRequest
+
+
+@dataclass(slots=True)
+class BatchPlan:
+    slices: list[ScheduledSlice] = field(default_factory=list)
+    retracted: list[Req] = field(default_factory=list)
+    cache_hit_tokens: int = 0
+
+
+def common_prefix_len(a: list[int], b: list[int]) -> int:
+    """Binary search over slice equality: O(n log n) element compares, all in C."""
+    lo, hi = 0, min(len(a), len(b))
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if a[:mid] == b[:mid]:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+class BatchBuilder:
+    def __init__(self, kv: RequestKVManager, config: Any) -> None:
+        self.kv = kv
+        self.cache = kv.cache
+        self.config = config
+        self.new_token_ratio = INIT_NEW_TOKEN_RATIO
+
+    def build(self, waiting: list[Req], running: list[Req]) -> BatchPlan:
+        plan = BatchPlan()
+        self._schedule_decodes(waiting, running, plan)
+        budget = min(self.config.chunked_prefill_size, self.config.max_prefill_tokens)
+        budget = self._continue_prefills(waiting, running, plan, budget)
+        self._admit(waiting, running, plan, budget)
+        if not plan.retracted:
+            self.new_token_ratio = max(
+                MIN_NEW_TOKEN_RATIO, self.new_token_ratio - NEW_TOKEN_RATIO_DECAY
+            )
+        return plan
+
+    # --- running requests ----------------------------------------------------------------------
+
+    def _schedule_decodes(self, waiting: list[Req], running: list[Req], plan: BatchPlan) -> None:
+        decodes = [r for r in running if not r.is_prefilling]
+        while len(decodes) > 1:
+            need = sum(self.kv.extra_pages_needed(r, 1) for r in decodes)
+            if need <= self._headroom():
+                break
+            victim = min(decodes, key=lambda r: (len(r.output_ids), -len(r.prompt_ids)))
+            decodes.remove(victim)
+            self._retract(victim, waiting, running, plan)
+        for req in decodes:
+            if self.kv.reserve(req, 1):
+                plan.slices.append(self._slice(req, 1))
+            else:
+                self._retract(req, waiting, running, plan)
+
+    def _continue_prefills(
+        self, waiting: list[Req], running: list[Req], plan: BatchPlan, budget: int
+    ) -> int:
+        for req in [r for r in running if r.is_prefilling]:
+            if budget <= 0:
+                break
+            chunk = min(req.fill_len - req.kv_len, budget)
+            if self.kv.reserve(req, chunk):
+                plan.slices.append(self._slice(req, chunk))
+                budget -= chunk
+            elif len(running) > 1:
+                self._retract(req, waiting, running, plan)
+        return budget
+
+    def _retract(self, req: Req, waiting: list[Req], running: list[Req], plan: BatchPlan) -> None:
+        self.kv.release(req)
+        running.remove(req)
+        waiting.insert(0, req)
+        req.retractions += 1
+        if not req.input_logprobs_sent:
+            req.input_logprobs.clear()
+            req.input_top_logprobs.clear()
+        plan.retracted.append(req)
+        self.new_token_ratio = min(1.0, self.new_token_ratio + RETRACT_RATIO_STEP)
+
+    # --- admission -----------------------------------------------------------------------------
+
+    def _admit(self, waiting: list[Req], running: list[Req], plan: BatchPlan, budget: int) -> None:
+        if not waiting or budget <= 0:
+            return
+        reserved = sum(self._future_pages(r) for r in running)
+        prefilling = [r.fill_ids for r in running if r.is_prefilling]
+        for req in order_waiting(self.config.schedule_policy, list(waiting), self.kv.match):
+            if budget <= 0 or len(running) >= self.config.max_running_requests:
+                break
+            match = self.kv.match(req)
+            if self._shares_with_prefilling(req, match.cached_len, prefilling):
+                continue  # admit after the other prefill lands in the tree
+            self.kv.admit(req, match)
+            chunk = min(req.fill_len - req.kv_len, budget)
+            fits = self._future_pages(req) + reserved <= self._headroom()
+            if not (fits or not running) or not self.kv.reserve(req, chunk):
+                self.kv.release(req)
+                break
+            waiting.remove(req)
+            running.append(req)
+            reserved += self._future_pages(req)
+            plan.cache_hit_tokens += req.kv_len
+            plan.slices.append(self._slice(req, chunk))
+            budget -= chunk
+            if req.is_prefilling or chunk < req.fill_len:
+                prefilling.append(req.fill_ids)
+
+    def _shares_with_prefilling(
+        self, req: Req, cached_len: int, prefilling: list[list[int]]
+    ) -> bool:
+        fill = req.fill_ids
+        slack = cached_len + self.kv.page_size
+        return any(common_prefix_len(fill, other) > slack for other in prefilling)
+
+    def _future_pages(self, req: Req) -> int:
+        expected = req.fill_len + int(req.remaining_new_tokens() * self.new_token_ratio)
+        expected = min(expected, self.config.context_len)
+        return max(pages_for(expected, self.kv.page_size) - len(req.page_table), 0)
+
+    def _headroom(self) -> int:
+        return self.cache.num_free_pages + self.cache.num_evictable_pages
+
+    # --- building the engine's view ------------------------------------------------------------
+
+    def _slice(self, req: Req, extend_len: int) -> ScheduledSlice:
+        fill = req.fill_ids
+        end = req.kv_len + extend_len
+        logits_from = None
+        if req.wants_input_logprobs:
+            first_row = max(req.logprob_start_len - 1, 0)
+            if first_row < end:
+                logits_from = max(first_row - req.kv_len, 0)
+        step_request = StepRequest(
+            slice=RequestSlice(fill[req.kv_len : end], req.kv_len, req.page_table, logits_from),
+            sampling=req.sampling,
+            prompt_ids=req.prompt_ids,
+            output_ids=req.output_ids,
+            sample=end == len(fill),
+            return_logprob=req.return_logprob,
+            top_logprobs_num=req.top_logprobs_num,
+        )
+        # A decode feeds exactly the last sampled token; anything else computes prompt KV.
+        is_decode = extend_len == 1 and end == len(fill) and bool(req.output_ids)
+        return ScheduledSlice(req, extend_len, not is_decode, step_request)

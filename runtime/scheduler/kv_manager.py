@@ -1,0 +1,86 @@
+"""Request-level KV bookkeeping on top of the prefix cache.
+
+A request's page table has two parts:
+
+    page_table: | tree-owned pages (locked via req.node) | private pages (this request only) |
+                |<------------ tree_len tokens -------->|<---- up to kv_len + this step ---->|
+
+Admission matches the prompt and locks the matched path; computed whole pages move into the tree
+after each prefill chunk and at the end (`commit`), so requests arriving later can share them;
+`release` unlocks the path and frees the private pages. Nothing here touches the model.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from radixserve.runtime.scheduler.request import Req
+
+
+def pages_for(tokens: int, page_size: int) -> int:
+    return -(-tokens // page_size)
+
+
+class RequestKVManager:
+    def __init__(self, cache: Any, page_size: int, sharing: bool) -> None:
+        self.cache = cache
+        self.page_size = page_size
+        # A non-sharing (naive) cache never takes pages into a tree: requests keep them private.
+        self.sharing = sharing
+
+    def match(self, req: Req) -> Any:
+        return self.cache.match_prefix(req.fill_ids[: req.max_match_len])
+
+    def admit(self, req: Req, match: Any) -> None:
+        """Locks the matched path and adopts its pages as the start of the page table."""
+        self.cache.lock(match.node)
+        req.node = match.node
+        req.page_table = list(match.pages)
+        req.kv_len = req.tree_len = match.cached_len
+        if not req.admitted:
+            req.cached_len = min(match.cached_len, len(req.prompt_ids))
+            req.admitted = True
+
+    def extra_pages_needed(self, req: Req, extend_len: int) -> int:
+        return max(pages_for(req.kv_len + extend_len, self.page_size) - len(req.page_table), 0)
+
+    def reserve(self, req: Req, extend_len: int) -> bool:
+        """Gives the request pages for `extend_len` more tokens, evicting if needed."""
+        need = self.extra_pages_needed(req, extend_len)
+        if need == 0:
+            return True
+        pages = self.cache.alloc_pages(need)
+        if pages is None:
+            return False
+        req.page_table.extend(pages)
+        return True
+
+    def commit(self, req: Req) -> None:
+        """Moves the request's computed whole pages into the tree and re-locks its longer path."""
+        aligned = req.kv_len // self.page_size * self.page_size
+        if not self.sharing or aligned <= req.tree_len:
+            return
+        num_pages = aligned // self.page_size
+        result = self.cache.insert(req.fill_ids[:aligned], req.page_table[:num_pages])
+        req.page_table[:num_pages] = result.pages
+        self.cache.lock(result.node)
+        self.cache.unlock(req.node)
+        req.node = result.node
+        req.tree_len = aligned
+
+    def release(self, req: Req) -> None:
+        """Commits what was computed, unlocks, and frees every private page."""
+        if req.node is None:
+            return
+        self.commit(req)
+        self.cache.unlock(req.node)
+        private = req.page_table[req.tree_len // self.page_size :]
+        if private:
+            self.cache.free_pages(private)
+        req.page_table = []
+        req.node = None
+        req.kv_len = req.tree_len = 0
+
+    def held_pages(self, reqs: list[Req]) -> list[int]:
+        """Private pages of running requests (for the cache's integrity check)."""
+        return [p for r in reqs for p in r.page_table[r.tree_len // self.page_size :]]

@@ -1,0 +1,61 @@
+"""Orders the waiting queue before admission.
+
+- fcfs: arrival order.
+- lpm: longest cached prefix first (falls back to fcfs for very long queues, where matching every
+  waiting request each step would cost more than it saves).
+- dfs-weight (SGLang paper): weigh each tree node by the waiting requests under it and walk the
+  tree depth-first, heavier children first, so requests sharing a prefix run back to back.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable
+from typing import Any
+
+from radixserve.runtime.scheduler.request import Req
+
+SCHEDULE_POLICIES = ("lpm", "fcfs", "dfs-weight")
+LPM_QUEUE_LIMIT = 128
+
+
+def order_waiting(policy: str, waiting: list[Req], match: Callable[[Req], Any]) -> list[Req]:
+    if policy == "fcfs" or len(waiting) > LPM_QUEUE_LIMIT:
+        return sorted(waiting, key=lambda r: r.arrival)
+    if policy == "lpm":
+        keyed = [(match(r).cached_len, r) for r in waiting]
+        keyed.sort(key=lambda item: (-item[0], item[1].arrival))
+        return [r for _, r in keyed]
+    if policy == "dfs-weight":
+        return _dfs_weight(waiting, match)
+    raise ValueError(f"unknown schedule policy {policy!r}; choose one of {SCHEDULE_POLICIES}")
+
+
+def _dfs_weight(waiting: list[Req], match: Callable[[Req], Any]) -> list[Req]:
+    at_node: dict[int, list[Req]] = defaultdict(list)
+    nodes: dict[int, Any] = {}
+    for r in sorted(waiting, key=lambda r: r.arrival):
+        node = match(r).node
+        at_node[id(node)].append(r)
+        nodes[id(node)] = node
+    weight: dict[int, int] = defaultdict(int)
+    children: dict[int, set[int]] = defaultdict(set)
+    root_ids: set[int] = set()
+    for node_id, reqs in at_node.items():
+        node = nodes[node_id]
+        while True:
+            weight[id(node)] += len(reqs)
+            parent = getattr(node, "parent", None)
+            if parent is None:
+                root_ids.add(id(node))
+                break
+            nodes[id(parent)] = parent
+            children[id(parent)].add(id(node))
+            node = parent
+    ordered: list[Req] = []
+    stack = sorted(root_ids, key=lambda n: weight[n])
+    while stack:
+        node_id = stack.pop()
+        ordered.extend(at_node.get(node_id, ()))
+        stack.extend(sorted(children[node_id], key=lambda n: weight[n]))
+    return ordered

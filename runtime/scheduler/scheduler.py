@@ -1,0 +1,226 @@
+"""The scheduling loop's core, free of I/O: requests in, one step at a time, token outputs out.
+
+Each `step()`:
+  1. drops aborted requests (their pages and locks go back);
+  2. gives every decoding request one token, retracting the cheapest ones if the pool is short;
+  3. continues running prefills in chunks under the step's token budget;
+  4. admits waiting requests in policy order (match + lock their cached prefix) while the budget,
+     `max_running_requests` and a reservation for their expected new tokens allow;
+  5. runs the engine once over the mixed batch, appends sampled tokens, checks stops, and moves
+     computed pages into the radix tree so later requests share them.
+The engine is anything with `step(list[StepRequest]) -> list[StepResult]`, so tests can stand one in.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Collection
+from dataclasses import dataclass
+from typing import Any
+
+from radixserve.runtime.io_struct import FinishReason, GenerateReq, TokenOut
+from radixserve.runtime.scheduler.batch_builder import BatchBuilder, ScheduledSlice
+from radixserve.runtime.scheduler.kv_manager import RequestKVManager
+from radixserve.runtime.scheduler.request import Req
+from radixserve.runtime.scheduler.stats import SchedulerCounters, StepStats
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class SchedulerConfig:
+    page_size: int
+    context_len: int
+    chunked_prefill_size: int = 2048
+    max_prefill_tokens: int = 8192
+    max_running_requests: int = 256
+    schedule_policy: str = "lpm"
+    log_interval: int = 0  # steps between log lines; 0 = never
+
+
+class Scheduler:
+    def __init__(
+        self,
+        engine: Any,
+        cache: Any,
+        config: SchedulerConfig,
+        eos_token_ids: Collection[int],
+        sharing: bool = True,
+    ) -> None:
+        self.engine = engine
+        self.cache = cache
+        self.config = config
+        self.eos_token_ids = frozenset(eos_token_ids)
+        self.kv = RequestKVManager(cache, config.page_size, sharing)
+        self.builder = BatchBuilder(self.kv, config)
+        self.waiting: list[Req] = []
+        self.running: list[Req] = []
+        self.requests: dict[str, Req] = {}
+        self.counters = SchedulerCounters()
+        self.last_step = StepStats()
+
+    # --- requests in ---------------------------------------------------------------------------
+
+    def add_request(self, msg: GenerateReq) -> None:
+        if msg.rid in self.requests:
+            raise ValueError(f"request id {msg.rid!r} is already in use")
+        req = Req.from_wire(msg)
+        self.requests[req.rid] = req
+        self.waiting.append(req)
+        self.counters.prompt_tokens += len(req.prompt_ids)
+
+    def abort(self, rid: str, message: str = "aborted") -> None:
+        """Marks a request aborted; its resources go back at the start of the next step."""
+        req = self.requests.get(rid)
+        if req is not None and req.finish is None:
+            req.aborted = True
+            req.finish = FinishReason("abort", message=message)
+
+    @property
+    def has_work(self) -> bool:
+        return bool(self.waiting or self.running)
+
+    # --- one step ------------------------------------------------------------------------------
+
+    def step(self) -> list[TokenOut]:
+        started = time.perf_counter()
+        outputs = self._drop_aborted()
+        plan = self.builder.build(self.waiting, self.running)
+        self.counters.retractions += len(plan.retracted)
+        stats = StepStats(
+            batch_size=len(plan.slices),
+            prefill_tokens=sum(s.extend_len for s in plan.slices if s.is_prefill),
+            decode_tokens=sum(1 for s in plan.slices if not s.is_prefill),
+            cache_hit_tokens=plan.cache_hit_tokens,
+        )
+        self.counters.cache_hit_tokens += plan.cache_hit_tokens
+        stats.schedule_seconds = time.perf_counter() - started
+        if plan.slices:
+            forward_start = time.perf_counter()
+            results = self.engine.step([s.step_request for s in plan.slices])
+            stats.forward_seconds = time.perf_counter() - forward_start
+            for scheduled, result in zip(plan.slices, results, strict=True):
+                self._apply(scheduled, result)
+            outputs.extend(self._collect_outputs([s.req for s in plan.slices]))
+        stats.queue_depth, stats.running = len(self.waiting), len(self.running)
+        stats.kv_usage = 1.0 - self.cache.num_free_pages / max(self.cache.num_pages, 1)
+        self.counters.add(stats)
+        self.last_step = stats
+        self._maybe_log(stats)
+        return outputs
+
+    def _apply(self, scheduled: ScheduledSlice, result: Any) -> None:
+        req = scheduled.req
+        req.kv_len += scheduled.extend_len
+        if result.input_logprobs:
+            req.input_logprobs.extend(result.input_logprobs)
+            req.input_top_logprobs.extend(
+                result.input_top_logprobs or [None] * len(result.input_logprobs)
+            )
+        if result.next_token_id is None:
+            self.kv.commit(req)  # an unfinished chunk: share it with requests arriving meanwhile
+            return
+        if req.sampling.max_new_tokens == 0:
+            req.finish = FinishReason("length")  # prefill only (scoring); the sample is dropped
+            return
+        token = result.next_token_id
+        req.output_ids.append(token)
+        req.pending_ids.append(token)
+        if req.return_logprob and result.logprob is not None:
+            req.pending_logprobs.append(result.logprob)
+            req.pending_top_logprobs.append(result.top_logprobs or [])
+        req.finish = self._check_finish(req, token)
+        if scheduled.is_prefill:
+            self.kv.commit(req)
+
+    def _check_finish(self, req: Req, token: int) -> FinishReason | None:
+        params = req.sampling
+        if not params.ignore_eos and token in self.eos_token_ids:
+            return FinishReason("stop", matched=token)
+        if params.stop_token_ids and token in params.stop_token_ids:
+            return FinishReason("stop", matched=token)
+        if len(req.output_ids) >= params.max_new_tokens:
+            return FinishReason("length")
+        if req.fill_len >= self.config.context_len:
+            return FinishReason("length")
+        return None
+
+    def finish_externally(self, rid: str, finish: FinishReason) -> None:
+        """Ends a request for a reason found outside (a stop string matched by the detokenizer)."""
+        req = self.requests.get(rid)
+        if req is not None and req.finish is None:
+            req.finish = finish
+            self._retire(req)
+
+    def _drop_aborted(self) -> list[TokenOut]:
+        outputs = []
+        for req in [r for r in self.waiting + self.running if r.aborted]:
+            self._retire(req)
+            outputs.append(self._token_out(req))
+            self.counters.requests_aborted += 1
+        return outputs
+
+    def _retire(self, req: Req) -> None:
+        self.kv.release(req)
+        if req in self.running:
+            self.running.remove(req)
+        if req in self.waiting:
+            self.waiting.remove(req)
+        self.requests.pop(req.rid, None)
+
+    def _collect_outputs(self, reqs: list[Req]) -> list[TokenOut]:
+        outputs = []
+        for req in reqs:
+            if req.finish is not None:
+                self._retire(req)
+                self.counters.requests_finished += 1
+            if req.pending_ids or req.finish is not None:
+                outputs.append(self._token_out(req))
+        return outputs
+
+    def _token_out(self, req: Req) -> TokenOut:
+        out = TokenOut(
+            rid=req.rid,
+            new_token_ids=req.pending_ids,
+            prompt_tokens=len(req.prompt_ids),
+            cached_tokens=req.cached_len,
+            completion_tokens=len(req.output_ids),
+            finish=req.finish,
+            output_logprobs=req.pending_logprobs,
+            output_top_logprobs=req.pending_top_logprobs,
+        )
+        if req.return_logprob and req.logprob_start_len >= 0 and not req.input_logprobs_sent:
+            lead: list[float | None] = [None] if req.logprob_start_len == 0 else []
+            out.input_logprobs = lead + list(req.input_logprobs)
+            out.input_top_logprobs = lead + list(req.input_top_logprobs)  # type: ignore[operator]
+            req.input_logprobs_sent = True
+        req.pending_ids, req.pending_logprobs, req.pending_top_logprobs = [], [], []
+        return out
+
+    def _maybe_log(self, stats: StepStats) -> None:
+        interval = self.config.log_interval
+        if interval and self.counters.steps % interval == 0:
+            logger.info(
+                "step %d: batch=%d prefill=%d decode=%d hit=%d queue=%d kv=%.1f%% sched=%.2fms",
+                self.counters.steps,
+                stats.batch_size,
+                stats.prefill_tokens,
+                stats.decode_tokens,
+                stats.cache_hit_tokens,
+                stats.queue_depth,
+                100 * stats.kv_usage,
+                1e3 * stats.schedule_seconds,
+            )
+
+    # --- maintenance ---------------------------------------------------------------------------
+
+    def flush_cache(self) -> bool:
+        """Evicts every cached prefix; refused while requests run (their paths are locked)."""
+        if self.has_work:
+            return False
+        self.cache.flush()
+        return True
+
+    def check_integrity(self) -> None:
+        self.cache.check_integrity(held_pages=self.kv.held_pages(self.running))
