@@ -67,10 +67,19 @@ SchedulerInput = GenerateReq | AbortReq | FlushCacheReq | GetStatsReq | Shutdown
 # --- scheduler -> detokenizer -> tokenizer side ------------------------------------------------
 
 
+class DetokenizeSpec(msgspec.Struct, frozen=True):
+    """How the detokenizer treats a request; sent with the request's first output."""
+
+    stop: list[str] = []
+    skip_special_tokens: bool = True
+    spaces_between_special_tokens: bool = True
+
+
 class TokenOut(msgspec.Struct, kw_only=True, omit_defaults=True):
     """What one request gained in one scheduler step."""
 
     rid: str
+    spec: DetokenizeSpec | None = None  # on the first output of each request
     new_token_ids: list[int]
     prompt_tokens: int
     cached_tokens: int

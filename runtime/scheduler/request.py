@@ -47,6 +47,7 @@ class Req:
     input_logprobs: list[float | None] = field(default_factory=list)
     input_top_logprobs: list[TopLogprobs | None] = field(default_factory=list)
     input_logprobs_sent: bool = False
+    spec_sent: bool = False
 
     @classmethod
     def from_wire(cls, msg: GenerateReq) -> Req:

@@ -19,7 +19,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
-from radixserve.runtime.io_struct import FinishReason, GenerateReq, TokenOut
+from radixserve.runtime.io_struct import DetokenizeSpec, FinishReason, GenerateReq, TokenOut
 from radixserve.runtime.scheduler.batch_builder import BatchBuilder, ScheduledSlice
 from radixserve.runtime.scheduler.kv_manager import RequestKVManager
 from radixserve.runtime.scheduler.request import Req
@@ -65,6 +65,13 @@ class Scheduler:
     def add_request(self, msg: GenerateReq) -> None:
         if msg.rid in self.requests:
             raise ValueError(f"request id {msg.rid!r} is already in use")
+        if not msg.input_ids:
+            raise ValueError("the prompt is empty")
+        needed = -(-min(len(msg.input_ids) + 1, self.config.context_len) // self.config.page_size)
+        if needed > self.cache.num_pages:
+            raise ValueError(
+                f"the prompt needs {needed} KV pages but the pool has {self.cache.num_pages}"
+            )
         req = Req.from_wire(msg)
         self.requests[req.rid] = req
         self.waiting.append(req)
@@ -95,7 +102,6 @@ class Scheduler:
             cache_hit_tokens=plan.cache_hit_tokens,
         )
         self.counters.cache_hit_tokens += plan.cache_hit_tokens
-        stats.schedule_seconds = time.perf_counter() - started
         if plan.slices:
             forward_start = time.perf_counter()
             results = self.engine.step([s.step_request for s in plan.slices])
@@ -103,6 +109,8 @@ class Scheduler:
             for scheduled, result in zip(plan.slices, results, strict=True):
                 self._apply(scheduled, result)
             outputs.extend(self._collect_outputs([s.req for s in plan.slices]))
+        # Everything but the engine's forward pass is the scheduler's own CPU cost.
+        stats.schedule_seconds = time.perf_counter() - started - stats.forward_seconds
         stats.queue_depth, stats.running = len(self.waiting), len(self.running)
         stats.kv_usage = 1.0 - self.cache.num_free_pages / max(self.cache.num_pages, 1)
         self.counters.add(stats)
@@ -190,6 +198,13 @@ class Scheduler:
             output_logprobs=req.pending_logprobs,
             output_top_logprobs=req.pending_top_logprobs,
         )
+        if not req.spec_sent:
+            out.spec = DetokenizeSpec(
+                stop=req.sampling.stop_strings(),
+                skip_special_tokens=req.sampling.skip_special_tokens,
+                spaces_between_special_tokens=req.sampling.spaces_between_special_tokens,
+            )
+            req.spec_sent = True
         if req.return_logprob and req.logprob_start_len >= 0 and not req.input_logprobs_sent:
             lead: list[float | None] = [None] if req.logprob_start_len == 0 else []
             out.input_logprobs = lead + list(req.input_logprobs)
@@ -221,6 +236,23 @@ class Scheduler:
             return False
         self.cache.flush()
         return True
+
+    def stats(self) -> dict[str, object]:
+        """Counters, the last step's figures and the cache's statistics, as plain values."""
+        from dataclasses import asdict
+
+        cache_stats = self.cache.stats()
+        return {
+            **self.counters.as_dict(),
+            "last_step": asdict(self.last_step),
+            "waiting": len(self.waiting),
+            "running": len(self.running),
+            "num_pages": self.cache.num_pages,
+            "free_pages": self.cache.num_free_pages,
+            "cache": asdict(cache_stats)
+            if hasattr(cache_stats, "__dataclass_fields__")
+            else dict(cache_stats),
+        }
 
     def check_integrity(self) -> None:
         self.cache.check_integrity(held_pages=self.kv.held_pages(self.running))

@@ -1,0 +1,87 @@
+"""Decode throughput of the embedded SmolLM2 on this machine: radixserve vs HF `generate`.
+
+Both run the same prompts, greedy, the same number of new tokens with EOS ignored, at batch 1 and
+batch 16, in one process one after the other; the table gives output tokens per second and the
+ratio. Prefill is included in both (short prompts, so decode dominates).
+
+    python benchmarks/bench_decode.py [--new-tokens 64] [--batch-sizes 1 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from radixserve.runtime.engine import Engine
+from radixserve.runtime.model_loader.source import resolve_model_source
+
+PROMPTS = [
+    "The history of the printing press begins",
+    "In a distant galaxy, a small robot",
+    "Photosynthesis is the process by which",
+    "The best way to learn a new language is",
+    "Once upon a time there was a",
+    "A good recipe for pancakes needs",
+    "The stock market fell sharply today after",
+    "Quantum computers differ from classical ones because",
+]
+
+
+def prompts_for(batch: int) -> list[str]:
+    return [PROMPTS[i % len(PROMPTS)] + f" ({i})" for i in range(batch)]
+
+
+def bench_radixserve(engine: Engine, batch: int, new_tokens: int) -> float:
+    params = {"temperature": 0, "max_new_tokens": new_tokens, "ignore_eos": True}
+    engine.generate(prompts_for(batch), {**params, "max_new_tokens": 2})  # warm-up
+    engine.flush_cache()
+    start = time.perf_counter()
+    outs = engine.generate(prompts_for(batch), params)
+    elapsed = time.perf_counter() - start
+    return sum(o["meta_info"]["completion_tokens"] for o in outs) / elapsed
+
+
+def bench_hf(model, tokenizer, batch: int, new_tokens: int) -> float:
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    inputs = tokenizer(prompts_for(batch), return_tensors="pt", padding=True)
+    kwargs = dict(do_sample=False, min_new_tokens=new_tokens, pad_token_id=tokenizer.pad_token_id)
+    with torch.no_grad():
+        model.generate(**inputs, max_new_tokens=2, **kwargs)  # warm-up
+        start = time.perf_counter()
+        out = model.generate(**inputs, max_new_tokens=new_tokens, **kwargs)
+        elapsed = time.perf_counter() - start
+    generated = (out.shape[1] - inputs["input_ids"].shape[1]) * batch
+    return generated / elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--new-tokens", type=int, default=64)
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 16])
+    args = parser.parse_args()
+
+    from transformers import AutoModelForCausalLM
+
+    engine = Engine()
+    source = resolve_model_source(None)
+    hf = AutoModelForCausalLM.from_pretrained(
+        source.directory, gguf_file=source.gguf_file, dtype=torch.float32
+    ).eval()
+    rows = []
+    for batch in args.batch_sizes:
+        ours = bench_radixserve(engine, batch, args.new_tokens)
+        theirs = bench_hf(hf, engine.tokenizer, batch, args.new_tokens)
+        rows.append((batch, ours, theirs))
+    print(f"\nSmolLM2-135M decode, {args.new_tokens} new tokens, {torch.get_num_threads()} threads")
+    print(f"{'batch':>5} | {'radixserve tok/s':>16} | {'HF generate tok/s':>17} | {'ratio':>6}")
+    for batch, ours, theirs in rows:
+        print(f"{batch:>5} | {ours:>16.1f} | {theirs:>17.1f} | {ours / theirs:>5.2f}x")
+    engine.shutdown()
+
+
+if __name__ == "__main__":
+    main()

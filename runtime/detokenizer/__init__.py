@@ -1,0 +1,1 @@
+"""Incremental detokenization and stop strings (used in-process and by the detokenizer process)."""

@@ -1,0 +1,62 @@
+"""Builds the parts a scheduler owns (runner, tokenizer, cache, scheduler) from `ServerArgs`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from radixserve.radix_cache import NaiveCache, RadixCache
+from radixserve.runtime.model_loader.weights import load_tokenizer
+from radixserve.runtime.model_runner import ModelRunner
+from radixserve.runtime.request_builder import RequestBuilder
+from radixserve.runtime.scheduler.scheduler import Scheduler, SchedulerConfig
+from radixserve.runtime.server_args import ServerArgs
+
+
+@dataclass(slots=True)
+class RuntimeState:
+    args: ServerArgs
+    runner: ModelRunner
+    tokenizer: Any
+    cache: Any
+    scheduler: Scheduler
+    request_builder: RequestBuilder
+
+
+def eos_token_ids(runner: ModelRunner, tokenizer: Any) -> set[int]:
+    ids = set(runner.config.eos_token_ids)
+    if getattr(tokenizer, "eos_token_id", None) is not None:
+        ids.add(int(tokenizer.eos_token_id))
+    return ids
+
+
+def build_runtime(args: ServerArgs) -> RuntimeState:
+    runner = ModelRunner(args)
+    tokenizer = load_tokenizer(runner.source, args.tokenizer_path)
+    num_pages = runner.kv_pool.num_pages
+    if args.disable_radix_cache:
+        cache: Any = NaiveCache(num_pages, page_size=args.page_size)
+    else:
+        cache = RadixCache(num_pages, page_size=args.page_size)
+    config = SchedulerConfig(
+        page_size=args.page_size,
+        context_len=runner.context_len,
+        chunked_prefill_size=args.chunked_prefill_size,
+        max_prefill_tokens=args.max_prefill_tokens,
+        max_running_requests=args.max_running_requests,
+        schedule_policy=args.schedule_policy,
+    )
+    scheduler = Scheduler(
+        runner,
+        cache,
+        config,
+        eos_token_ids(runner, tokenizer),
+        sharing=not args.disable_radix_cache,
+    )
+    builder = RequestBuilder(
+        tokenizer=tokenizer,
+        vocab_size=runner.vocab_size,
+        context_len=runner.context_len,
+        pool_tokens=num_pages * args.page_size,
+    )
+    return RuntimeState(args, runner, tokenizer, cache, scheduler, builder)

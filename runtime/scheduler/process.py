@@ -1,0 +1,128 @@
+"""The scheduler process: receives requests over ZeroMQ and runs the scheduling loop.
+
+No single request may take the loop down: a request the scheduler refuses is answered with an
+abort carrying the reason, and an exception inside a step aborts the requests of that step with
+the error and keeps serving. The process exits when told to, when its parent dies, or on SIGTERM.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import traceback
+from multiprocessing.connection import Connection
+
+import zmq
+from radixserve.runtime.io_struct import (
+    AbortReq,
+    ControlOut,
+    FinishReason,
+    FlushCacheReq,
+    GenerateReq,
+    GetStatsReq,
+    ReadyOut,
+    SchedulerInput,
+    ShutdownReq,
+    TokenBatchOut,
+    TokenOut,
+)
+from radixserve.runtime.ipc import IpcPaths, Receiver, Sender
+from radixserve.runtime.scheduler.scheduler import Scheduler
+from radixserve.runtime.server_args import ServerArgs
+
+logger = logging.getLogger(__name__)
+IDLE_POLL_MS = 50
+
+
+def run_scheduler_process(args: ServerArgs, paths: IpcPaths, ready: Connection) -> None:
+    logging.basicConfig(
+        level=args.log_level.upper(), format="[scheduler] %(levelname)s %(message)s"
+    )
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent owns Ctrl-C and shuts us down
+    parent = os.getppid()
+    try:
+        from radixserve.runtime.runtime_state import build_runtime
+
+        state = build_runtime(args)
+    except Exception as exc:  # any start-up failure is reported, never a hang
+        ready.send(ReadyOut(process="scheduler", ok=False, error=f"{type(exc).__name__}: {exc}"))
+        return
+    ctx = zmq.Context()
+    loop = SchedulerLoop(
+        state.scheduler,
+        Receiver(ctx, paths.to_scheduler, bind=True, message_type=SchedulerInput),
+        Sender(ctx, paths.to_detokenizer, bind=False),
+        parent,
+    )
+    ready.send(
+        ReadyOut(
+            process="scheduler",
+            ok=True,
+            info={
+                "context_len": state.runner.context_len,
+                "vocab_size": state.runner.vocab_size,
+                "pool_tokens": state.cache.num_pages * args.page_size,
+                "model_name": args.served_model_name or state.runner.source.name,
+            },
+        )
+    )
+    loop.run()
+    ctx.destroy(linger=0)
+
+
+class SchedulerLoop:
+    def __init__(self, scheduler: Scheduler, recv: Receiver, send: Sender, parent_pid: int) -> None:
+        self.scheduler = scheduler
+        self.recv = recv
+        self.send = send
+        self.parent_pid = parent_pid
+        self.running = True
+
+    def run(self) -> None:
+        while self.running and os.getppid() == self.parent_pid:
+            timeout = 0 if self.scheduler.has_work else IDLE_POLL_MS
+            first = self.recv.recv(timeout)
+            messages = ([first] if first is not None else []) + self.recv.recv_all()
+            for message in messages:
+                self.handle(message)
+            if self.scheduler.has_work:
+                outputs = self.safe_step()
+                if outputs:
+                    self.send.send(TokenBatchOut(outputs))
+
+    def handle(self, message: object) -> None:
+        if isinstance(message, GenerateReq):
+            try:
+                self.scheduler.add_request(message)
+            except ValueError as exc:
+                self.send.send(TokenBatchOut([rejected(message, str(exc))]))
+        elif isinstance(message, AbortReq):
+            self.scheduler.abort(message.rid)
+        elif isinstance(message, FlushCacheReq):
+            ok = self.scheduler.flush_cache()
+            self.send.send(ControlOut(kind="flush_cache", ok=ok))
+        elif isinstance(message, GetStatsReq):
+            self.send.send(ControlOut(kind="stats", payload=self.scheduler.stats()))
+        elif isinstance(message, ShutdownReq):
+            self.running = False
+
+    def safe_step(self) -> list[TokenOut]:
+        try:
+            return self.scheduler.step()
+        except Exception as exc:
+            logger.error("step failed; aborting its requests:\n%s", traceback.format_exc())
+            for rid in list(self.scheduler.requests):
+                self.scheduler.abort(rid, f"internal error: {type(exc).__name__}: {exc}")
+            return self.scheduler.step()  # releases them; a second failure ends the process
+
+
+def rejected(message: GenerateReq, reason: str) -> TokenOut:
+    return TokenOut(
+        rid=message.rid,
+        new_token_ids=[],
+        prompt_tokens=len(message.input_ids),
+        cached_tokens=0,
+        completion_tokens=0,
+        finish=FinishReason("abort", message=reason),
+    )

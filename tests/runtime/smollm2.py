@@ -1,0 +1,14 @@
+"""Session-wide handles on the embedded SmolLM2 model (loading costs ~10 s, so load once)."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+
+@functools.cache
+def smollm2_tokenizer() -> Any:
+    from radixserve.runtime.model_loader.source import resolve_model_source
+    from radixserve.runtime.model_loader.weights import load_tokenizer
+
+    return load_tokenizer(resolve_model_source(None))
