@@ -13,6 +13,14 @@ from typing import Any
 import torch
 
 
+CAUSAL_LM_BY_MODEL_TYPE = {
+    "llama": "LlamaForCausalLM",
+    "mistral": "MistralForCausalLM",
+    "qwen2": "Qwen2ForCausalLM",
+    "qwen3": "Qwen3ForCausalLM",
+}
+
+
 @dataclass(slots=True, frozen=True)
 class RopeConfig:
     theta: float
@@ -47,12 +55,16 @@ class ModelConfig:
 
     @classmethod
     def from_hf(cls, hf: Any) -> ModelConfig:
-        architectures = getattr(hf, "architectures", None) or []
+        model_type = getattr(hf, "model_type", "")
+        # GGUF-derived configs carry a model_type but no `architectures` list.
+        architectures = getattr(hf, "architectures", None) or [
+            a for a in [CAUSAL_LM_BY_MODEL_TYPE.get(model_type)] if a
+        ]
         if not architectures:
             raise ValueError(
-                "model config has no `architectures` entry; cannot choose a model class"
+                f"model config has no `architectures` entry and model_type {model_type!r} is not "
+                "one we can map; cannot choose a model class"
             )
-        model_type = getattr(hf, "model_type", "")
         num_heads = hf.num_attention_heads
         head_dim = getattr(hf, "head_dim", None) or hf.hidden_size // num_heads
         is_qwen2 = model_type == "qwen2"
