@@ -13,8 +13,8 @@ from __future__ import annotations
 import argparse
 import time
 
-from radixserve.runtime.engine import Engine
 from benchmarks.fewshot_data import few_shot_prefix, few_shot_prompt, load_examples
+from radixserve.runtime.engine import Engine
 
 
 def run(engine: Engine, prompts: list[str], new_tokens: int) -> tuple[int, float, list[str]]:
@@ -47,13 +47,17 @@ def main() -> None:
         engine.shutdown()
     (hit_tokens, hit_time, hit_texts), (miss_tokens, miss_time, miss_texts) = results.values()
     same = sum(a == b for a, b in zip(hit_texts, miss_texts, strict=True))
-    print(f"\nfew-shot ({args.task}): {args.shots}-shot prefix of {prefix_tokens} tokens, "
-          f"{len(prompts)} questions, {args.new_tokens} new tokens each")
+    print(
+        f"\nfew-shot ({args.task}): {args.shots}-shot prefix of {prefix_tokens} tokens, "
+        f"{len(prompts)} questions, {args.new_tokens} new tokens each"
+    )
     print(f"{'':>12} | {'prefill tokens':>14} | {'wall s':>7}")
     print(f"{'radix cache':>12} | {hit_tokens:>14} | {hit_time:>7.2f}")
     print(f"{'no cache':>12} | {miss_tokens:>14} | {miss_time:>7.2f}")
-    print(f"ratio: {miss_tokens / hit_tokens:.1f}x fewer prefill tokens, "
-          f"{miss_time / hit_time:.1f}x faster; identical answers {same}/{len(prompts)}")
+    print(
+        f"ratio: {miss_tokens / hit_tokens:.1f}x fewer prefill tokens, "
+        f"{miss_time / hit_time:.1f}x faster; identical answers {same}/{len(prompts)}"
+    )
 
 
 if __name__ == "__main__":

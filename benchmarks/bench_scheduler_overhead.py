@@ -65,7 +65,9 @@ def main() -> None:
     median = statistics.median(times) * 1e3
     p99 = times[int(0.99 * (len(times) - 1))] * 1e3
     print(f"\nscheduler CPU time per decode step, {args.running} running requests")
-    print(f"median {median:.3f} ms | p99 {p99:.3f} ms | target < 1 ms: {'met' if median < 1 else 'NOT met'}")
+    print(
+        f"median {median:.3f} ms | p99 {p99:.3f} ms | target < 1 ms: {'met' if median < 1 else 'NOT met'}"
+    )
 
 
 if __name__ == "__main__":

@@ -5,7 +5,6 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-import tests.runtime._stub  # noqa
 import pytest
 import torch
 
