@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+
 from radixserve.kernels.attention import PagedBatchLayout
 from radixserve.runtime.step import RequestSlice
 

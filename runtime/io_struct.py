@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Literal
 
 import msgspec
+
 from radixserve.runtime.sampling import SamplingParams
 
 TopLogprobs = list[tuple[int, float]]

@@ -12,7 +12,6 @@ from typing import Any
 
 import torch
 
-
 CAUSAL_LM_BY_MODEL_TYPE = {
     "llama": "LlamaForCausalLM",
     "mistral": "MistralForCausalLM",

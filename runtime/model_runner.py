@@ -11,6 +11,7 @@ import logging
 from collections.abc import Sequence
 
 import torch
+
 from radixserve.kernels.attention import AttentionShape, create_attention_backend
 from radixserve.runtime.forward_batch import ForwardBatch
 from radixserve.runtime.kv_pool import KVPool

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import msgspec
+
 from radixserve.runtime.io_struct import GenerateReq
 from radixserve.runtime.sampling import SamplingParams, SamplingParamsError
 

@@ -16,6 +16,7 @@ from typing import Any
 import msgspec
 import zmq
 import zmq.asyncio
+
 from radixserve.runtime.io_struct import (
     AbortReq,
     ControlOut,

@@ -15,6 +15,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 import zmq
+
 from radixserve.runtime.detokenizer.incremental import IncrementalDetokenizer
 from radixserve.runtime.io_struct import (
     ControlOut,

@@ -14,9 +14,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import torch
-from radixserve.runtime.model_loader.source import ModelSource
 from torch import nn
 from tqdm import tqdm
+
+from radixserve.runtime.model_loader.source import ModelSource
 
 LOAD_FORMATS = ("auto", "safetensors", "gguf", "dummy")
 

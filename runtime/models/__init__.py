@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import importlib
 
-from radixserve.runtime.model_config import ModelConfig
 from torch import nn
+
+from radixserve.runtime.model_config import ModelConfig
 
 _LLAMA = "radixserve.runtime.models.llama:LlamaForCausalLM"
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import torch
+from torch import nn
+
 from radixserve.runtime.model_config import ModelConfig
 from radixserve.runtime.models.layers.activation import silu_and_mul
 from radixserve.runtime.models.layers.attention import ForwardContext, PagedAttention
@@ -21,7 +23,6 @@ from radixserve.runtime.models.layers.linear import (
 )
 from radixserve.runtime.models.layers.norm import RMSNorm
 from radixserve.runtime.models.layers.rotary import RotaryEmbedding
-from torch import nn
 
 
 class LlamaAttention(nn.Module):

@@ -14,6 +14,7 @@ import traceback
 from multiprocessing.connection import Connection
 
 import zmq
+
 from radixserve.runtime.io_struct import (
     AbortReq,
     ControlOut,

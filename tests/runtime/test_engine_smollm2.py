@@ -62,7 +62,9 @@ def test_greedy_batch_matches_hf_generate(engine: Engine, hf_model) -> None:
 
 
 def test_chat_answer_names_paris(engine: Engine) -> None:
-    ids = engine.builder.encode_chat([{"role": "user", "content": "What is the capital of France?"}])
+    ids = engine.builder.encode_chat(
+        [{"role": "user", "content": "What is the capital of France?"}]
+    )
     out = engine.generate(input_ids=ids, sampling_params={"temperature": 0, "max_new_tokens": 30})
     assert "Paris" in out["text"]
     assert out["meta_info"]["finish_reason"]["type"] == "stop"  # ended by <|im_end|>

@@ -75,7 +75,9 @@ def test_generation_then_killed_scheduler_fails_callers_fast() -> None:
         assert refused[-1].token_out.finish.type == "abort"
         assert "empty" in refused[-1].token_out.finish.message
         long = SamplingParams(max_new_tokens=5000, ignore_eos=True)
-        slow = asyncio.create_task(collect(tm, GenerateReq(rid="b", input_ids=tok_ids, sampling=long)))
+        slow = asyncio.create_task(
+            collect(tm, GenerateReq(rid="b", input_ids=tok_ids, sampling=long))
+        )
         await asyncio.sleep(1.0)
         os.kill(children.processes["scheduler"].pid, signal.SIGKILL)
         started = time.monotonic()

@@ -5,10 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from torch import nn
+
 from radixserve.kernels.attention import AttentionBackend
 from radixserve.runtime.forward_batch import ForwardBatch
 from radixserve.runtime.kv_pool import KVPool
-from torch import nn
 
 
 @dataclass(slots=True)

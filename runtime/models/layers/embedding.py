@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from radixserve.runtime.distributed import tp_group
 from torch import nn
+
+from radixserve.runtime.distributed import tp_group
 
 
 class VocabParallelEmbedding(nn.Module):

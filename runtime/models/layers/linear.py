@@ -13,8 +13,9 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
-from radixserve.runtime.distributed import tp_group
 from torch import nn
+
+from radixserve.runtime.distributed import tp_group
 
 
 def _divide(numerator: int, denominator: int, what: str) -> int:

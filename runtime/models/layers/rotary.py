@@ -9,8 +9,9 @@ from __future__ import annotations
 import math
 
 import torch
-from radixserve.runtime.model_config import RopeConfig
 from torch import nn
+
+from radixserve.runtime.model_config import RopeConfig
 
 
 def inverse_frequencies(rope: RopeConfig, rotary_dim: int) -> torch.Tensor:
