@@ -1,0 +1,17 @@
+"""Limits and timings of the HTTP layer (the runtime's own options live in `ServerArgs`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# OpenAI's documented ceiling for chat `top_logprobs`; we apply it to completions `logprobs` too.
+OPENAI_MAX_TOP_LOGPROBS = 20
+
+
+@dataclass(slots=True, frozen=True)
+class HttpConfig:
+    max_body_bytes: int = 8 * 1024 * 1024  # larger request bodies get 413
+    completions_default_max_tokens: int = 16  # OpenAI's default for /v1/completions
+    stats_timeout_s: float = 5.0  # a scrape serves the last figures if the scheduler is slow
+    health_generate_timeout_s: float = 60.0
+    graceful_shutdown_s: float = 5.0  # open streams get this long after SIGTERM

@@ -1,0 +1,84 @@
+"""What every handler shares: the tokenizer manager, request builder, metrics and limits."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from radixserve.runtime.http.config import HttpConfig
+from radixserve.runtime.http.errors import ApiError
+from radixserve.runtime.http.metrics import ServerMetrics
+from radixserve.runtime.http.token_text import TokenTexts
+from radixserve.runtime.request_builder import RequestBuilder
+from radixserve.runtime.server_args import ServerArgs
+from radixserve.runtime.tokenizer_manager import TokenizerManager
+
+
+@dataclass(slots=True)
+class ServerState:
+    args: ServerArgs
+    children: Any  # ChildProcesses (or a stand-in with `.paths` and `.dead_child()` in tests)
+    info: dict[str, Any]  # what the children reported at start-up: context_len, vocab_size...
+    tokenizer: Any
+    config: HttpConfig = field(default_factory=HttpConfig)
+    metrics: ServerMetrics = field(default_factory=ServerMetrics)
+    builder: RequestBuilder = field(init=False)
+    token_texts: TokenTexts = field(init=False)
+    tm: TokenizerManager | None = None
+    user_aborted: set[str] = field(default_factory=set)  # rids /abort_request was asked to end
+    death_reason: str | None = None
+    request_shutdown: Callable[[], None] | None = None  # stops the HTTP server (runtime died)
+
+    def __post_init__(self) -> None:
+        self.builder = RequestBuilder(
+            tokenizer=self.tokenizer,
+            vocab_size=int(self.info["vocab_size"]),
+            context_len=int(self.info["context_len"]),
+            pool_tokens=int(self.info["pool_tokens"]),
+        )
+        self.token_texts = TokenTexts(self.tokenizer)
+
+    @property
+    def model_name(self) -> str:
+        return str(self.args.served_model_name or self.info.get("model_name") or "default")
+
+    @property
+    def healthy(self) -> bool:
+        return self.tm is not None and self.tm.healthy and self.death_reason is None
+
+    def manager(self) -> TokenizerManager:
+        """The tokenizer manager, or 503 once the runtime behind it has died."""
+        if self.tm is None or not self.healthy:
+            reason = self.death_reason or (self.tm.error if self.tm else "not started")
+            raise ApiError(503, f"the runtime is not available: {reason}", code="unavailable")
+        return self.tm
+
+    def on_runtime_death(self, reason: str) -> None:
+        self.death_reason = reason
+        if self.request_shutdown is not None:
+            self.request_shutdown()
+
+    @staticmethod
+    def new_rid(prefix: str) -> str:
+        return f"{prefix}-{uuid.uuid4().hex}"
+
+    async def scheduler_stats(self) -> dict[str, Any]:
+        """Fresh scheduler stats (also fed to the metrics collector); the last ones on timeout."""
+        try:
+            reply = await asyncio.wait_for(
+                self.manager().control("stats"), self.config.stats_timeout_s
+            )
+        except (asyncio.TimeoutError, ApiError, RuntimeError):
+            return self.metrics.scheduler.stats
+        self.metrics.scheduler.stats = dict(reply.payload)
+        return self.metrics.scheduler.stats
+
+    def public_args(self) -> dict[str, Any]:
+        args = dataclasses.asdict(self.args)
+        if args.get("api_key"):
+            args["api_key"] = "<set>"  # never echo the secret
+        return args
