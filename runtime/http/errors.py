@@ -51,10 +51,12 @@ class ApiError(Exception):
         self.param = param
         self.code = code
 
-    def response(self) -> Response:
+    def payload(self) -> ErrorResponse:
         kind = _TYPES.get(self.status, "server_error")
-        detail = ErrorDetail(self.message, kind, self.param, self.code)
-        body = msgspec.json.encode(ErrorResponse(detail))
+        return ErrorResponse(ErrorDetail(self.message, kind, self.param, self.code))
+
+    def response(self) -> Response:
+        body = msgspec.json.encode(self.payload())
         return Response(body, status_code=self.status, media_type="application/json")
 
 

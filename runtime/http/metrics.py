@@ -49,7 +49,9 @@ class SchedulerCollector(Collector):
         usage = 1.0 - free / num_pages if num_pages else 0.0
         yield _gauge("kv_usage", "Fraction of KV pool pages in use or cached", usage)
         prompt, hits = stats.get("prompt_tokens") or 0, stats.get("cache_hit_tokens") or 0
-        yield _gauge("cache_hit_rate", "Cached prompt tokens / prompt tokens", hits / max(prompt, 1))
+        yield _gauge(
+            "cache_hit_rate", "Cached prompt tokens / prompt tokens", hits / max(prompt, 1)
+        )
         for key, (name, help_text) in SCHEDULER_COUNTERS.items():
             if isinstance(stats.get(key), (int, float)):
                 yield _counter(name, help_text, stats[key])

@@ -24,6 +24,8 @@ class ServerState:
     children: Any  # ChildProcesses (or a stand-in with `.paths` and `.dead_child()` in tests)
     info: dict[str, Any]  # what the children reported at start-up: context_len, vocab_size...
     tokenizer: Any
+    model_path: str = ""  # resolved: the GGUF file or HF directory actually loaded
+    tokenizer_path: str = ""
     config: HttpConfig = field(default_factory=HttpConfig)
     metrics: ServerMetrics = field(default_factory=ServerMetrics)
     builder: RequestBuilder = field(init=False)

@@ -1,0 +1,156 @@
+"""POST /v1/chat/completions: the tokenizer's chat template, OpenAI's chat and chunk shapes."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from radixserve.runtime.http.body import json_response, read_json, until_disconnect
+from radixserve.runtime.http.errors import ApiError, invalid_request
+from radixserve.runtime.http.generation import Generation, run_all
+from radixserve.runtime.http.native import state_of
+from radixserve.runtime.http.openai_api import (
+    CHAT_FIELDS,
+    check_model,
+    choice_rid,
+    created_now,
+    finish_reason,
+    include_usage,
+    sampling_dict,
+    usage_of,
+)
+from radixserve.runtime.http.openai_logprobs import (
+    LogprobCursor,
+    chat_logprobs,
+    output_entries,
+)
+from radixserve.runtime.http.openai_protocol import (
+    ChatChoice,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    ChatCompletionResponse,
+    ChatDelta,
+    ChatMessage,
+    ChatMessageOut,
+    ChatStreamChoice,
+)
+from radixserve.runtime.http.sse import DONE, merge, prepend, sse_event, sse_response
+from radixserve.runtime.http.state import ServerState
+from radixserve.runtime.request_builder import InvalidRequestError
+
+ROLE = "assistant"
+
+
+async def chat_completions(request: Request) -> Response:
+    state = state_of(request)
+    body = await read_json(request, ChatCompletionRequest, state.config.max_body_bytes)
+    check_model(state, body.model)
+    if body.top_logprobs and not body.logprobs:
+        raise ApiError(400, "`top_logprobs` needs `logprobs: true`", "top_logprobs")
+    try:
+        ids = state.builder.encode_chat([template_message(m) for m in body.messages])
+        gens = build_generations(state, body, ids)
+    except InvalidRequestError as exc:
+        raise invalid_request(exc, CHAT_FIELDS) from exc
+    if body.stream:
+        return await stream_chat(request, state, body, gens)
+    outputs = await until_disconnect(request, run_all(gens))
+    choices = []
+    for index, output in enumerate(outputs):
+        logprobs = None
+        if body.logprobs:
+            logprobs = chat_logprobs(state.token_texts, output_entries(output))
+        message = ChatMessageOut(ROLE, output.text)
+        choices.append(ChatChoice(index, message, logprobs, finish_reason(output)))
+    response = ChatCompletionResponse(
+        state.new_rid("chatcmpl"),
+        created_now(),
+        state.model_name,
+        choices,
+        usage_of(outputs, body.n),
+    )
+    return json_response(response)
+
+
+def template_message(message: ChatMessage) -> dict[str, Any]:
+    """A message as chat templates expect it: a role and plain-text content."""
+    content = message.content
+    if isinstance(content, list):
+        if any(part.type != "text" for part in content):
+            raise ApiError(400, "only text content parts are supported", "messages")
+        content = "".join(part.text or "" for part in content)
+    role = "system" if message.role == "developer" else message.role
+    out: dict[str, Any] = {"role": role, "content": content or ""}
+    if message.name:
+        out["name"] = message.name
+    return out
+
+
+def build_generations(
+    state: ServerState, body: ChatCompletionRequest, ids: list[int]
+) -> list[Generation]:
+    max_new = body.max_completion_tokens
+    if max_new is None:
+        max_new = body.max_tokens
+    if max_new is None:  # no limit but the context (and a pool that must hold it)
+        room = min(state.builder.context_len, state.builder.pool_tokens)
+        max_new = max(room - len(ids), 0)
+    gens = []
+    for copy in range(body.n):
+        req = state.builder.build(
+            choice_rid(state, body, "chatcmpl", copy),
+            ids,
+            sampling_dict(body, max_new, copy),
+            return_logprob=body.logprobs,
+            top_logprobs_num=(body.top_logprobs or 0) if body.logprobs else 0,
+            stream=body.stream,
+        )
+        gens.append(Generation(state, req))
+    return gens
+
+
+async def stream_chat(
+    request: Request, state: ServerState, body: ChatCompletionRequest, gens: list[Generation]
+) -> Response:
+    cid, created, model = state.new_rid("chatcmpl"), created_now(), state.model_name
+    cursors = [LogprobCursor() for _ in gens]
+    merged = merge([g.stream() for g in gens])
+    # Wait for the first output before answering, so a refused request still gets its 4xx.
+    first = await until_disconnect(request, merged.__anext__())
+
+    def chunk(index: int, delta: ChatDelta, logprobs: Any = None, reason: str | None = None):
+        choice = ChatStreamChoice(index, delta, logprobs, reason)
+        return sse_event(ChatCompletionChunk(cid, created, model, [choice]))
+
+    def pieces(index: int, text: str) -> list[bytes]:
+        output, cursor = gens[index].output, cursors[index]
+        out = []
+        if not cursor.started:  # OpenAI opens each choice with the role and empty content
+            cursor.started = True
+            out.append(chunk(index, ChatDelta(role=ROLE, content="")))
+        entries = output_entries(output, cursor.tokens_sent)
+        cursor.tokens_sent = len(output.output_logprobs)
+        if text or entries:
+            logprobs = chat_logprobs(state.token_texts, entries) if body.logprobs else None
+            out.append(chunk(index, ChatDelta(content=text), logprobs))
+        reason = finish_reason(output)
+        if reason is not None:
+            out.append(chunk(index, ChatDelta(), None, reason))
+        return out
+
+    async def events() -> AsyncIterator[bytes]:
+        try:
+            async for index, text in prepend(first, merged):
+                for piece in pieces(index, text):
+                    yield piece
+            if include_usage(body):
+                usage = usage_of([g.output for g in gens], body.n)
+                yield sse_event(ChatCompletionChunk(cid, created, model, [], usage))
+        except ApiError as exc:  # a later refusal or the runtime dying, after the 200
+            yield sse_event(exc.payload())
+        yield DONE
+
+    return sse_response(events())
