@@ -13,6 +13,28 @@ _LAZY = {
     "Engine": "radixserve.runtime.engine:Engine",
     "ServerArgs": "radixserve.runtime.server_args:ServerArgs",
     "SamplingParams": "radixserve.runtime.sampling:SamplingParams",
+    # The frontend language (no torch import).
+    "BackendError": "radixserve.frontend_lang:BackendError",
+    "ProgramState": "radixserve.frontend_lang:ProgramState",
+    "Runtime": "radixserve.frontend_lang:Runtime",
+    "RuntimeEndpoint": "radixserve.frontend_lang:RuntimeEndpoint",
+    "assistant": "radixserve.frontend_lang:assistant",
+    "assistant_begin": "radixserve.frontend_lang:assistant_begin",
+    "assistant_end": "radixserve.frontend_lang:assistant_end",
+    "function": "radixserve.frontend_lang:function",
+    "gen": "radixserve.frontend_lang:gen",
+    "get_default_backend": "radixserve.frontend_lang:get_default_backend",
+    "greedy_token_selection": "radixserve.frontend_lang:greedy_token_selection",
+    "joint_likelihood": "radixserve.frontend_lang:joint_likelihood",
+    "select": "radixserve.frontend_lang:select",
+    "set_default_backend": "radixserve.frontend_lang:set_default_backend",
+    "system": "radixserve.frontend_lang:system",
+    "system_begin": "radixserve.frontend_lang:system_begin",
+    "system_end": "radixserve.frontend_lang:system_end",
+    "token_length_normalized": "radixserve.frontend_lang:token_length_normalized",
+    "user": "radixserve.frontend_lang:user",
+    "user_begin": "radixserve.frontend_lang:user_begin",
+    "user_end": "radixserve.frontend_lang:user_end",
 }
 
 __all__ = sorted(_LAZY)

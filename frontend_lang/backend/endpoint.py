@@ -1,0 +1,218 @@
+"""`RuntimeEndpoint`: a backend over a radixserve (or SGLang) server's HTTP API.
+
+    backend = rs.RuntimeEndpoint("http://127.0.0.1:30000", api_key=None)
+
+Calls go to POST /generate with text prompts. `select` scores every choice in one batch request
+after a zero-token request has put the shared prompt into the radix cache.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import httpx
+
+from radixserve.frontend_lang.backend.base import (
+    BackendError,
+    BaseBackend,
+    ChoiceScores,
+    GenOutput,
+    StreamDelta,
+)
+from radixserve.frontend_lang.chat_template import CHATML, ChatTemplate, ChatTemplateError
+
+logger = logging.getLogger(__name__)
+DEFAULT_TIMEOUT_S = 600.0
+CONNECT_TIMEOUT_S = 10.0
+
+
+class RuntimeEndpoint(BaseBackend):
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT_S,
+        chat_template: ChatTemplate | str | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        # One pooled client for all program threads (httpx clients are thread-safe).
+        self.client = httpx.Client(
+            base_url=self.base_url,
+            headers=headers,
+            timeout=httpx.Timeout(timeout, connect=CONNECT_TIMEOUT_S),
+            limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
+        )
+        self.model_info: dict[str, Any] = self._request("GET", "/get_model_info")
+        self._template = (
+            ChatTemplate.from_jinja(chat_template, source="the given template")
+            if isinstance(chat_template, str)
+            else chat_template
+        )
+
+    # --- BaseBackend ---------------------------------------------------------------------------
+
+    def chat_template(self) -> ChatTemplate:
+        if self._template is None:
+            self._template = self._find_template()
+        return self._template
+
+    def generate(
+        self,
+        prompt: str,
+        sampling: dict[str, Any],
+        return_logprob: bool = False,
+        top_logprobs_num: int = 0,
+    ) -> GenOutput:
+        payload: dict[str, Any] = {"text": prompt, "sampling_params": sampling}
+        if return_logprob:
+            payload |= {"return_logprob": True, "top_logprobs_num": top_logprobs_num}
+        out = self._request("POST", "/generate", payload)
+        return GenOutput(out["text"], out["meta_info"])
+
+    def generate_stream(self, prompt: str, sampling: dict[str, Any]) -> Iterator[StreamDelta]:
+        payload = {"text": prompt, "sampling_params": sampling, "stream": True}
+        emitted = ""
+        meta: dict[str, Any] | None = None
+        for chunk in self._stream_chunks(payload):
+            # Each chunk carries the whole text so far; hand out only what is new.
+            text = chunk.get("text", "")
+            delta = text[len(emitted) :] if text.startswith(emitted) else text
+            emitted = text
+            meta = chunk.get("meta_info", meta)
+            if delta:
+                yield StreamDelta(delta)
+        yield StreamDelta("", meta or {})
+
+    def cache_prefix(self, prompt: str) -> dict[str, Any]:
+        out = self._request(
+            "POST", "/generate", {"text": prompt, "sampling_params": {"max_new_tokens": 0}}
+        )
+        return out["meta_info"]
+
+    def score_choices(self, prompt: str, choices: Sequence[str]) -> ChoiceScores:
+        prompt_meta = self.cache_prefix(prompt) if prompt else {"prompt_tokens": 0}
+        # Score from the prompt's last token: if a choice merges with the prompt's tail in
+        # tokenization, the merged token is then scored too. The plain prompt rides along in the
+        # batch to tell which choices kept the prompt's last token unchanged.
+        #   prompt:          t0 ... t[P-2] | t[P-1]
+        #   prompt + choice: t0 ... t[P-2] | t[P-1] c0 c1 ...   (unchanged: drop t[P-1])
+        #                    t0 ... t[P-2] | m c1 ...           (merged: keep m)
+        start = max(int(prompt_meta["prompt_tokens"]) - 1, 0)
+        texts = ([prompt] if prompt else []) + [prompt + c for c in choices]
+        payload = {
+            "text": texts,
+            "sampling_params": {"max_new_tokens": 0},
+            "return_logprob": True,
+            "logprob_start_len": start,
+        }
+        outs = self._request("POST", "/generate", payload)
+        metas = [o["meta_info"] for o in outs]
+        anchor = metas[0]["input_token_logprobs"][0][1] if prompt else None
+        per_choice = [
+            choice_logprobs(m["input_token_logprobs"], anchor)
+            for m in metas[len(texts) - len(choices) :]
+        ]
+        return ChoiceScores(per_choice, prompt_meta, metas[len(texts) - len(choices) :])
+
+    def flush_cache(self) -> None:
+        self._request("POST", "/flush_cache", None)
+
+    def shutdown(self) -> None:
+        self.client.close()
+
+    # --- HTTP ----------------------------------------------------------------------------------
+
+    def _request(self, method: str, path: str, payload: Any = None) -> Any:
+        try:
+            response = self.client.request(method, path, json=payload)
+        except httpx.HTTPError as exc:
+            raise BackendError(f"cannot reach the server at {self.base_url}: {exc}") from exc
+        if response.status_code >= 400:
+            raise BackendError(error_message(response), response.status_code)
+        try:
+            return response.json()
+        except json.JSONDecodeError as exc:
+            raise BackendError(f"{path} answered with a body that is not JSON") from exc
+
+    def _stream_chunks(self, payload: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        try:
+            with self.client.stream("POST", "/generate", json=payload) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    raise BackendError(error_message(response), response.status_code)
+                for line in response.iter_lines():
+                    if not line.startswith("data:"):
+                        continue
+                    data = line[len("data:") :].strip()
+                    if data == "[DONE]":
+                        return
+                    chunk = json.loads(data)
+                    if "error" in chunk:
+                        raise BackendError(_message_of(chunk) or str(chunk))
+                    yield chunk
+        except httpx.HTTPError as exc:
+            raise BackendError(f"stream from {self.base_url} broke: {exc}") from exc
+
+    def _find_template(self) -> ChatTemplate:
+        info = self.model_info
+        tokens = {k: info.get(k) or "" for k in ("bos_token", "eos_token")}
+        if info.get("chat_template"):
+            return ChatTemplate.from_jinja(info["chat_template"], tokens, source="the server")
+        local = _local_template(info.get("model_path"), info.get("tokenizer_path"))
+        if local is not None:
+            return local
+        logger.warning("the server reports no chat template; using ChatML")
+        return CHATML
+
+
+def choice_logprobs(entries: Sequence[Sequence[Any]], anchor: int | None) -> list[float]:
+    """Logprobs of a choice's tokens from `input_token_logprobs` that start at the prompt's last
+    position; `anchor` is the prompt's own last token id there (None: no prompt)."""
+    if anchor is not None and entries and entries[0][1] == anchor:
+        entries = entries[1:]
+    return [float(e[0]) for e in entries if e[0] is not None]
+
+
+def error_message(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except (json.JSONDecodeError, ValueError):
+        return f"HTTP {response.status_code}: {response.text.strip()[:500]}"
+    message = _message_of(body)
+    return f"HTTP {response.status_code}: {message or json.dumps(body)[:500]}"
+
+
+def _message_of(body: Any) -> str | None:
+    if not isinstance(body, dict):
+        return None
+    error = body.get("error")
+    if isinstance(error, dict):
+        return error.get("message")
+    if isinstance(error, str):
+        return error
+    return body.get("message") or body.get("detail")
+
+
+def _local_template(model_path: str | None, tokenizer_path: str | None) -> ChatTemplate | None:
+    """The template from the tokenizer files, when the server's model is on this machine."""
+    try:
+        from radixserve.runtime.model_loader.source import EMBEDDED_MODEL_NAME, resolve_model_source
+        from radixserve.runtime.model_loader.weights import load_tokenizer
+
+        path = None if model_path in (None, EMBEDDED_MODEL_NAME) else model_path
+        tokenizer = load_tokenizer(resolve_model_source(path), tokenizer_path)
+    except Exception as exc:  # not on this machine, or not loadable: fall back to ChatML
+        logger.debug("no local tokenizer for %r: %s", model_path, exc)
+        return None
+    if not tokenizer.chat_template:
+        return None
+    tokens = {"bos_token": tokenizer.bos_token or "", "eos_token": tokenizer.eos_token or ""}
+    try:
+        return ChatTemplate.from_jinja(tokenizer.chat_template, tokens, source=str(model_path))
+    except ChatTemplateError as exc:
+        logger.warning("cannot use the local chat template: %s", exc)
+        return None
