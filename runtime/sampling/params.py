@@ -1,10 +1,21 @@
-"""Sampling parameters of one request (SGLang's names and defaults), validated at the edge."""
+"""Sampling parameters of one request (SGLang's names and defaults), validated at the edge.
+
+`validate` is the only gate: the scheduler and the sampler trust a validated `SamplingParams`,
+so every message here names the field and the value the client sent.
+"""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Collection
 
 import msgspec
+
+# Temperatures below this sample greedily: dividing logits by a smaller number overflows float32
+# for ordinary logit magnitudes, and the limit of softmax(x / T) as T -> 0 is the argmax anyway.
+GREEDY_TEMPERATURE = 1e-6
+# OpenAI's documented range for frequency_penalty and presence_penalty.
+MAX_ABS_ADDITIVE_PENALTY = 2.0
 
 
 class SamplingParamsError(ValueError):
@@ -13,56 +24,86 @@ class SamplingParamsError(ValueError):
 
 class SamplingParams(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, omit_defaults=True):
     max_new_tokens: int = 128
-    temperature: float = 1.0  # 0 = greedy
+    temperature: float = 1.0  # 0 (or below GREEDY_TEMPERATURE) = greedy
     top_p: float = 1.0  # (0, 1]
-    top_k: int = -1  # -1 or 0 = disabled
+    top_k: int = -1  # -1 or 0 = disabled, else >= 1
     min_p: float = 0.0  # [0, 1]
-    repetition_penalty: float = 1.0  # HF semantics over prompt + output tokens
-    frequency_penalty: float = 0.0  # OpenAI semantics over output tokens
-    presence_penalty: float = 0.0
+    repetition_penalty: float = 1.0  # > 0; HF semantics over prompt + output tokens
+    frequency_penalty: float = 0.0  # [-2, 2]; OpenAI semantics over output tokens
+    presence_penalty: float = 0.0  # [-2, 2]
     stop: str | list[str] | None = None
     stop_token_ids: list[int] | None = None
     ignore_eos: bool = False
-    seed: int | None = None
+    seed: int | None = None  # any integer; reduced modulo 2**64
     skip_special_tokens: bool = True
     spaces_between_special_tokens: bool = True
     n: int = 1
 
     def validate(self, vocab_size: int | None = None) -> None:
-        checks: list[tuple[bool, str]] = [
+        """Raises SamplingParamsError naming the first bad field; returns None when all is well."""
+        self._check_types()
+        for name in (
+            "temperature",
+            "top_p",
+            "min_p",
+            "repetition_penalty",
+            "frequency_penalty",
+            "presence_penalty",
+        ):
+            value = getattr(self, name)
+            if not math.isfinite(value):
+                raise SamplingParamsError(f"{name} must be a finite number, got {value}")
+        limit = MAX_ABS_ADDITIVE_PENALTY
+        checks = (
             (self.max_new_tokens >= 0, f"max_new_tokens must be >= 0, got {self.max_new_tokens}"),
             (self.temperature >= 0, f"temperature must be >= 0, got {self.temperature}"),
             (0 < self.top_p <= 1, f"top_p must be in (0, 1], got {self.top_p}"),
-            (self.top_k >= -1, f"top_k must be -1 (disabled) or >= 0, got {self.top_k}"),
+            (
+                self.top_k >= -1,
+                f"top_k must be -1 or 0 (disabled) or >= 1, got {self.top_k}",
+            ),
             (0 <= self.min_p <= 1, f"min_p must be in [0, 1], got {self.min_p}"),
             (
                 self.repetition_penalty > 0,
                 f"repetition_penalty must be > 0, got {self.repetition_penalty}",
             ),
             (
-                -2 <= self.frequency_penalty <= 2,
-                f"frequency_penalty must be in [-2, 2], got {self.frequency_penalty}",
+                -limit <= self.frequency_penalty <= limit,
+                f"frequency_penalty must be in [-{limit}, {limit}], got {self.frequency_penalty}",
             ),
             (
-                -2 <= self.presence_penalty <= 2,
-                f"presence_penalty must be in [-2, 2], got {self.presence_penalty}",
+                -limit <= self.presence_penalty <= limit,
+                f"presence_penalty must be in [-{limit}, {limit}], got {self.presence_penalty}",
             ),
             (self.n >= 1, f"n must be >= 1, got {self.n}"),
-            (all(self.stop_strings()), "stop strings must not be empty"),
-        ]
+            (all(self.stop_strings()), f"stop strings must not be empty, got {self.stop!r}"),
+        )
         for ok, message in checks:
             if not ok:
                 raise SamplingParamsError(message)
-        if self.stop_token_ids and vocab_size is not None:
-            bad = [t for t in self.stop_token_ids if not 0 <= t < vocab_size]
-            if bad:
-                raise SamplingParamsError(
-                    f"stop_token_ids {bad} are outside the vocabulary [0, {vocab_size})"
-                )
+        self._check_stop_token_ids(vocab_size)
+
+    def _check_types(self) -> None:
+        # msgspec checks types when it decodes JSON, but not when Python code builds the struct
+        # directly (the offline Engine accepts SamplingParams objects); one round trip through
+        # builtins gives both paths the same checks and the same "at `$.field`" messages.
+        try:
+            msgspec.convert(msgspec.to_builtins(self), type(self))
+        except (msgspec.ValidationError, TypeError) as exc:
+            raise SamplingParamsError(f"invalid sampling params: {exc}") from exc
+
+    def _check_stop_token_ids(self, vocab_size: int | None) -> None:
+        if not self.stop_token_ids:
+            return
+        upper = vocab_size if vocab_size is not None else math.inf
+        bad = [t for t in self.stop_token_ids if not 0 <= t < upper]
+        if bad:
+            where = f"in [0, {vocab_size})" if vocab_size is not None else ">= 0"
+            raise SamplingParamsError(f"stop_token_ids must be {where}, got {bad}")
 
     @property
     def is_greedy(self) -> bool:
-        return self.temperature == 0 or self.top_k == 1
+        return self.temperature < GREEDY_TEMPERATURE or self.top_k == 1
 
     @property
     def uses_penalties(self) -> bool:
@@ -73,13 +114,14 @@ class SamplingParams(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, o
         )
 
     def stop_strings(self) -> list[str]:
+        """`stop` as a list: None -> [], "x" -> ["x"]."""
         if self.stop is None:
             return []
         return [self.stop] if isinstance(self.stop, str) else list(self.stop)
 
 
 def check_stop_token(params: SamplingParams, token_id: int, eos_token_ids: Collection[int]) -> bool:
-    """True when `token_id` ends the request: an EOS (unless ignored) or a stop token id."""
+    """True when `token_id` ends the request: an EOS (unless ignore_eos) or a stop token id."""
     if not params.ignore_eos and token_id in eos_token_ids:
         return True
-    return bool(params.stop_token_ids) and token_id in params.stop_token_ids  # type: ignore[operator]
+    return params.stop_token_ids is not None and token_id in params.stop_token_ids

@@ -1,10 +1,10 @@
 """Batched sampling: penalties, temperature, top-k / top-p / min-p, seeded or free draws.
 
 Order per row: penalties -> (greedy rows: argmax) -> temperature -> softmax -> top_k -> top_p
--> min_p -> draw. The draw is an exponential race, argmax(p / E) with E ~ Exp(1), which picks
-token v with probability p[v]; it needs no renormalization after filtering. Seeded rows take
-their uniforms from a counter-based hash of (seed, step, token id), so a seeded request draws the
-same tokens whatever else shares its batch and on any device.
+-> min_p -> draw. The draw is an exponential race, argmax(p / E) with E ~ Exp(1) i.i.d. per
+token, which picks token v with probability p[v] / sum(p): it samples the renormalized filtered
+distribution without computing it. Seeded rows take E from a counter-based hash of (seed, step,
+token id) (see seeded.py); the other rows from torch's generator.
 """
 
 from __future__ import annotations
@@ -13,103 +13,105 @@ from dataclasses import dataclass
 
 import torch
 
-from radixserve.runtime.sampling.batch_info import PenaltyTensors, SamplingBatchInfo
+from radixserve.runtime.sampling.batch_info import SamplingBatchInfo
+from radixserve.runtime.sampling.filters import filter_probs
+from radixserve.runtime.sampling.logprobs import logsumexp_rows
+from radixserve.runtime.sampling.seeded import seeded_exponentials
 
-MASK32 = 0xFFFFFFFF
+# torch.rand returns values in [0, 1); clamping u away from 0 keeps -log(u) finite, and clamping
+# E away from 0 means a filtered token (p = 0) can never produce 0 / 0 = NaN, which argmax picks.
+_MIN_UNIFORM = 2.0**-24
+_MIN_EXPONENTIAL = torch.finfo(torch.float32).tiny
 
 
 @dataclass(slots=True)
 class SampleOutput:
     next_token_ids: torch.Tensor  # [B] int64
-    logprobs: torch.Tensor  # [B] float32, from the raw (unprocessed) distribution
-    top_logprob_ids: torch.Tensor | None  # [B, K]
-    top_logprob_values: torch.Tensor | None  # [B, K]
+    logprobs: torch.Tensor  # [B] float32: log p(chosen) under the raw logits (the model's own)
+    top_logprob_ids: torch.Tensor | None  # [B, K] int64, best first; None when K = 0
+    top_logprob_values: torch.Tensor | None  # [B, K] float32, raw distribution
 
 
 class Sampler:
-    def __init__(self, generator: torch.Generator | None = None) -> None:
+    """Stateless apart from the optional generator used by unseeded rows.
+
+    `generator` must live on the logits' device; alternatively `seed` makes the sampler create
+    one lazily on the first batch's device (so the caller needs no device of its own).
+    """
+
+    def __init__(self, generator: torch.Generator | None = None, *, seed: int | None = None):
+        if generator is not None and seed is not None:
+            raise ValueError("pass a generator or a seed, not both")
         self.generator = generator
+        self.seed = seed
 
     def __call__(
         self, logits: torch.Tensor, info: SamplingBatchInfo, top_logprobs_num: int = 0
     ) -> SampleOutput:
-        raw_logprobs = torch.log_softmax(logits.float(), dim=-1)
-        scores = logits.float()
-        if info.penalties is not None:
-            scores = apply_penalties(scores, info.penalties)
-        argmax = scores.argmax(dim=-1)
+        """[B, V] logits -> one token per row, with raw-distribution logprobs."""
+        logits = logits.float()
+        self._check_shape(logits, info)
         if info.all_greedy:
-            next_ids = argmax
+            next_ids = self._scores(logits, info).argmax(dim=-1)
         else:
-            probs = torch.softmax(scores / info.temperatures, dim=-1)
-            if info.need_top_k_or_p:
-                probs = filter_top_k_top_p(probs, info.top_ks, info.top_ps)
-            if info.need_min_p:
-                probs = filter_min_p(probs, info.min_ps)
-            next_ids = torch.where(info.greedy, argmax, self._draw(probs, info))
+            scores = self._scores(logits, info)
+            drawn = self._draw(self._filtered_probs(scores, info), info)
+            next_ids = (
+                torch.where(info.greedy, scores.argmax(dim=-1), drawn) if info.any_greedy else drawn
+            )
+        log_norm = logsumexp_rows(logits)
+        chosen = logits.gather(1, next_ids.unsqueeze(1)).squeeze(1) - log_norm
         top_ids = top_values = None
-        if top_logprobs_num > 0:
-            top_values, top_ids = raw_logprobs.topk(top_logprobs_num, dim=-1)
-        return SampleOutput(
-            next_token_ids=next_ids,
-            logprobs=raw_logprobs.gather(1, next_ids.unsqueeze(1)).squeeze(1),
-            top_logprob_ids=top_ids,
-            top_logprob_values=top_values,
-        )
+        k = min(top_logprobs_num, logits.shape[1])
+        if k > 0:
+            best, top_ids = logits.topk(k, dim=-1)
+            top_values = best - log_norm.unsqueeze(1)
+        return SampleOutput(next_ids, chosen, top_ids, top_values)
+
+    def distribution(self, logits: torch.Tensor, info: SamplingBatchInfo) -> torch.Tensor:
+        """[B, V] the exact distribution each row draws from (greedy rows: one-hot on argmax).
+
+        Not used on the hot path; it states what __call__ samples, for tests and for callers
+        that need the processed probabilities themselves.
+        """
+        logits = logits.float()
+        self._check_shape(logits, info)
+        scores = self._scores(logits, info)
+        probs = self._filtered_probs(scores, info)
+        probs = probs / probs.sum(dim=-1, keepdim=True)
+        one_hot = torch.zeros_like(probs).scatter_(1, scores.argmax(dim=-1, keepdim=True), 1.0)
+        return torch.where(info.greedy.unsqueeze(1), one_hot, probs)
+
+    @staticmethod
+    def _check_shape(logits: torch.Tensor, info: SamplingBatchInfo) -> None:
+        expected = (info.batch_size, info.vocab_size)
+        if logits.dim() != 2 or tuple(logits.shape) != expected:
+            raise ValueError(f"logits must have shape {expected}, got {tuple(logits.shape)}")
+
+    @staticmethod
+    def _scores(logits: torch.Tensor, info: SamplingBatchInfo) -> torch.Tensor:
+        return logits if info.penalties is None else info.penalties.apply(logits)
+
+    @staticmethod
+    def _filtered_probs(scores: torch.Tensor, info: SamplingBatchInfo) -> torch.Tensor:
+        probs = torch.softmax(scores / info.temperatures, dim=-1)
+        return filter_probs(probs, info)
 
     def _draw(self, probs: torch.Tensor, info: SamplingBatchInfo) -> torch.Tensor:
         if info.all_seeded:
-            uniforms = seeded_uniforms(info.seeds, info.steps, probs.shape[1])
+            exponentials = seeded_exponentials(info.seeds, info.steps, info.vocab_size)
         else:
-            uniforms = torch.rand(probs.shape, generator=self.generator, device=probs.device)
-            if info.any_seeded:
-                seeded = seeded_uniforms(info.seeds, info.steps, probs.shape[1])
-                uniforms = torch.where(info.seeded.unsqueeze(1), seeded, uniforms)
-        exponentials = -torch.log(uniforms.clamp_min(1e-12))
-        return (probs / exponentials).argmax(dim=-1)
+            uniforms = torch.rand(
+                probs.shape, generator=self._generator(probs.device), device=probs.device
+            )
+            exponentials = -torch.log(uniforms.clamp_min_(_MIN_UNIFORM))
+            if info.seeded_rows is not None:
+                rows = info.seeded_rows
+                seeded = seeded_exponentials(info.seeds[rows], info.steps[rows], info.vocab_size)
+                exponentials.index_copy_(0, rows, seeded)
+        return (probs / exponentials.clamp_min_(_MIN_EXPONENTIAL)).argmax(dim=-1)
 
-
-def apply_penalties(scores: torch.Tensor, penalties: PenaltyTensors) -> torch.Tensor:
-    rep = penalties.repetition
-    penalized = torch.where(scores > 0, scores / rep, scores * rep)
-    scores = torch.where(penalties.seen, penalized, scores)
-    scores = scores - penalties.frequency * penalties.output_counts
-    return scores - penalties.presence * (penalties.output_counts > 0).float()
-
-
-def filter_top_k_top_p(
-    probs: torch.Tensor, top_ks: torch.Tensor, top_ps: torch.Tensor
-) -> torch.Tensor:
-    """Zeroes tokens outside each row's top-k and outside its smallest top-p nucleus."""
-    sorted_probs, order = probs.sort(dim=-1, descending=True)
-    ranks = torch.arange(probs.shape[1], device=probs.device).unsqueeze(0)
-    outside_k = ranks >= top_ks.unsqueeze(1)
-    # A token stays while the mass before it is below top_p (so the first token always stays).
-    mass_before = sorted_probs.cumsum(dim=-1) - sorted_probs
-    outside_p = mass_before >= top_ps.unsqueeze(1)
-    sorted_probs = sorted_probs.masked_fill(outside_k | outside_p, 0.0)
-    return torch.zeros_like(probs).scatter_(1, order, sorted_probs)
-
-
-def filter_min_p(probs: torch.Tensor, min_ps: torch.Tensor) -> torch.Tensor:
-    threshold = probs.max(dim=-1, keepdim=True).values * min_ps.unsqueeze(1)
-    return probs.masked_fill(probs < threshold, 0.0)
-
-
-def _mix32(x: torch.Tensor) -> torch.Tensor:
-    # A 32-bit integer finalizer on int64 tensors; the multiplier is < 2**31 and x < 2**32, so
-    # products stay below 2**63 and never overflow.
-    x = x ^ (x >> 16)
-    x = (x * 0x45D9F3B) & MASK32
-    x = x ^ (x >> 16)
-    x = (x * 0x45D9F3B) & MASK32
-    return x ^ (x >> 16)
-
-
-def seeded_uniforms(seeds: torch.Tensor, steps: torch.Tensor, vocab_size: int) -> torch.Tensor:
-    """[B, V] uniforms in (0, 1), a pure function of (seed, step, token id)."""
-    key = _mix32((seeds & MASK32) ^ _mix32((seeds >> 32) + 0x9E3779B9))
-    key = _mix32(key ^ _mix32(steps & MASK32))
-    token = torch.arange(vocab_size, device=seeds.device, dtype=torch.int64)
-    bits = _mix32(key.unsqueeze(1) ^ ((token * 0x27D4EB2D) & MASK32).unsqueeze(0))
-    return (bits.double() + 0.5).div(2.0**32).float()
+    def _generator(self, device: torch.device) -> torch.Generator | None:
+        if self.generator is None and self.seed is not None:
+            self.generator = torch.Generator(device=device).manual_seed(self.seed)
+        return self.generator
