@@ -1,66 +1,140 @@
-"""Eviction policies over the evictable leaves, kept in a heap with lazy deletion.
+"""Eviction policies, and the heap of evictable leaves they order.
 
-A leaf is pushed whenever it becomes evictable (inserted, unlocked to zero, its last child
-evicted) or its order key changes (touched); stale entries are skipped when popped, so no
-eviction ever walks the tree. A policy only decides the order key: smallest is evicted first.
+A node is evictable when it is an unlocked leaf below the root. The heap is maintained
+incrementally with lazy deletion: a node is pushed whenever it may have become evictable (inserted,
+unlocked to zero, its last child evicted) or its order key changed (touched, reprioritised), and
+an entry is skipped when popped if its node is no longer evictable or its key is stale. So no
+eviction ever walks the tree, and each step costs O(log heap).
+
+A policy only decides the order key of a node; the smallest key is evicted first.
 """
 
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable, Iterator
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
 
 from radixserve.radix_cache.node import TreeNode
 
 OrderKey = tuple[int, ...]
 
-EVICTION_POLICIES: dict[str, Callable[[TreeNode], OrderKey]] = {
-    "lru": lambda n: (n.last_access,),
-    "lfu": lambda n: (n.hits, n.last_access),
-    # Program-aware pinning: a lower priority goes first, LRU among equals.
-    "priority": lambda n: (n.priority, n.last_access),
+
+class EvictionPolicy(ABC):
+    """Orders evictable leaves. Keys must depend only on node fields the cache updates through
+    its own methods (last_access, hits, priority), or the heap would go stale silently."""
+
+    name: str = ""
+
+    @abstractmethod
+    def order_key(self, node: TreeNode) -> OrderKey:
+        """Smallest is evicted first."""
+
+
+class LRUPolicy(EvictionPolicy):
+    """Least recently matched or inserted first."""
+
+    name = "lru"
+
+    def order_key(self, node: TreeNode) -> OrderKey:
+        return (node.last_access,)
+
+
+class LFUPolicy(EvictionPolicy):
+    """Fewest matches first, least recently used among equals."""
+
+    name = "lfu"
+
+    def order_key(self, node: TreeNode) -> OrderKey:
+        return (node.hits, node.last_access)
+
+
+class PriorityPolicy(EvictionPolicy):
+    """Lowest priority first (set with `RadixCache.set_priority`), least recently used among
+    equals: the hook for program-aware pinning."""
+
+    name = "priority"
+
+    def order_key(self, node: TreeNode) -> OrderKey:
+        return (node.priority, node.last_access)
+
+
+EVICTION_POLICIES: dict[str, type[EvictionPolicy]] = {
+    "lru": LRUPolicy,
+    "lfu": LFUPolicy,
+    "priority": PriorityPolicy,
 }
 
 
-class EvictableHeap:
-    def __init__(
-        self,
-        policy: str,
-        is_evictable: Callable[[TreeNode], bool],
-        num_nodes: Callable[[], int],
-    ) -> None:
-        if policy not in EVICTION_POLICIES:
-            raise ValueError(
-                f"unknown eviction policy {policy!r}; choose one of {sorted(EVICTION_POLICIES)}"
-            )
-        self.order_key = EVICTION_POLICIES[policy]
-        self.is_evictable = is_evictable
-        self.num_nodes = num_nodes
-        self._heap: list[tuple[OrderKey, int, TreeNode]] = []
+def make_policy(policy: str | EvictionPolicy) -> EvictionPolicy:
+    if isinstance(policy, EvictionPolicy):
+        return policy
+    if policy not in EVICTION_POLICIES:
+        raise ValueError(
+            f"unknown eviction policy {policy!r}; choose one of {sorted(EVICTION_POLICIES)}"
+        )
+    return EVICTION_POLICIES[policy]()
 
-    def push(self, node: TreeNode) -> None:
-        if self.is_evictable(node):
-            heapq.heappush(self._heap, (self.order_key(node), node.node_id, node))
-            # Lazy deletion lets stale entries pile up under heavy touching; a rebuild once the
+
+def is_evictable(node: TreeNode) -> bool:
+    # A detached (evicted) node has no parent; the root has none either.
+    return node.lock_ref == 0 and not node.children and node.parent is not None
+
+
+class EvictableHeap:
+    """Entries are (order key, node_id, node); node_id breaks ties, so nodes never compare."""
+
+    __slots__ = ("policy", "_heap", "_live_limit")
+
+    def __init__(self, policy: EvictionPolicy) -> None:
+        self.policy = policy
+        self._heap: list[tuple[OrderKey, int, TreeNode]] = []
+        self._live_limit = 1024
+
+    def __len__(self) -> int:
+        return len(self._heap)
+
+    def push(self, node: TreeNode, num_nodes: int) -> None:
+        """Records `node` if it is evictable now; `num_nodes` bounds the heap's garbage."""
+        if node.lock_ref == 0 and not node.children and node.parent is not None:
+            heapq.heappush(self._heap, (self.policy.order_key(node), node.node_id, node))
+            # Lazy deletion lets stale entries pile up under heavy touching; rebuilding once the
             # heap outgrows the tree severalfold keeps it O(nodes) at O(1) amortized cost.
-            if len(self._heap) > 4 * self.num_nodes() + 1024:
+            if len(self._heap) > 4 * num_nodes + self._live_limit:
                 self.compact()
 
     def _is_current(self, entry: tuple[OrderKey, int, TreeNode]) -> bool:
         key, _, node = entry
-        return self.is_evictable(node) and key == self.order_key(node)
+        return is_evictable(node) and key == self.policy.order_key(node)
 
     def pop(self) -> TreeNode | None:
-        while self._heap:
-            entry = heapq.heappop(self._heap)
+        """The evictable node with the smallest key, removed; None when there is none."""
+        heap = self._heap
+        while heap:
+            entry = heapq.heappop(heap)
             if self._is_current(entry):
                 return entry[2]
         return None
 
     def compact(self) -> None:
-        live = {id(e[2]): e for e in self._heap if self._is_current(e)}
+        """Drops stale and duplicate entries."""
+        live = {e[2].node_id: e for e in self._heap if self._is_current(e)}
         self._heap = list(live.values())
         heapq.heapify(self._heap)
 
     def live_nodes(self) -> Iterator[TreeNode]:
-        return (e[2] for e in self._heap if self._is_current(e))
+        """Nodes with a current entry (each once): for the integrity check."""
+        seen: set[int] = set()
+        for entry in self._heap:
+            node = entry[2]
+            if node.node_id not in seen and self._is_current(entry):
+                seen.add(node.node_id)
+                yield node
+
+    def check_heap_order(self) -> str | None:
+        """A description of the first violation of the heap property, or None."""
+        heap = self._heap
+        for i in range(1, len(heap)):
+            if heap[i] < heap[(i - 1) // 2]:
+                return f"heap entry {i} is smaller than its parent"
+        return None

@@ -3,44 +3,34 @@ r"""A node of the radix tree: an edge of token ids and the KV pages that hold th
     root --[t0..t31 | p7 p2]--> A --[t32..t47 | p9]--> B        (page_size 16)
                                   \--[u32..u63 | p4 p5]--> C
 
-Children are keyed by the first page of their edge (a tuple of page_size tokens, or the single
-token when page_size is 1), so a lookup is one dict probe per edge.
+A node's `key` is the edge into it (never empty below the root) and `pages[i]` holds the KV of
+key[i*page_size : (i+1)*page_size], so len(key) == len(pages) * page_size always. Children are
+keyed by the first page of their edge (a tuple of page_size tokens, or the bare token when
+page_size is 1), so following a path costs one dict probe per edge, and two children never share
+a first page, which is what makes a page-aligned split always possible.
 """
 
 from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
-_ids = itertools.count()
+_ids = itertools.count(1)  # 0 is left for roots, which makes dumps easy to read
 
 
+@dataclass(slots=True, eq=False)
 class TreeNode:
-    __slots__ = (
-        "key",
-        "pages",
-        "children",
-        "parent",
-        "lock_ref",
-        "last_access",
-        "hits",
-        "priority",
-        "node_id",
-    )
-
-    def __init__(
-        self, key: list[int], pages: list[int], parent: TreeNode | None, last_access: int
-    ) -> None:
-        self.key = key
-        self.pages = pages
-        self.children: dict[Any, TreeNode] = {}
-        self.parent = parent
-        self.lock_ref = 0
-        self.last_access = last_access
-        self.hits = 0
-        self.priority = 0
-        self.node_id = next(_ids)
+    key: list[int]  # the edge's token ids
+    pages: list[int]  # one KV page per page_size tokens of `key`
+    parent: TreeNode | None  # None for the root, and for a node once it has been evicted
+    last_access: int = 0  # the cache clock at the last match/insert through this node
+    lock_ref: int = 0  # requests whose locked path runs through this node
+    hits: int = 0  # matches through this node (the LFU policy's count)
+    priority: int = 0  # the priority policy's key: lower is evicted first
+    children: dict[Any, TreeNode] = field(default_factory=dict)
+    node_id: int = field(default_factory=lambda: next(_ids))
 
     @property
     def is_leaf(self) -> bool:
@@ -48,33 +38,61 @@ class TreeNode:
 
     @property
     def is_root(self) -> bool:
-        return self.parent is None
+        return self.node_id == 0
+
+    def path_len(self) -> int:
+        """Tokens from the root to the end of this node (walks up: for tests and dumps)."""
+        total, node = 0, self
+        while node is not None:
+            total += len(node.key)
+            node = node.parent
+        return total
 
     def __repr__(self) -> str:
-        return f"TreeNode(id={self.node_id}, tokens={len(self.key)}, lock={self.lock_ref})"
+        return (
+            f"TreeNode(id={self.node_id}, tokens={len(self.key)}, pages={len(self.pages)}, "
+            f"lock_ref={self.lock_ref}, last_access={self.last_access})"
+        )
+
+
+def new_root() -> TreeNode:
+    return TreeNode(key=[], pages=[], parent=None, node_id=0)
+
+
+def as_token_list(token_ids: Sequence[int]) -> list[int]:
+    """Edges are lists, and list == tuple is False: normalise once, without copying a list."""
+    if type(token_ids) is list:
+        return token_ids
+    tolist = getattr(token_ids, "tolist", None)  # numpy arrays: plain ints, not numpy scalars
+    return tolist() if tolist is not None else list(token_ids)
 
 
 def child_key(tokens: Sequence[int], start: int, page_size: int) -> Any:
+    """The dict key of the child whose edge starts at tokens[start]: its first page."""
     return tokens[start] if page_size == 1 else tuple(tokens[start : start + page_size])
 
 
-def aligned_common_prefix(
-    edge: list[int], tokens: Sequence[int], start: int, page_size: int
-) -> int:
-    """Length of the common prefix of `edge` and tokens[start:], rounded down to whole pages.
+def aligned_common_prefix(edge: list[int], tokens: list[int], start: int, end: int, ps: int) -> int:
+    """Length of the common prefix of `edge` and tokens[start:end], in whole pages of `ps`.
 
-    The whole-edge case is one slice comparison; otherwise a binary search over slice equality
-    (each comparison runs in C), so long edges never cost a Python loop per token.
+    The usual case (the whole edge matches) is one slice comparison in C. Otherwise a binary
+    search narrows down the first differing page, comparing only the not yet known segment each
+    time, so a long edge costs about two passes over it and never a Python loop per token:
+
+        pages:  [ 0 .. lo )  known equal   [ lo .. mid )  compared now   [ mid .. hi ]  unknown
     """
-    limit = min(len(edge), len(tokens) - start)
-    if tokens[start : start + limit] == edge[:limit]:
-        return limit // page_size * page_size
-    lo, hi = 0, limit // page_size  # in pages: lo pages are known equal, hi is an upper bound
+    limit = min(len(edge), end - start)
+    if limit == len(edge):
+        if tokens[start : start + limit] == edge:
+            return limit
+    elif tokens[start : start + limit] == edge[:limit]:
+        return limit - limit % ps
+    lo, hi = 0, limit // ps  # in pages: [0, lo) equal; the answer is in [lo, hi]
     while lo < hi:
         mid = (lo + hi + 1) // 2
-        end = mid * page_size
-        if tokens[start : start + end] == edge[:end]:
+        a, b = lo * ps, mid * ps
+        if tokens[start + a : start + b] == edge[a:b]:
             lo = mid
         else:
             hi = mid - 1
-    return lo * page_size
+    return lo * ps

@@ -1,9 +1,13 @@
 """The radix tree of paged KV blocks.
 
 Only whole pages enter the tree; a request's partial tail page stays private to it. Locked nodes
-(reference count > 0, set on a node and all its ancestors) are never evicted; unlocked leaves are
-evicted in policy order (LRU by default) from an incrementally maintained heap, and a parent that
-becomes an unlocked leaf becomes evictable in turn.
+(reference count > 0, counted on a node and all its ancestors) are never evicted. Unlocked leaves
+are evicted in policy order (LRU by default) from an incrementally maintained heap, and a parent
+that becomes an unlocked leaf becomes evictable in turn.
+
+Time is a counter that ticks once per match_prefix or insert; every node the call passes through
+gets that tick, so a node's last_access is never older than any of its descendants'. With LRU
+this makes leaf-by-leaf eviction free pages oldest first across the whole tree.
 """
 
 from __future__ import annotations
@@ -18,80 +22,108 @@ from radixserve.radix_cache.base import (
     IntegrityError,
     MatchResult,
     PrefixCache,
+    hit_rate,
 )
-from radixserve.radix_cache.eviction import EvictableHeap
+from radixserve.radix_cache.eviction import EvictableHeap, EvictionPolicy, make_policy
 from radixserve.radix_cache.inspection import check_tree_integrity, tree_dump, tree_to_dict
-from radixserve.radix_cache.node import TreeNode, aligned_common_prefix, child_key
+from radixserve.radix_cache.node import (
+    TreeNode,
+    aligned_common_prefix,
+    as_token_list,
+    child_key,
+    new_root,
+)
 
 
 class RadixCache(PrefixCache):
-    def __init__(self, num_pages: int, page_size: int = 1, policy: str = "lru") -> None:
+    """A compressed radix tree over token ids whose values are KV page ids, plus the free list."""
+
+    def __init__(
+        self, num_pages: int, page_size: int = 1, policy: str | EvictionPolicy = "lru"
+    ) -> None:
         if page_size < 1:
             raise ValueError(f"page_size must be >= 1, got {page_size}")
         self.num_pages = num_pages
         self.page_size = page_size
         self.allocator = PageAllocator(num_pages)
+        self.policy = make_policy(policy)
+        self.root = new_root()
+        self._heap = EvictableHeap(self.policy)
+        self._in_tree = bytearray(num_pages)  # 1 where a node owns the page: catches bad frees
         self._clock = 0
-        self.root = TreeNode([], [], None, 0)
-        self.root.lock_ref = 1  # the root is never evicted
         self.num_nodes = 1
         self._cached_pages = 0
         self._locked_pages = 0
         self.hit_tokens = 0
-        self.queried_tokens = 0
+        self.total_match_tokens = 0
+        self.num_matches = 0
+        self.num_inserts = 0
         self.evicted_pages = 0
-        self.heap = EvictableHeap(policy, self._is_evictable, lambda: self.num_nodes)
+        self.duplicate_pages_freed = 0
 
-    # --- queries -------------------------------------------------------------------------------
+    # --- lookups -------------------------------------------------------------------------------
 
-    def _tick(self) -> int:
-        self._clock += 1
-        return self._clock
-
-    def _is_evictable(self, node: TreeNode) -> bool:
-        return node.lock_ref == 0 and not node.children and node.parent is not None
-
-    def _walk(self, tokens: Sequence[int], count_hits: bool) -> tuple[TreeNode, int, list[int]]:
-        """Follows tokens down the tree, splitting a partly matched edge; returns the last node,
-        the matched length and the matched pages."""
+    def _walk(
+        self, tokens: list[int], end: int, now: int, count_hit: bool
+    ) -> tuple[TreeNode, int, list[int]]:
+        """Follows tokens[:end] (page-aligned) down the tree, splitting a partly matched edge and
+        stamping every node passed with `now`; returns the last node, the matched length and the
+        matched pages."""
         ps = self.page_size
-        node, matched, pages = self.root, 0, []
-        now = self._tick()
-        while matched < len(tokens):
-            child = node.children.get(child_key(tokens, matched, ps))
+        node, pos, pages = self.root, 0, []
+        while pos < end:
+            child = node.children.get(tokens[pos] if ps == 1 else tuple(tokens[pos : pos + ps]))
             if child is None:
                 break
-            length = aligned_common_prefix(child.key, tokens, matched, ps)
-            if length == 0:
-                break
-            if length < len(child.key):
+            # At least the first page matches: it is the child's dict key.
+            length = aligned_common_prefix(child.key, tokens, pos, end, ps)
+            partial = length < len(child.key)
+            if partial:
                 child = self._split(child, length)
             child.last_access = now
-            if count_hits:
+            if count_hit:
                 child.hits += 1
-            self.heap.push(child)
-            pages.extend(child.pages)
-            matched += length
+            if not child.children:
+                self._heap.push(child, self.num_nodes)  # its order key changed
+            pages += child.pages
+            pos += length
             node = child
-        return node, matched, pages
+            if partial:
+                break  # the next page differs, or the query ends here
+        return node, pos, pages
 
     def match_prefix(self, token_ids: Sequence[int]) -> MatchResult:
-        aligned = len(token_ids) // self.page_size * self.page_size
-        tokens = token_ids[:aligned] if isinstance(token_ids, list) else list(token_ids[:aligned])
-        node, matched, pages = self._walk(tokens, count_hits=True)
+        tokens = as_token_list(token_ids)
+        end = len(tokens) - len(tokens) % self.page_size
+        self._clock += 1
+        node, matched, pages = self._walk(tokens, end, self._clock, count_hit=True)
         self.hit_tokens += matched
-        self.queried_tokens += len(token_ids)
+        self.total_match_tokens += len(tokens)
+        self.num_matches += 1
         return MatchResult(pages, matched, node)
 
     def _split(self, child: TreeNode, length: int) -> TreeNode:
-        """Cuts child's edge after `length` tokens; returns the new upper node."""
+        r"""Cuts child's edge after `length` tokens (a page multiple); returns the new upper node.
+
+            parent --[k0 .. k_len | k_len .. k_end]--> child
+        =>  parent --[k0 .. k_len]--> upper --[k_len .. k_end]--> child   (same object)
+
+        The lower half stays the same object, so a handle a request has locked still ends where
+        it did; every lock through child also runs through upper, hence the copied lock_ref.
+        """
         ps = self.page_size
         parent = child.parent
-        assert parent is not None
-        upper = TreeNode(child.key[:length], child.pages[: length // ps], parent, child.last_access)
-        upper.lock_ref = child.lock_ref  # every lock on child's path also covers the upper half
-        upper.hits, upper.priority = child.hits, child.priority
-        parent.children[child_key(child.key, 0, ps)] = upper
+        assert parent is not None, "split of a detached node"
+        upper = TreeNode(
+            key=child.key[:length],
+            pages=child.pages[: length // ps],
+            parent=parent,
+            last_access=child.last_access,
+            lock_ref=child.lock_ref,
+            hits=child.hits,
+            priority=child.priority,
+        )
+        parent.children[child_key(upper.key, 0, ps)] = upper  # the same first page as child's
         child.key = child.key[length:]
         child.pages = child.pages[length // ps :]
         child.parent = upper
@@ -103,88 +135,128 @@ class RadixCache(PrefixCache):
 
     def insert(self, token_ids: Sequence[int], pages: Sequence[int]) -> InsertResult:
         ps = self.page_size
-        if len(token_ids) % ps or len(pages) != len(token_ids) // ps:
+        tokens = as_token_list(token_ids)
+        if len(tokens) % ps or len(pages) != len(tokens) // ps:
             raise ValueError(
-                f"insert needs whole pages: {len(token_ids)} tokens, {len(pages)} pages, "
+                f"insert needs whole pages: {len(tokens)} tokens, {len(pages)} pages, "
                 f"page_size {ps}"
             )
-        tokens = list(token_ids)
-        node, matched, tree_pages = self._walk(tokens, count_hits=False)
-        duplicates = [
-            mine
-            for mine, theirs in zip(pages[: matched // ps], tree_pages, strict=True)
-            if mine != theirs
-        ]
+        self._check_owned_by_caller(pages)
+        self._clock += 1
+        node, matched, tree_pages = self._walk(tokens, len(tokens), self._clock, count_hit=False)
+        num_matched = matched // ps
+        mine_matched = pages[:num_matched]
+        duplicates = [m for m, ours in zip(mine_matched, tree_pages, strict=True) if m != ours]
+        new_pages = list(pages[num_matched:])
+        if any(map(self._in_tree.__getitem__, duplicates + new_pages)):
+            raise ValueError("insert was given a page the tree owns for other tokens")
         if duplicates:
             self.allocator.free(duplicates)
-        cached_len = matched
-        if matched < len(tokens):
-            new_pages = list(pages[matched // ps :])
-            leaf = TreeNode(tokens[matched:], new_pages, node, self._tick())
+            self.duplicate_pages_freed += len(duplicates)
+        if new_pages:
+            leaf = TreeNode(tokens[matched:], new_pages, node, last_access=self._clock)
             node.children[child_key(leaf.key, 0, ps)] = leaf
+            for page in new_pages:
+                self._in_tree[page] = 1
             self.num_nodes += 1
             self._cached_pages += len(new_pages)
-            self.heap.push(leaf)
-            tree_pages.extend(new_pages)
+            self._heap.push(leaf, self.num_nodes)
+            tree_pages += new_pages
             node = leaf
-        return InsertResult(cached_len, tree_pages, node)
+        self.num_inserts += 1
+        return InsertResult(matched, tree_pages, node)
+
+    def _check_owned_by_caller(self, pages: Sequence[int]) -> None:
+        # Only the range and the free flag are checkable before the walk; whether a page the
+        # tree owns sits at the right place is checked against the walk's result.
+        if pages and (min(pages) < 0 or max(pages) >= self.num_pages):
+            raise ValueError(f"insert was given a page outside the pool of {self.num_pages}")
+        if any(map(self.allocator.is_free, pages)):
+            raise ValueError("insert was given a page that is on the free list")
+        if len(set(pages)) != len(pages):
+            raise ValueError("insert was given the same page twice")
 
     # --- locks ---------------------------------------------------------------------------------
 
     def lock(self, node: TreeNode) -> None:
-        while node is not None and node is not self.root:
+        if node.parent is None:
+            if node is self.root:
+                return
+            raise ValueError(f"lock of {node!r}, which was evicted: match again")
+        root = self.root
+        while node is not root:
             if node.lock_ref == 0:
                 self._locked_pages += len(node.pages)
             node.lock_ref += 1
             node = node.parent  # type: ignore[assignment]
 
     def unlock(self, node: TreeNode) -> None:
-        while node is not None and node is not self.root:
-            if node.lock_ref <= 0:
-                raise IntegrityError(f"unlock of {node!r} whose lock count is {node.lock_ref}")
+        if node.parent is None and node is not self.root:
+            raise IntegrityError(f"unlock of {node!r}, which is not in the tree")
+        if node is not self.root and node.lock_ref <= 0:
+            # Ancestors hold at least as many locks, so checking the first node is enough.
+            raise IntegrityError(f"unlock of {node!r} whose lock count is {node.lock_ref}")
+        root = self.root
+        while node is not root:
             node.lock_ref -= 1
             if node.lock_ref == 0:
                 self._locked_pages -= len(node.pages)
-                self.heap.push(node)
+                self._heap.push(node, self.num_nodes)
             node = node.parent  # type: ignore[assignment]
 
     def set_priority(self, node: TreeNode, priority: int) -> None:
-        """Priority for the "priority" policy (higher is kept longer), on the node's path."""
-        while node is not None and node is not self.root:
-            node.priority = priority
-            self.heap.push(node)
-            node = node.parent  # type: ignore[assignment]
+        """Sets the node's priority for the "priority" policy (lower is evicted first) and raises
+        each ancestor's to at least `priority`, so a pinned path is kept as a whole: a child
+        never outranks the ancestors it needs. New nodes start at 0."""
+        node.priority = priority
+        self._heap.push(node, self.num_nodes)
+        ancestor = node.parent
+        while ancestor is not None and ancestor is not self.root:
+            if ancestor.priority < priority:
+                ancestor.priority = priority
+                self._heap.push(ancestor, self.num_nodes)
+            ancestor = ancestor.parent
 
     # --- pages ---------------------------------------------------------------------------------
 
     def alloc_pages(self, num_pages: int) -> list[int] | None:
+        if num_pages < 0:
+            raise ValueError(f"cannot allocate {num_pages} pages")
         short = num_pages - self.allocator.num_free
         if short > 0:
             if short > self.num_evictable_pages:
-                return None
+                return None  # evict nothing: a failed allocation must not cost the cache
             self.evict(short)
         return self.allocator.alloc(num_pages)
 
     def free_pages(self, pages: Iterable[int]) -> None:
+        pages = list(pages)
+        if any(map(self._in_tree.__getitem__, pages)):
+            raise ValueError("free_pages was given a page the tree owns: unlock it instead")
         self.allocator.free(pages)
 
     def evict(self, num_pages: int) -> int:
         freed = 0
         while freed < num_pages:
-            leaf = self.heap.pop()
+            leaf = self._heap.pop()
             if leaf is None:
                 break
-            parent = leaf.parent
-            assert parent is not None
-            del parent.children[child_key(leaf.key, 0, self.page_size)]
-            leaf.parent = None
-            self.allocator.free(leaf.pages)
-            freed += len(leaf.pages)
-            self._cached_pages -= len(leaf.pages)
-            self.num_nodes -= 1
-            self.heap.push(parent)  # it may have just become an evictable leaf
+            freed += self._remove_leaf(leaf)
         self.evicted_pages += freed
         return freed
+
+    def _remove_leaf(self, leaf: TreeNode) -> int:
+        parent = leaf.parent
+        assert parent is not None
+        del parent.children[child_key(leaf.key, 0, self.page_size)]
+        leaf.parent = None  # marks it detached: its heap entries are dead, lock() refuses it
+        for page in leaf.pages:
+            self._in_tree[page] = 0
+        self.allocator.free(leaf.pages)
+        self._cached_pages -= len(leaf.pages)
+        self.num_nodes -= 1
+        self._heap.push(parent, self.num_nodes)  # it may have just become an evictable leaf
+        return len(leaf.pages)
 
     def flush(self) -> int:
         return self.evict(self.num_evictable_pages)
@@ -207,21 +279,26 @@ class RadixCache(PrefixCache):
         ps = self.page_size
         return CacheStats(
             num_pages=self.num_pages,
+            page_size=ps,
             free_pages=self.num_free_pages,
             cached_tokens=self._cached_pages * ps,
             evictable_tokens=self.num_evictable_pages * ps,
             locked_tokens=self._locked_pages * ps,
             hit_tokens=self.hit_tokens,
-            queried_tokens=self.queried_tokens,
+            total_match_tokens=self.total_match_tokens,
+            hit_rate=hit_rate(self.hit_tokens, self.total_match_tokens),
             evicted_pages=self.evicted_pages,
             num_nodes=self.num_nodes,
+            num_matches=self.num_matches,
+            num_inserts=self.num_inserts,
+            duplicate_pages_freed=self.duplicate_pages_freed,
         )
 
     def check_integrity(self, held_pages: Iterable[int] | None = None) -> None:
         check_tree_integrity(self, held_pages)
 
     def to_dict(self) -> dict[str, Any]:
-        return tree_to_dict(self.root, self.page_size)
+        return tree_to_dict(self)
 
     def dump(self) -> str:
-        return tree_dump(self.root, self.page_size)
+        return tree_dump(self)
