@@ -188,6 +188,9 @@ async def get_model_info(request: Request) -> Response:
         model_path=state.model_path,
         tokenizer_path=state.tokenizer_path or state.model_path,
         served_model_name=state.model_name,
+        chat_template=getattr(state.tokenizer, "chat_template", None),
+        bos_token=getattr(state.tokenizer, "bos_token", None),
+        eos_token=getattr(state.tokenizer, "eos_token", None),
     )
     return json_response(info)
 

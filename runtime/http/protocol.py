@@ -53,6 +53,10 @@ class ModelInfo(msgspec.Struct):
     tokenizer_path: str
     is_generation: bool = True
     served_model_name: str = ""
+    # For clients that build chat prompts themselves (the DSL's role blocks).
+    chat_template: str | None = None
+    bos_token: str | None = None
+    eos_token: str | None = None
 
 
 class ServerInfo(msgspec.Struct):
