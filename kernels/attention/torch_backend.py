@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+
 from radixserve.kernels.attention.base import AttentionBackend, PagedBatchLayout
 
 

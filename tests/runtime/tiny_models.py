@@ -9,8 +9,9 @@ import torch
 TINY_KINDS = ("llama", "qwen2", "qwen3")
 
 
-def build_tiny_model(kind: str, directory: Path, seed: int = 0) -> Path:
-    """Saves a 2-layer model of `kind` (with GQA) as safetensors into directory/kind."""
+def build_tiny_model(kind: str, directory: Path, seed: int = 0, head_dim: int = 16) -> Path:
+    """Saves a 2-layer model of `kind` (with GQA, 4 query heads of `head_dim`) as safetensors
+    into directory/kind. GPU kernels want head_dim 64 or 128; the CPU tests keep it tiny."""
     from transformers import (
         LlamaConfig,
         LlamaForCausalLM,
@@ -22,7 +23,7 @@ def build_tiny_model(kind: str, directory: Path, seed: int = 0) -> Path:
 
     common = dict(
         vocab_size=320,
-        hidden_size=64,
+        hidden_size=4 * head_dim,
         intermediate_size=96,
         num_hidden_layers=2,
         num_attention_heads=4,
@@ -47,7 +48,10 @@ def build_tiny_model(kind: str, directory: Path, seed: int = 0) -> Path:
     elif kind == "qwen2":
         config, model_cls = Qwen2Config(**common, tie_word_embeddings=True), Qwen2ForCausalLM
     elif kind == "qwen3":
-        config = Qwen3Config(**common, head_dim=32, tie_word_embeddings=False)
+        # Qwen3 decouples head_dim from hidden_size / heads: exercised on the CPU; GPU runs keep
+        # one head_dim so the kernels compile once.
+        qwen3_head_dim = 2 * head_dim if head_dim < 64 else head_dim
+        config = Qwen3Config(**common, head_dim=qwen3_head_dim, tie_word_embeddings=False)
         model_cls = Qwen3ForCausalLM
     else:
         raise ValueError(kind)

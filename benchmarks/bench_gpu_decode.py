@@ -1,0 +1,150 @@
+"""GPU throughput on a Llama-3.1-8B-shaped model with random weights (the lease's H100).
+
+Runs, in one process: HF transformers `generate` at batch 1 (a short run, the baseline), then
+radixserve's scheduler + FlashInfer runner at batch 1 and on a batch of requests with mixed prompt
+lengths, EOS ignored. Prints output tokens per second and ratios. Random weights: speed does not
+depend on the values.
+
+    python3 benchmarks/bench_gpu_decode.py [--requests 128] [--new-tokens 256]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from radixserve.radix_cache import RadixCache
+from radixserve.runtime.io_struct import GenerateReq
+from radixserve.runtime.model_runner import ModelRunner
+from radixserve.runtime.sampling import SamplingParams
+from radixserve.runtime.scheduler.scheduler import Scheduler, SchedulerConfig
+from radixserve.runtime.server_args import ServerArgs
+
+LLAMA_31_8B = {
+    "architectures": ["LlamaForCausalLM"],
+    "model_type": "llama",
+    "hidden_size": 4096,
+    "intermediate_size": 14336,
+    "num_hidden_layers": 32,
+    "num_attention_heads": 32,
+    "num_key_value_heads": 8,
+    "vocab_size": 128256,
+    "max_position_embeddings": 8192,
+    "rms_norm_eps": 1e-5,
+    "rope_theta": 500000.0,
+    "rope_scaling": {
+        "rope_type": "llama3",
+        "factor": 8.0,
+        "low_freq_factor": 1.0,
+        "high_freq_factor": 4.0,
+        "original_max_position_embeddings": 8192,
+    },
+    "tie_word_embeddings": False,
+    "torch_dtype": "bfloat16",
+}
+
+
+def hf_batch1(model_dir: Path, new_tokens: int) -> float:
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.from_pretrained(model_dir)
+    with torch.device("cuda"):
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16).eval()
+    ids = torch.randint(0, 128000, (1, 128), device="cuda")
+    kwargs = dict(do_sample=False, min_new_tokens=new_tokens, max_new_tokens=new_tokens)
+    with torch.no_grad():
+        model.generate(ids, **{**kwargs, "min_new_tokens": 4, "max_new_tokens": 4})
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        model.generate(ids, **kwargs)
+        torch.cuda.synchronize()
+    rate = new_tokens / (time.perf_counter() - start)
+    del model
+    torch.cuda.empty_cache()
+    return rate
+
+
+def run_scheduler(runner: ModelRunner, prompts: list[list[int]], new_tokens: int) -> dict:
+    cache = RadixCache(runner.kv_pool.num_pages, page_size=runner.page_size)
+    config = SchedulerConfig(
+        page_size=runner.page_size,
+        context_len=runner.context_len,
+        chunked_prefill_size=8192,
+        max_prefill_tokens=16384,
+        max_running_requests=256,
+    )
+    scheduler = Scheduler(runner, cache, config, eos_token_ids=[])
+    params = SamplingParams(max_new_tokens=new_tokens, temperature=0, ignore_eos=True)
+    for i, p in enumerate(prompts):
+        scheduler.add_request(GenerateReq(rid=f"r{i}", input_ids=p, sampling=params))
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    decode_steps: list[float] = []
+    generated = 0
+    while scheduler.has_work:
+        outs = scheduler.step()
+        generated += sum(len(o.new_token_ids) for o in outs)
+        if scheduler.last_step.prefill_tokens == 0:
+            decode_steps.append(scheduler.last_step.forward_seconds)
+    elapsed = time.perf_counter() - start
+    decode_steps.sort()
+    return {
+        "tok_s": generated / elapsed,
+        "decode_ms": 1e3 * decode_steps[len(decode_steps) // 2] if decode_steps else float("nan"),
+        "sched_ms": 1e3 * scheduler.last_step.schedule_seconds,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=128)
+    parser.add_argument("--new-tokens", type=int, default=256)
+    parser.add_argument("--hf-tokens", type=int, default=32)
+    parser.add_argument("--out", default="")
+    args = parser.parse_args()
+    model_dir = Path(tempfile.mkdtemp()) / "llama-3.1-8b-shape"
+    model_dir.mkdir()
+    (model_dir / "config.json").write_text(json.dumps(LLAMA_31_8B))
+
+    hf_rate = hf_batch1(model_dir, args.hf_tokens)
+    runner = ModelRunner(
+        ServerArgs(
+            model_path=str(model_dir),
+            load_format="dummy",
+            device="cuda",
+            dtype="bfloat16",
+            attention_backend="flashinfer",
+            page_size=16,
+            mem_fraction_static=0.85,
+        )
+    )
+    rng = random.Random(0)
+    single = run_scheduler(runner, [[rng.randrange(128000) for _ in range(128)]], 128)
+    prompts = [
+        [rng.randrange(128000) for _ in range(rng.randrange(64, 1024))]
+        for _ in range(args.requests)
+    ]
+    batch = run_scheduler(runner, prompts, args.new_tokens)
+    rows = {
+        "hf_generate_batch1_tok_s": hf_rate,
+        "radixserve_batch1_tok_s": single["tok_s"],
+        "radixserve_batch1_decode_step_ms": single["decode_ms"],
+        f"radixserve_{args.requests}req_tok_s": batch["tok_s"],
+        f"radixserve_{args.requests}req_decode_step_ms": batch["decode_ms"],
+        "batch1_ratio_vs_hf": single["tok_s"] / hf_rate,
+    }
+    print(f"\n{torch.cuda.get_device_name()} | Llama-3.1-8B shape, bf16, random weights")
+    for key, value in rows.items():
+        print(f"{key:>36} : {value:10.2f}")
+    if args.out:
+        Path(args.out).write_text(json.dumps(rows, indent=2))
+
+
+if __name__ == "__main__":
+    main()
