@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -203,8 +204,11 @@ def _local_template(model_path: str | None, tokenizer_path: str | None) -> ChatT
         from radixserve.runtime.model_loader.source import EMBEDDED_MODEL_NAME, resolve_model_source
         from radixserve.runtime.model_loader.weights import load_tokenizer
 
-        path = None if model_path in (None, EMBEDDED_MODEL_NAME) else model_path
-        tokenizer = load_tokenizer(resolve_model_source(path), tokenizer_path)
+        path = None if model_path in (None, "", EMBEDDED_MODEL_NAME) else model_path
+        # A GGUF model reports its file as the tokenizer path too; only a separate directory is
+        # a tokenizer of its own.
+        separate = tokenizer_path if tokenizer_path and os.path.isdir(tokenizer_path) else None
+        tokenizer = load_tokenizer(resolve_model_source(path), separate)
     except Exception as exc:  # not on this machine, or not loadable: fall back to ChatML
         logger.debug("no local tokenizer for %r: %s", model_path, exc)
         return None
