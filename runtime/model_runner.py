@@ -7,6 +7,7 @@ talks to nothing else, so it can be tested with a stand-in that has the same `st
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Sequence
 
@@ -43,8 +44,12 @@ class ModelRunner:
         self.dtype = args.resolved_dtype()
         self.source: ModelSource = resolve_model_source(args.model_path)
         self.hf_config = load_hf_config(self.source)
-        self.config = ModelConfig.from_hf(self.hf_config)
-        self.context_len = args.context_length or self.config.max_context_len
+        config = ModelConfig.from_hf(self.hf_config)
+        if args.context_length:
+            # The rotary table and every length check follow the context the user asked for.
+            config = dataclasses.replace(config, max_context_len=args.context_length)
+        self.config = config
+        self.context_len = config.max_context_len
         self.model = self._load_model()
         self.page_size = args.page_size
         self.kv_pool = KVPool(
