@@ -5,17 +5,18 @@ the device; hashing the counter instead gives every (seed, step, token) its own 
 on the CPU and on CUDA.
 
 All arithmetic is on int64 tensors holding 32-bit values. torch's int64 multiply has no defined
-wrap-around, so `_mul32` splits the multiplier into 16-bit halves: every partial product stays
-below 2**48 and the result is exactly (x * c) mod 2**32.
+wrap-around, so `_mul32` never lets a product overflow: a 32-bit constant c >= 2**31 is used as
+c - 2**32 (the same value mod 2**32), so |x * c| < 2**32 * 2**31 = 2**63, and masking the exact
+(possibly negative, two's complement) product gives (x * c) mod 2**32.
 
     seed (64 bit) --> seed_lo, seed_hi --+
-                                         +--> row key k1, k2   (per row, [B])
+                                         +--> row key k     (per row, [B]; several rounds)
     step ---------------------------------+
-    token t --> s_t = mix(t * golden)                             (per token, [V])
-    bits[b, t] = mix(mix(k1[b] ^ s_t) ^ k2[b])                    ([B, V])
+    token t --> s_t = mix(t * golden)                       (per token, [V])
+    bits[b, t] = mix(k[b] ^ s_t)                            ([B, V]; one round: the hot part)
 
-The second round keys in a different row value, so two rows whose first-round inputs collide
-(k1 ^ s_t == k1' ^ s_t') still get unrelated outputs.
+For one row, t -> bits is a bijection of distinct inputs, so no two tokens share a value; for
+two rows, values coincide about as often as for independent random draws (V**2 / 2**32 pairs).
 """
 
 from __future__ import annotations
@@ -37,44 +38,49 @@ def seed_to_int64(seed: int) -> int:
     return seed - (1 << 64) if seed >= 1 << 63 else seed
 
 
+def _signed32(c: int) -> int:
+    return c - (1 << 32) if c >= 1 << 31 else c
+
+
 def _mul32(x: torch.Tensor, c: int) -> torch.Tensor:
-    lo = x * (c & 0xFFFF)
-    hi = (x * (c >> 16)) & 0xFFFF  # only its low 16 bits survive the shift below, mod 2**32
-    return (lo + (hi << 16)) & MASK32
+    """(x * c) mod 2**32 for x in [0, 2**32) and a 32-bit constant c, with no int64 overflow."""
+    return (x * _signed32(c)) & MASK32
 
 
 def _mix(x: torch.Tensor) -> torch.Tensor:
-    """A bijective 32-bit finalizer (xor-shift / multiply, the lowbias32 constants)."""
+    """A bijective 32-bit finalizer (xor-shift / multiply, the lowbias32 constants).
+
+    The first op makes a new tensor; the rest work in place on it (fewer [B, V] allocations).
+    """
     x = x ^ (x >> 16)
-    x = _mul32(x, 0x7FEB352D)
-    x = x ^ (x >> 15)
-    x = _mul32(x, 0x846CA68B)
-    return x ^ (x >> 16)
+    x.mul_(_signed32(0x7FEB352D)).bitwise_and_(MASK32)
+    x ^= x >> 15
+    x.mul_(_signed32(0x846CA68B)).bitwise_and_(MASK32)
+    x ^= x >> 16
+    return x
 
 
-def _row_keys(seeds: torch.Tensor, steps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _row_keys(seeds: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
     seed_lo = seeds & MASK32
     seed_hi = (seeds >> 32) & MASK32  # >> is arithmetic on negative int64; the mask undoes it
     step = steps & MASK32
-    k1 = _mix(_mix(_mix(seed_lo ^ _GOLDEN32) ^ seed_hi) ^ step)
-    k2 = _mix(k1 ^ _mul32(step + 1, _GOLDEN32) ^ seed_hi)
-    return k1, k2
+    return _mix(_mix(_mix(seed_lo ^ _GOLDEN32) ^ seed_hi) ^ step)
 
 
 def random_bits(seeds: torch.Tensor, steps: torch.Tensor, vocab_size: int) -> torch.Tensor:
     """[B] seeds, [B] steps -> [B, V] int64 values in [0, 2**32)."""
-    k1, k2 = _row_keys(seeds.long(), steps.long())
+    keys = _row_keys(seeds.long(), steps.long())
     token = torch.arange(vocab_size, device=seeds.device, dtype=torch.int64)
     token_salt = _mix(_mul32(token, _GOLDEN32))
-    return _mix(_mix(k1.unsqueeze(1) ^ token_salt.unsqueeze(0)) ^ k2.unsqueeze(1))
+    return _mix(keys.unsqueeze(1) ^ token_salt.unsqueeze(0))
 
 
 def bits_to_uniform(bits: torch.Tensor) -> torch.Tensor:
     """int64 values in [0, 2**32) -> float32 uniforms strictly inside (0, 1)."""
-    top = bits >> (32 - _UNIFORM_BITS)
-    return (top * 2 + 1).float() * 2.0 ** -(_UNIFORM_BITS + 1)
+    odd = (bits >> (32 - _UNIFORM_BITS)).mul_(2).add_(1)
+    return odd.float().mul_(2.0 ** -(_UNIFORM_BITS + 1))
 
 
 def seeded_exponentials(seeds: torch.Tensor, steps: torch.Tensor, vocab_size: int) -> torch.Tensor:
     """[B, V] float32 Exp(1) samples, each a pure function of (seed, step, token id)."""
-    return -torch.log(bits_to_uniform(random_bits(seeds, steps, vocab_size)))
+    return bits_to_uniform(random_bits(seeds, steps, vocab_size)).log_().neg_()
