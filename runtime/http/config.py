@@ -15,3 +15,4 @@ class HttpConfig:
     stats_timeout_s: float = 5.0  # a scrape serves the last figures if the scheduler is slow
     health_generate_timeout_s: float = 60.0
     graceful_shutdown_s: float = 5.0  # open streams get this long after SIGTERM
+    death_grace_s: float = 1.0  # after a child dies, /health answers 503 this long before exit

@@ -60,9 +60,12 @@ class ServerState:
         return self.tm
 
     def on_runtime_death(self, reason: str) -> None:
+        """Called by the tokenizer manager's watchdog (in the event loop) when a child dies."""
         self.death_reason = reason
         if self.request_shutdown is not None:
-            self.request_shutdown()
+            # A short delay lets health checkers see the 503 and its reason before we exit.
+            loop = asyncio.get_running_loop()
+            loop.call_later(self.config.death_grace_s, self.request_shutdown)
 
     @staticmethod
     def new_rid(prefix: str) -> str:
