@@ -156,7 +156,7 @@ class SglFunction:
 
     def _execute(self, state: ProgramState, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         try:
-            self.func(state, *args, **kwargs)
+            state.ret_value = self.func(state, *args, **kwargs)
         except BaseException as exc:  # the state reports it; run() re-raises it
             state.executor.fail(exc)
         finally:

@@ -15,6 +15,7 @@ JOIN_MODES = ("gather_variable", "concate_and_append")
 class ProgramState:
     def __init__(self, executor: StreamExecutor) -> None:
         self.executor = executor
+        self.ret_value: Any = None  # what the program function returned
 
     # --- building --------------------------------------------------------------------------------
 
