@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 
 class PageAllocator:
@@ -53,6 +53,15 @@ class PageAllocator:
                 raise ValueError(f"cannot free page {page}: {what} (pool of {self.num_pages})")
             is_free[page] = 1
         self._free.extend(pages)
+
+    def check_not_free(self, pages: Sequence[int], what: str) -> None:
+        """ValueError unless `pages` are distinct, in range and not free: pages someone holds."""
+        if pages and (min(pages) < 0 or max(pages) >= self.num_pages):
+            raise ValueError(f"{what} was given a page outside the pool of {self.num_pages}")
+        if any(map(self._is_free.__getitem__, pages)):
+            raise ValueError(f"{what} was given a page that is on the free list")
+        if len(set(pages)) != len(pages):
+            raise ValueError(f"{what} was given the same page twice")
 
     def is_free(self, page: int) -> bool:
         return bool(self._is_free[page])

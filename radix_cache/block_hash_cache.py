@@ -8,11 +8,10 @@ so a block's hash names the whole prefix ending at it:
 
 A lookup hashes block after block until a hash is missing: O(prompt length) hashing on every
 match, however long the cached path. Cached blocks carry a reference count; those at zero sit in
-an LRU queue and are evicted one block at a time from its head. A request's blocks are queued
-tail first when released, so a prefix's last blocks go before its first ones, but a block can
-still outlive its evicted parent (unreachable until the parent is cached again): the price of
-having no tree. Python's tuple hash is 64-bit; a collision would alias two prefixes (vLLM accepts
-the same risk with its faster hashes).
+an LRU queue and are evicted one block at a time from its head. Blocks are queued and touched
+tail first, so a parent is always newer than its children and a prefix loses its last blocks
+first. Python's tuple hash is 64-bit; a collision would alias two prefixes (vLLM accepts the same
+risk with its own hashes).
 
 Same protocol as the radix cache (base.py); a node handle is the chain of blocks matched or
 inserted, and locking it references every block in it.
@@ -97,8 +96,7 @@ class BlockHashCache(PrefixCache):
                 f"insert needs whole pages: {len(tokens)} tokens, {len(pages)} pages, "
                 f"page_size {ps}"
             )
-        if any(map(self.allocator.is_free, pages)) or len(set(pages)) != len(pages):
-            raise ValueError("insert was given a free page, or the same page twice")
+        self.allocator.check_not_free(pages, "insert")
         h, hashes, found = SEED_HASH, [], []
         for i in range(len(pages)):
             h = hash((h, tuple(tokens[i * ps : (i + 1) * ps])))

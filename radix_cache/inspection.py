@@ -17,6 +17,8 @@ from radixserve.radix_cache.node import TreeNode, child_key
 if TYPE_CHECKING:
     from radixserve.radix_cache.radix_cache import RadixCache
 
+MAX_INDENT = 16
+
 
 def iter_nodes(root: TreeNode) -> Iterator[TreeNode]:
     """Every node below the root, parents before children (depth-first)."""
@@ -137,22 +139,26 @@ def tree_dump(cache: RadixCache, token_preview: int = 8, max_nodes: int = 2000) 
         f"{cache.num_locked_pages} locked), {cache.num_nodes} nodes, clock {cache._clock}",
         "root",
     ]
-    stack: list[tuple[TreeNode, str, bool]] = [
-        (c, "", i == 0) for i, c in enumerate(_sorted_children(cache.root, reverse=True))
+    stack: list[tuple[TreeNode, str, bool, int]] = [
+        (c, "", i == 0, 1) for i, c in enumerate(_sorted_children(cache.root, reverse=True))
     ]
     while stack and len(lines) < max_nodes + 2:
-        node, indent, last = stack.pop()
+        node, indent, last, depth = stack.pop()
+        # Indentation stops growing at MAX_INDENT levels (a long chat is a deep chain), and
+        # deeper lines say their depth instead.
+        deep = f"(depth {depth}) " if depth > MAX_INDENT else ""
         lines.append(
-            f"{indent}{'`-- ' if last else '+-- '}#{node.node_id} "
+            f"{indent}{'`-- ' if last else '+-- '}{deep}#{node.node_id} "
             f"[{_preview(node.key, token_preview)}] {len(node.key)} tok, "
             f"pages [{_preview(node.pages, token_preview)}], lock {node.lock_ref}, "
             f"t {node.last_access}"
             + (f", hits {node.hits}" if node.hits else "")
             + (f", priority {node.priority}" if node.priority else "")
         )
-        child_indent = indent + ("    " if last else "|   ")
+        if depth < MAX_INDENT:
+            indent += "    " if last else "|   "
         children = _sorted_children(node, reverse=True)
-        stack.extend((c, child_indent, i == 0) for i, c in enumerate(children))
+        stack.extend((c, indent, i == 0, depth + 1) for i, c in enumerate(children))
     if stack:
         lines.append(f"... ({cache.num_nodes - max_nodes - 1} more nodes)")
     return "\n".join(lines)
@@ -164,35 +170,34 @@ def _sorted_children(node: TreeNode, reverse: bool) -> list[TreeNode]:
 
 
 def tree_to_dict(cache: RadixCache, token_preview: int = 16) -> dict[str, Any]:
-    """{"page_size", "num_pages", "policy", "stats", "root"}: each node a dict with its id, token
-    count, first tokens, pages, lock count, last access, hits, priority and children."""
-
-    def as_dict(node: TreeNode) -> dict[str, Any]:
-        return {
-            "id": node.node_id,
-            "num_tokens": len(node.key),
-            "key_head": node.key[:token_preview],
-            "pages": list(node.pages),
-            "lock_ref": node.lock_ref,
-            "last_access": node.last_access,
-            "hits": node.hits,
-            "priority": node.priority,
-            "children": [],
-        }
-
-    root = as_dict(cache.root)
-    stack = [(cache.root, root)]
+    """{"kind", "page_size", "num_pages", "policy", "stats", "nodes"}: the nodes as a flat list,
+    parents before children, each with its id and its parent's id. Flat because a long chat is
+    a chain thousands of nodes deep, which nested JSON encoders (recursive) cannot serialise."""
+    nodes = []
+    stack = [(cache.root, None)]
     while stack:
-        node, out = stack.pop()
-        for child in sorted(node.children.values(), key=lambda c: c.key[:8]):
-            child_out = as_dict(child)
-            out["children"].append(child_out)
-            stack.append((child, child_out))
+        node, parent_id = stack.pop()
+        nodes.append(
+            {
+                "id": node.node_id,
+                "parent": parent_id,
+                "num_tokens": len(node.key),
+                "key_head": node.key[:token_preview],
+                "pages": list(node.pages),
+                "lock_ref": node.lock_ref,
+                "last_access": node.last_access,
+                "hits": node.hits,
+                "priority": node.priority,
+                "num_children": len(node.children),
+            }
+        )
+        children = _sorted_children(node, reverse=True)
+        stack.extend((child, node.node_id) for child in children)
     return {
         "kind": "radix",
         "page_size": cache.page_size,
         "num_pages": cache.num_pages,
         "policy": cache.policy.name or type(cache.policy).__name__,
         "stats": asdict(cache.stats()),
-        "root": root,
+        "nodes": nodes,
     }

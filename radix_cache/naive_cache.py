@@ -77,12 +77,11 @@ class NaiveCache(PrefixCache):
                 f"insert needs whole pages: {len(token_ids)} tokens, {len(pages)} pages, "
                 f"page_size {ps}"
             )
-        if any(map(self.allocator.is_free, pages)):
-            raise ValueError("insert was given a page that is on the free list")
+        self.allocator.check_not_free(pages, "insert")
         node, done = self._follow_chain(list(pages))
         new_pages = list(pages[done:])
-        if any(page in self._owner for page in new_pages) or len(set(pages)) != len(pages):
-            raise ValueError("insert was given a page another handle holds, or a page twice")
+        if any(page in self._owner for page in new_pages):
+            raise ValueError("insert was given a page another handle holds")
         if new_pages:
             node = self._add_leaf(node, new_pages)
         self.num_inserts += 1

@@ -74,6 +74,7 @@ def child_key(tokens: Sequence[int], start: int, page_size: int) -> Any:
 
 def aligned_common_prefix(edge: list[int], tokens: list[int], start: int, end: int, ps: int) -> int:
     """Length of the common prefix of `edge` and tokens[start:end], in whole pages of `ps`.
+    `len(edge)` and `end - start` are page multiples (the tree's edges and aligned queries).
 
     The usual case (the whole edge matches) is one slice comparison in C. Otherwise a binary
     search narrows down the first differing page, comparing only the not yet known segment each
@@ -86,8 +87,10 @@ def aligned_common_prefix(edge: list[int], tokens: list[int], start: int, end: i
         if tokens[start : start + limit] == edge:
             return limit
     elif tokens[start : start + limit] == edge[:limit]:
-        return limit - limit % ps
-    lo, hi = 0, limit // ps  # in pages: [0, lo) equal; the answer is in [lo, hi]
+        return limit
+    # In pages: [0, lo) are equal and the answer is in [lo, hi]; some page below limit // ps
+    # differs (the comparison above failed), so the answer is at most one less.
+    lo, hi = 0, limit // ps - 1
     while lo < hi:
         mid = (lo + hi + 1) // 2
         a, b = lo * ps, mid * ps

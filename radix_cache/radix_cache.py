@@ -141,7 +141,7 @@ class RadixCache(PrefixCache):
                 f"insert needs whole pages: {len(tokens)} tokens, {len(pages)} pages, "
                 f"page_size {ps}"
             )
-        self._check_owned_by_caller(pages)
+        self.allocator.check_not_free(pages, "insert")
         self._clock += 1
         node, matched, tree_pages = self._walk(tokens, len(tokens), self._clock, count_hit=False)
         num_matched = matched // ps
@@ -165,16 +165,6 @@ class RadixCache(PrefixCache):
             node = leaf
         self.num_inserts += 1
         return InsertResult(matched, tree_pages, node)
-
-    def _check_owned_by_caller(self, pages: Sequence[int]) -> None:
-        # Only the range and the free flag are checkable before the walk; whether a page the
-        # tree owns sits at the right place is checked against the walk's result.
-        if pages and (min(pages) < 0 or max(pages) >= self.num_pages):
-            raise ValueError(f"insert was given a page outside the pool of {self.num_pages}")
-        if any(map(self.allocator.is_free, pages)):
-            raise ValueError("insert was given a page that is on the free list")
-        if len(set(pages)) != len(pages):
-            raise ValueError("insert was given the same page twice")
 
     # --- locks ---------------------------------------------------------------------------------
 
@@ -231,6 +221,8 @@ class RadixCache(PrefixCache):
 
     def free_pages(self, pages: Iterable[int]) -> None:
         pages = list(pages)
+        if pages and (min(pages) < 0 or max(pages) >= self.num_pages):
+            raise ValueError(f"free_pages was given a page outside the pool of {self.num_pages}")
         if any(map(self._in_tree.__getitem__, pages)):
             raise ValueError("free_pages was given a page the tree owns: unlock it instead")
         self.allocator.free(pages)

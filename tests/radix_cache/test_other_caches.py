@@ -1,0 +1,130 @@
+"""The naive (no sharing) and block-hash caches, and the registry."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from radixserve.radix_cache import (
+    CACHE_REGISTRY,
+    IntegrityError,
+    NaiveCache,
+    RadixCache,
+    cache_class,
+    create_cache,
+)
+from radixserve.radix_cache.block_hash_cache import BlockHashCache
+
+# --- naive -------------------------------------------------------------------------------------
+
+
+def test_naive_never_matches_and_keeps_the_callers_pages() -> None:
+    cache = NaiveCache(8, page_size=2)
+    pages = cache.alloc_pages(2)
+    result = cache.insert([1, 2, 3, 4], pages)
+    assert (result.cached_len, result.pages) == (0, pages)
+    assert cache.match_prefix([1, 2, 3, 4, 5]).cached_len == 0
+    other = cache.alloc_pages(2)
+    assert cache.insert([1, 2, 3, 4], other).pages == other  # no dedup: nothing is shared
+    cache.check_integrity(held_pages=[])
+    assert cache.num_evictable_pages == 4  # inserted, never locked
+    assert cache.flush() == 4 and cache.num_free_pages == 8
+
+
+def test_naive_chain_grows_and_is_freed_on_the_last_unlock() -> None:
+    cache = NaiveCache(8, page_size=1)
+    table = cache.alloc_pages(4)
+    first = cache.insert([1, 2], table[:2])
+    cache.lock(first.node)
+    second = cache.insert([1, 2, 3], table[:3])  # the request's next chunk
+    assert second.cached_len == 2 and second.node.parent is first.node
+    cache.lock(second.node)
+    cache.unlock(first.node)
+    cache.check_integrity(held_pages=table[3:])
+    assert cache.num_cached_pages == cache.num_locked_pages == 3
+    cache.unlock(second.node)  # the request finished: everything goes back at once
+    assert cache.num_cached_pages == 0 and cache.num_free_pages == 7
+    cache.free_pages(table[3:])
+    cache.check_integrity(held_pages=[])
+    assert cache.stats().evicted_pages == 0  # releases are not evictions
+    with pytest.raises(ValueError, match="freed"):
+        cache.lock(second.node)
+
+
+def test_naive_insert_of_a_shorter_prefix_splits_the_handle() -> None:
+    cache = NaiveCache(8, page_size=1)
+    table = cache.alloc_pages(3)
+    whole = cache.insert([1, 2, 3], table)
+    cache.lock(whole.node)
+    part = cache.insert([1, 2], table[:2])
+    assert part.cached_len == 2 and whole.node.parent is part.node
+    assert part.node.lock_ref == 1
+    cache.check_integrity(held_pages=[])
+    with pytest.raises(ValueError):
+        cache.free_pages(table[:1])
+    with pytest.raises(ValueError, match="another request"):
+        cache.insert([5, 6], [table[2], cache.alloc_pages(1)[0]])
+    cache.unlock(whole.node)
+    with pytest.raises(IntegrityError):
+        cache.unlock(whole.node)
+
+
+# --- block hash --------------------------------------------------------------------------------
+
+
+def test_block_hash_matches_and_dedups_like_the_tree() -> None:
+    cache = BlockHashCache(16, page_size=2)
+    a = cache.insert([1, 2, 3, 4, 5, 6], cache.alloc_pages(3))
+    b = cache.insert([1, 2, 3, 4, 7, 8], cache.alloc_pages(3))
+    assert b.cached_len == 4 and b.pages[:2] == a.pages[:2]
+    assert cache.stats().duplicate_pages_freed == 2
+    match = cache.match_prefix([1, 2, 3, 4, 7, 9])
+    assert (match.cached_len, match.pages) == (4, a.pages[:2])
+    cache.check_integrity(held_pages=[])
+    json.dumps(cache.to_dict())
+    assert "block hash cache" in cache.dump()
+
+
+def test_block_hash_evicts_tail_blocks_first() -> None:
+    cache = BlockHashCache(4, page_size=1)
+    chain = cache.insert([1, 2, 3], cache.alloc_pages(3))
+    cache.lock(chain.node)
+    cache.unlock(chain.node)  # released tail first: block [3] is the oldest now
+    assert cache.alloc_pages(2) is not None  # 1 free + evicts one block: the tail
+    assert cache.match_prefix([1, 2, 3]).cached_len == 2
+    cache.evict(1)  # the match touched [1 2] tail first: block [2] is the oldest
+    assert cache.match_prefix([1, 2]).cached_len == 1
+    cache.check_integrity()
+
+
+def test_block_hash_refuses_to_lock_an_evicted_chain() -> None:
+    cache = BlockHashCache(4, page_size=1)
+    cache.insert([1, 2], cache.alloc_pages(2))
+    match = cache.match_prefix([1, 2])
+    cache.flush()
+    with pytest.raises(ValueError, match="evicted"):
+        cache.lock(match.node)
+
+
+# --- registry ----------------------------------------------------------------------------------
+
+
+def test_registry_names_and_classes() -> None:
+    assert sorted(CACHE_REGISTRY) == ["block_hash", "naive", "radix"]
+    assert cache_class("radix") is RadixCache and cache_class("naive") is NaiveCache
+    assert isinstance(create_cache("radix", 8, 4, policy="lfu"), RadixCache)
+    with pytest.raises(ValueError, match="unknown prefix cache"):
+        cache_class("lru")
+    with pytest.raises(ValueError, match="unknown eviction policy"):
+        RadixCache(8, policy="fifo")
+
+
+def test_the_library_imports_no_torch() -> None:
+    code = (
+        "import sys, radixserve.radix_cache, radixserve.radix_cache.block_hash_cache;"
+        "assert 'torch' not in sys.modules, 'torch was imported'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
