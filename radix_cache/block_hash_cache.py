@@ -96,15 +96,16 @@ class BlockHashCache(PrefixCache):
                 f"insert needs whole pages: {len(tokens)} tokens, {len(pages)} pages, "
                 f"page_size {ps}"
             )
-        self.allocator.check_not_free(pages, "insert")
         h, hashes, found = SEED_HASH, [], []
         for i in range(len(pages)):
             h = hash((h, tuple(tokens[i * ps : (i + 1) * ps])))
             hashes.append(h)
             found.append(self._table.get(h))
-        for mine, theirs in zip(pages, found, strict=True):
-            if theirs != mine and self._hash_of[mine] is not None:
-                raise ValueError(f"insert was given page {mine}, cached for other tokens")
+        # Only pages the caller hands over need checking; the rest are the cache's own.
+        handed_over = [m for m, theirs in zip(pages, found, strict=True) if m != theirs]
+        self.allocator.check_not_free(handed_over, "insert")
+        if any(self._hash_of[mine] is not None for mine in handed_over):
+            raise ValueError("insert was given a page cached for other tokens")
         cached_len = next((i for i, page in enumerate(found) if page is None), len(found)) * ps
         result = list(pages)
         duplicates = []

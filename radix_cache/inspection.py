@@ -10,7 +10,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
-from radixserve.radix_cache.base import IntegrityError
+from radixserve.radix_cache.base import CacheStats, IntegrityError, hit_rate
 from radixserve.radix_cache.eviction import is_evictable
 from radixserve.radix_cache.node import TreeNode, child_key
 
@@ -116,6 +116,26 @@ def check_partition(
             f"free + cached + held = {len(seen)} of {num_pages} pages; "
             f"lost {len(missing)}, e.g. {missing[:8]}"
         )
+
+
+def tree_stats(cache: RadixCache) -> CacheStats:
+    ps = cache.page_size
+    return CacheStats(
+        num_pages=cache.num_pages,
+        page_size=ps,
+        free_pages=cache.num_free_pages,
+        cached_tokens=cache.num_cached_pages * ps,
+        evictable_tokens=cache.num_evictable_pages * ps,
+        locked_tokens=cache.num_locked_pages * ps,
+        hit_tokens=cache.hit_tokens,
+        total_match_tokens=cache.total_match_tokens,
+        hit_rate=hit_rate(cache.hit_tokens, cache.total_match_tokens),
+        evicted_pages=cache.evicted_pages,
+        num_nodes=cache.num_nodes,
+        num_matches=cache.num_matches,
+        num_inserts=cache.num_inserts,
+        duplicate_pages_freed=cache.duplicate_pages_freed,
+    )
 
 
 def _preview(values: list[int], limit: int) -> str:

@@ -22,10 +22,14 @@ from radixserve.radix_cache.base import (
     IntegrityError,
     MatchResult,
     PrefixCache,
-    hit_rate,
 )
 from radixserve.radix_cache.eviction import EvictableHeap, EvictionPolicy, make_policy
-from radixserve.radix_cache.inspection import check_tree_integrity, tree_dump, tree_to_dict
+from radixserve.radix_cache.inspection import (
+    check_tree_integrity,
+    tree_dump,
+    tree_stats,
+    tree_to_dict,
+)
 from radixserve.radix_cache.node import (
     TreeNode,
     aligned_common_prefix,
@@ -141,14 +145,23 @@ class RadixCache(PrefixCache):
                 f"insert needs whole pages: {len(tokens)} tokens, {len(pages)} pages, "
                 f"page_size {ps}"
             )
-        self.allocator.check_not_free(pages, "insert")
         self._clock += 1
+        # The walk may split an edge before the pages are checked below; a split alone changes
+        # nothing a caller can observe, so a rejected insert leaves an equivalent tree.
         node, matched, tree_pages = self._walk(tokens, len(tokens), self._clock, count_hit=False)
         num_matched = matched // ps
-        mine_matched = pages[:num_matched]
-        duplicates = [m for m, ours in zip(mine_matched, tree_pages, strict=True) if m != ours]
+        mine = pages[:num_matched]
+        mine = mine if type(mine) is list else list(mine)
+        duplicates = (
+            []  # the usual case, the caller's table already holds the tree's pages: one C compare
+            if mine == tree_pages
+            else [m for m, ours in zip(mine, tree_pages, strict=True) if m != ours]
+        )
         new_pages = list(pages[num_matched:])
-        if any(map(self._in_tree.__getitem__, duplicates + new_pages)):
+        # Only pages the caller hands over need checking; the rest are the tree's own.
+        handed_over = duplicates + new_pages
+        self.allocator.check_not_free(handed_over, "insert")
+        if any(map(self._in_tree.__getitem__, handed_over)):
             raise ValueError("insert was given a page the tree owns for other tokens")
         if duplicates:
             self.allocator.free(duplicates)
@@ -156,8 +169,9 @@ class RadixCache(PrefixCache):
         if new_pages:
             leaf = TreeNode(tokens[matched:], new_pages, node, last_access=self._clock)
             node.children[child_key(leaf.key, 0, ps)] = leaf
+            in_tree = self._in_tree
             for page in new_pages:
-                self._in_tree[page] = 1
+                in_tree[page] = 1
             self.num_nodes += 1
             self._cached_pages += len(new_pages)
             self._heap.push(leaf, self.num_nodes)
@@ -268,23 +282,7 @@ class RadixCache(PrefixCache):
         return self._locked_pages
 
     def stats(self) -> CacheStats:
-        ps = self.page_size
-        return CacheStats(
-            num_pages=self.num_pages,
-            page_size=ps,
-            free_pages=self.num_free_pages,
-            cached_tokens=self._cached_pages * ps,
-            evictable_tokens=self.num_evictable_pages * ps,
-            locked_tokens=self._locked_pages * ps,
-            hit_tokens=self.hit_tokens,
-            total_match_tokens=self.total_match_tokens,
-            hit_rate=hit_rate(self.hit_tokens, self.total_match_tokens),
-            evicted_pages=self.evicted_pages,
-            num_nodes=self.num_nodes,
-            num_matches=self.num_matches,
-            num_inserts=self.num_inserts,
-            duplicate_pages_freed=self.duplicate_pages_freed,
-        )
+        return tree_stats(self)
 
     def check_integrity(self, held_pages: Iterable[int] | None = None) -> None:
         check_tree_integrity(self, held_pages)
