@@ -20,11 +20,14 @@ from radixserve.kernels.attention.base import AttentionBackend, PagedBatchLayout
 
 @dataclass(slots=True)
 class _Group:
-    q_rows: torch.Tensor  # [b, max_q] long: row in the flat query tensor (padding clamps)
-    kv_slots: torch.Tensor  # [b, max_kv] long: slot in the flat cache (padding clamps)
+    batch: int
+    max_q: int
+    max_kv: int
+    q_rows: torch.Tensor  # [b * max_q] long: row in the flat query tensor (padding clamps)
+    kv_slots: torch.Tensor  # [b * max_kv] long: slot in the flat cache (padding clamps)
     mask: torch.Tensor  # [b, 1, max_q, max_kv] bool, True = attend
-    valid: torch.Tensor  # [b, max_q] bool: real query rows
-    out_rows: torch.Tensor  # [n] long: flat query row of each valid entry, in valid order
+    valid_index: torch.Tensor | None  # [n] long: real entries of b * max_q; None = all real
+    out_rows: torch.Tensor  # [n] long: flat query row of each real entry
 
 
 class TorchAttentionBackend(AttentionBackend):
@@ -63,13 +66,16 @@ class TorchAttentionBackend(AttentionBackend):
         mask = kv_valid[:, None, :] & causal
         # Padding rows attend to slot 0 only, so softmax never sees an all-masked row.
         mask[:, :, 0] |= ~valid
-        out_rows = q_rows[valid]
+        all_valid = bool(valid.all())
         return _Group(
-            q_rows=q_rows.to(device),
-            kv_slots=kv_slots.to(device),
+            batch=len(members),
+            max_q=q_pos.numel(),
+            max_kv=kv_pos.numel(),
+            q_rows=q_rows.flatten().to(device),
+            kv_slots=kv_slots.flatten().to(device),
             mask=mask.unsqueeze(1).to(device),
-            valid=valid.to(device),
-            out_rows=out_rows.to(device),
+            valid_index=None if all_valid else torch.nonzero(valid.flatten()).flatten().to(device),
+            out_rows=q_rows[valid].to(device),
         )
 
     def forward(
@@ -80,15 +86,25 @@ class TorchAttentionBackend(AttentionBackend):
         scaling: float,
     ) -> torch.Tensor:
         num_tokens, num_heads, head_dim = q.shape
-        flat_k = k_cache.view(-1, k_cache.shape[-2], head_dim)
-        flat_v = v_cache.view(-1, v_cache.shape[-2], head_dim)
-        out = q.new_empty(num_tokens, num_heads, head_dim)
-        for group in self._groups:
-            gq = q[group.q_rows].transpose(1, 2)  # [b, H, max_q, D]
-            gk = flat_k[group.kv_slots].transpose(1, 2)  # [b, Hkv, max_kv, D]
-            gv = flat_v[group.kv_slots].transpose(1, 2)
+        num_kv_heads = k_cache.shape[-2]
+        flat_k = k_cache.view(-1, num_kv_heads, head_dim)
+        flat_v = v_cache.view(-1, num_kv_heads, head_dim)
+        out = q.new_empty(num_tokens, num_heads * head_dim)
+        for g in self._groups:
+            # index_select on flat tensors: much cheaper than advanced indexing on the CPU.
+            gq = q.index_select(0, g.q_rows).view(g.batch, g.max_q, num_heads, head_dim)
+            gk = flat_k.index_select(0, g.kv_slots).view(g.batch, g.max_kv, num_kv_heads, head_dim)
+            gv = flat_v.index_select(0, g.kv_slots).view(g.batch, g.max_kv, num_kv_heads, head_dim)
             attn = F.scaled_dot_product_attention(
-                gq, gk, gv, attn_mask=group.mask, scale=scaling, enable_gqa=True
+                gq.transpose(1, 2),
+                gk.transpose(1, 2),
+                gv.transpose(1, 2),
+                attn_mask=g.mask,
+                scale=scaling,
+                enable_gqa=True,
             )
-            out[group.out_rows] = attn.transpose(1, 2)[group.valid]
-        return out.view(num_tokens, num_heads * head_dim)
+            rows = attn.transpose(1, 2).reshape(g.batch * g.max_q, num_heads * head_dim)
+            if g.valid_index is not None:
+                rows = rows.index_select(0, g.valid_index)
+            out.index_copy_(0, g.out_rows, rows)
+        return out
