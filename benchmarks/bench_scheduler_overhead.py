@@ -15,6 +15,7 @@ import statistics
 from collections.abc import Sequence
 
 from radixserve.radix_cache import RadixCache
+from radixserve.runtime.gc_tuning import freeze_startup_objects
 from radixserve.runtime.io_struct import GenerateReq
 from radixserve.runtime.sampling import SamplingParams
 from radixserve.runtime.scheduler.scheduler import Scheduler, SchedulerConfig
@@ -56,6 +57,7 @@ def main() -> None:
         scheduler.add_request(GenerateReq(rid=f"r{i}", input_ids=prompt, sampling=params))
     while any(r.is_prefilling or not r.output_ids for r in scheduler.running) or scheduler.waiting:
         scheduler.step()
+    freeze_startup_objects()  # as the scheduler process does once the model is loaded
     times = []
     for _ in range(args.steps):
         scheduler.step()

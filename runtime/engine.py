@@ -16,6 +16,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from radixserve.runtime.detokenizer.incremental import IncrementalDetokenizer
+from radixserve.runtime.gc_tuning import freeze_startup_objects
 from radixserve.runtime.io_struct import FinishReason, GenerateReq, TokenOut
 from radixserve.runtime.output import RequestOutputBuilder
 from radixserve.runtime.request_builder import InvalidRequestError, RequestBuilder
@@ -30,6 +31,7 @@ class Engine:
     def __init__(self, model_path: str | None = None, **options: Any) -> None:
         self.args = ServerArgs(model_path=model_path).replace(**options)
         self.state: RuntimeState = build_runtime(self.args)
+        freeze_startup_objects()
         self.tokenizer = self.state.tokenizer
         self.builder: RequestBuilder = self.state.request_builder
         self.scheduler = self.state.scheduler

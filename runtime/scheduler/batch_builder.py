@@ -157,7 +157,7 @@ class BatchBuilder:
     # --- building the engine's view ------------------------------------------------------------
 
     def _slice(self, req: Req, extend_len: int) -> ScheduledSlice:
-        fill = req.fill_ids
+        fill_len = req.fill_len
         end = req.kv_len + extend_len
         logits_from = None
         if req.wants_input_logprobs:
@@ -165,14 +165,16 @@ class BatchBuilder:
             if first_row < end:
                 logits_from = max(first_row - req.kv_len, 0)
         step_request = StepRequest(
-            slice=RequestSlice(fill[req.kv_len : end], req.kv_len, req.page_table, logits_from),
+            slice=RequestSlice(
+                req.fill_slice(req.kv_len, end), req.kv_len, req.page_table, logits_from
+            ),
             sampling=req.sampling,
             prompt_ids=req.prompt_ids,
             output_ids=req.output_ids,
-            sample=end == len(fill),
+            sample=end == fill_len,
             return_logprob=req.return_logprob,
             top_logprobs_num=req.top_logprobs_num,
         )
         # A decode feeds exactly the last sampled token; anything else computes prompt KV.
-        is_decode = extend_len == 1 and end == len(fill) and bool(req.output_ids)
+        is_decode = extend_len == 1 and end == fill_len and bool(req.output_ids)
         return ScheduledSlice(req, extend_len, not is_decode, step_request)

@@ -15,6 +15,7 @@ from multiprocessing.connection import Connection
 
 import zmq
 
+from radixserve.runtime.gc_tuning import freeze_startup_objects
 from radixserve.runtime.io_struct import (
     AbortReq,
     ControlOut,
@@ -49,6 +50,7 @@ def run_scheduler_process(args: ServerArgs, paths: IpcPaths, ready: Connection) 
     except Exception as exc:  # any start-up failure is reported, never a hang
         ready.send(ReadyOut(process="scheduler", ok=False, error=f"{type(exc).__name__}: {exc}"))
         return
+    freeze_startup_objects()
     ctx = zmq.Context()
     loop = SchedulerLoop(
         state.scheduler,
