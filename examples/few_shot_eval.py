@@ -39,6 +39,8 @@ class EvalReport:
     prefix_tokens: int
     coverage: list[float]  # per call: cached_tokens / prefix_tokens, in batch order
     answers: list[str]
+    prompt_tokens: int  # over all calls
+    cached_tokens: int
 
 
 def load_task(task: str) -> Task:
@@ -110,7 +112,8 @@ def evaluate(
     prefix = few_shot_prefix.run(system=task.system, shots=solved, backend=backend).text()
     prefix_tokens = int(backend.cache_prefix(prefix)["prompt_tokens"])
     answers = [s["answer"] for s in states]
-    cached = [int(s.get_meta_info("answer")["cached_tokens"]) for s in states]
+    metas = [s.get_meta_info("answer") for s in states]
+    cached = [int(m["cached_tokens"]) for m in metas]
     correct = sum(is_correct(a, ideal) for a, (_, ideal) in zip(answers, tested, strict=True))
     return EvalReport(
         accuracy=correct / len(tested),
@@ -118,6 +121,8 @@ def evaluate(
         prefix_tokens=prefix_tokens,
         coverage=[min(c / prefix_tokens, 1.0) for c in cached],
         answers=answers,
+        prompt_tokens=sum(int(m["prompt_tokens"]) for m in metas),
+        cached_tokens=sum(cached),
     )
 
 

@@ -163,6 +163,9 @@ class StreamExecutor:
                 if self.error_ is None:
                     for item in expr.flatten():
                         self._execute(item)
+                else:  # skipped after an error: whoever waits on its variables must wake
+                    for name in named_outputs(expr):
+                        self.events[name].set()
             except BaseException as exc:  # reported through error(); the program decides
                 self.fail(exc)
             finally:

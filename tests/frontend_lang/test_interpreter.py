@@ -231,3 +231,15 @@ def test_appending_a_non_string_is_a_clear_error(backend: FakeBackend) -> None:
 
     with pytest.raises(TypeError, match="not int"):
         program.run(backend=backend)
+
+
+def test_a_variable_submitted_after_an_error_does_not_hang(backend: FakeBackend) -> None:
+    @rs.function
+    def program(s):
+        s += "FAIL" + rs.gen("a")
+        s.sync()
+        s += "later" + rs.gen("b")
+        return s["b"]
+
+    with pytest.raises(BackendError):
+        program.run(backend=backend)
