@@ -15,7 +15,8 @@ from tests.runtime.http.conftest import ServerProcess
 
 pytestmark = pytest.mark.slow
 PROMPT = "The capital of France is"
-GREEDY = {"max_new_tokens": 6, "temperature": 0}
+GREEDY = {"max_new_tokens": 3, "temperature": 0}
+STEPS = GREEDY["max_new_tokens"]
 LONG = {"max_new_tokens": 2000, "ignore_eos": True}  # runs until aborted
 
 
@@ -52,7 +53,9 @@ def test_generate_single_text_and_input_ids(client: httpx.Client) -> None:
     out = client.post("/generate", json={"text": PROMPT, "sampling_params": GREEDY}).json()
     assert out["text"].startswith(" Paris")
     meta = out["meta_info"]
-    assert meta["prompt_tokens"] == 5 and meta["completion_tokens"] == len(out["output_ids"]) == 6
+    assert (
+        meta["prompt_tokens"] == 5 and meta["completion_tokens"] == len(out["output_ids"]) == STEPS
+    )
     assert meta["finish_reason"] == {"type": "length", "matched": None}
     assert meta["e2e_latency"] > 0 and meta["id"]
     by_ids = client.post(
@@ -63,14 +66,14 @@ def test_generate_single_text_and_input_ids(client: httpx.Client) -> None:
 
 def test_generate_batch_returns_a_list(client: httpx.Client) -> None:
     prompts = [PROMPT, "1, 2, 3, 4,"]
-    params = [GREEDY, {**GREEDY, "max_new_tokens": 3}]
+    params = [GREEDY, {**GREEDY, "max_new_tokens": 2}]
     out = client.post("/generate", json={"text": prompts, "sampling_params": params}).json()
     assert isinstance(out, list) and len(out) == 2
-    assert out[0]["text"].startswith(" Paris") and out[1]["meta_info"]["completion_tokens"] == 3
+    assert out[0]["text"].startswith(" Paris") and out[1]["meta_info"]["completion_tokens"] == 2
     ids = client.post(
         "/generate", json={"input_ids": [[504, 3575], [33, 30]], "sampling_params": GREEDY}
     ).json()
-    assert [len(o["output_ids"]) for o in ids] == [6, 6]
+    assert [len(o["output_ids"]) for o in ids] == [STEPS, STEPS]
 
 
 def test_generate_stream_carries_cumulative_text(client: httpx.Client) -> None:
@@ -97,7 +100,7 @@ def test_generate_logprobs(client: httpx.Client) -> None:
     }
     meta = client.post("/generate", json=body).json()["meta_info"]
     out_lps, out_top = meta["output_token_logprobs"], meta["output_top_logprobs"]
-    assert len(out_lps) == 6 and len(out_top) == 6
+    assert len(out_lps) == STEPS and len(out_top) == STEPS
     assert out_lps[0][2] == " Paris"
     for (lp, token, _), top in zip(out_lps, out_top, strict=True):
         assert top[0][1] == token and top[0][0] == pytest.approx(lp, abs=1e-4)
@@ -131,10 +134,10 @@ def test_abort_by_rid(client: httpx.Client, server: ServerProcess) -> None:
 
 
 def test_flush_cache(client: httpx.Client, server: ServerProcess) -> None:
-    prompt = "A long shared prefix for the cache test. " * 30
+    prompt = "A long shared prefix for the cache test. " * 10
     body = {"text": prompt, "sampling_params": {"max_new_tokens": 1}}
     client.post("/generate", json=body)
-    assert client.post("/generate", json=body).json()["meta_info"]["cached_tokens"] > 100
+    assert client.post("/generate", json=body).json()["meta_info"]["cached_tokens"] >= 64
 
     # Refused while a request runs: its cached path is locked.
     def block() -> None:
