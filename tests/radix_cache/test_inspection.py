@@ -8,6 +8,7 @@ from collections.abc import Callable
 import pytest
 
 from radixserve.radix_cache import IntegrityError, RadixCache
+from radixserve.radix_cache.inspection import tree_dump
 
 
 def small_tree() -> tuple[RadixCache, list[int]]:
@@ -118,15 +119,19 @@ def test_to_dict_is_json_and_mirrors_the_tree() -> None:
 
 
 def test_deep_chains_do_not_recurse() -> None:
-    cache = RadixCache(3000, page_size=1)
+    cache = RadixCache(1200, page_size=1)
     tokens: list[int] = []
-    for i in range(2500):  # each insert extends the last one: a chain 2,500 nodes deep
+    table: list[int] = []
+    for i in range(1100):  # each insert extends the last: a chain deeper than the recursion limit
         tokens.append(i)
-        cache.insert(tokens, cache.match_prefix(tokens).pages + cache.alloc_pages(1))
-    assert cache.num_nodes == 2501
+        table += cache.alloc_pages(1)
+        cache.insert(tokens, table)
+    assert cache.num_nodes == 1101
     cache.check_integrity(held_pages=[])
     lines = cache.dump().splitlines()
-    assert len(lines) == 2003 and lines[-1] == "... (500 more nodes)"
-    assert max(map(len, lines)) < 200 and "(depth 2000) " in lines[-2]
+    assert len(lines) == 1102 and "(depth 1100) " in lines[-1]
+    assert max(map(len, lines)) < 200  # indentation stops growing
+    lines = tree_dump(cache, max_nodes=1000).splitlines()
+    assert len(lines) == 1003 and lines[-1] == "... (100 more nodes)"
     json.dumps(cache.to_dict())
-    assert cache.flush() == 2500
+    assert cache.flush() == 1100

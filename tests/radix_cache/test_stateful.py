@@ -190,7 +190,7 @@ def machine(page_size: int, policy: str) -> type[CacheMachine]:
     cls = type(f"Machine{page_size}{policy}", (CacheMachine,), {})
     cls.page_size, cls.policy = page_size, policy
     cls.TestCase.settings = settings(
-        max_examples=60,
+        max_examples=100,
         stateful_step_count=40,
         deadline=None,
         suppress_health_check=[HealthCheck.too_slow],
