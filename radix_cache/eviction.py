@@ -84,12 +84,12 @@ def is_evictable(node: TreeNode) -> bool:
 class EvictableHeap:
     """Entries are (order key, node_id, node); node_id breaks ties, so nodes never compare."""
 
-    __slots__ = ("policy", "_heap", "_live_limit")
+    __slots__ = ("policy", "_heap", "_slack")
 
     def __init__(self, policy: EvictionPolicy) -> None:
         self.policy = policy
         self._heap: list[tuple[OrderKey, int, TreeNode]] = []
-        self._live_limit = 1024
+        self._slack = 1024
 
     def __len__(self) -> int:
         return len(self._heap)
@@ -100,7 +100,7 @@ class EvictableHeap:
             heapq.heappush(self._heap, (self.policy.order_key(node), node.node_id, node))
             # Lazy deletion lets stale entries pile up under heavy touching; rebuilding once the
             # heap outgrows the tree severalfold keeps it O(nodes) at O(1) amortized cost.
-            if len(self._heap) > 4 * num_nodes + self._live_limit:
+            if len(self._heap) > 4 * num_nodes + self._slack:
                 self.compact()
 
     def _is_current(self, entry: tuple[OrderKey, int, TreeNode]) -> bool:
