@@ -56,8 +56,8 @@ class SchedulerCollector(Collector):
             if isinstance(stats.get(key), (int, float)):
                 yield _counter(name, help_text, stats[key])
         cache = stats.get("cache") if isinstance(stats.get("cache"), dict) else {}
-        evictions = sum(v for k, v in cache.items() if "evict" in k and isinstance(v, (int, float)))
-        yield _counter("evictions", "Cached KV pages or nodes evicted under pressure", evictions)
+        evictions = cache.get("evicted_pages", 0)
+        yield _counter("evictions", "Cached KV pages evicted under memory pressure", evictions)
         for key, value in cache.items():
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 yield _gauge(f"radix_cache_{key}", f"Radix cache statistic {key}", value)
