@@ -22,6 +22,7 @@ PROMPTS = [
     "The largest planet in the solar system is",
 ]
 MAX_TOKENS = 3
+ENDLESS = {"max_new_tokens": 3000, "ignore_eos": True}  # runs until its client goes away
 
 
 def metric_values(client: httpx.Client) -> dict[str, float]:
@@ -82,19 +83,8 @@ def test_concurrent_clients_match_sequential(client: httpx.Client, server: Serve
     assert 0 <= after["radixserve_kv_usage"] <= 1
 
 
-def test_disconnect_mid_stream_aborts_the_request(
-    client: httpx.Client, server: ServerProcess
-) -> None:
-    aborted_before = client.get("/get_server_info").json()["scheduler"]["requests_aborted"]
-    body = {
-        "text": "Count forever:",
-        "sampling_params": {"max_new_tokens": 3000, "ignore_eos": True},
-        "stream": True,
-    }
-    with server.client() as streamer, streamer.stream("POST", "/generate", json=body) as response:
-        lines = response.iter_lines()
-        assert next(line for line in lines if line.startswith("data: "))
-    # The connection is closed: the scheduler must drop the request soon after.
+def wait_idle_and_aborted(client: httpx.Client, aborted_before: int) -> None:
+    """The connection is closed: the scheduler must drop the request soon after."""
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         stats = client.get("/get_server_info").json()["scheduler"]
@@ -103,3 +93,28 @@ def test_disconnect_mid_stream_aborts_the_request(
         time.sleep(0.2)
     assert stats["running"] == 0 and stats["waiting"] == 0
     assert stats["requests_aborted"] > aborted_before
+
+
+def aborted_so_far(client: httpx.Client) -> int:
+    return client.get("/get_server_info").json()["scheduler"]["requests_aborted"]
+
+
+def test_disconnect_mid_stream_aborts_the_request(
+    client: httpx.Client, server: ServerProcess
+) -> None:
+    before = aborted_so_far(client)
+    body = {"text": "Count forever:", "sampling_params": ENDLESS, "stream": True}
+    with server.client() as streamer, streamer.stream("POST", "/generate", json=body) as response:
+        lines = response.iter_lines()
+        assert next(line for line in lines if line.startswith("data: "))
+    wait_idle_and_aborted(client, before)
+
+
+def test_disconnect_while_waiting_for_a_whole_answer_aborts(
+    client: httpx.Client, server: ServerProcess
+) -> None:
+    before = aborted_so_far(client)
+    body = {"prompt": "Count forever:", "max_tokens": ENDLESS["max_new_tokens"], "ignore_eos": True}
+    with server.client(timeout=3) as impatient, pytest.raises(httpx.ReadTimeout):
+        impatient.post("/v1/completions", json=body)
+    wait_idle_and_aborted(client, before)
