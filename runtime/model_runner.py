@@ -73,7 +73,7 @@ class ModelRunner:
                 device=self.device,
             ),
         )
-        self.sampler = Sampler()
+        self.sampler = Sampler(seed=args.random_seed)
 
     @property
     def vocab_size(self) -> int:

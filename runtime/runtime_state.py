@@ -45,6 +45,7 @@ def build_runtime(args: ServerArgs) -> RuntimeState:
         max_prefill_tokens=args.max_prefill_tokens,
         max_running_requests=args.max_running_requests,
         schedule_policy=args.schedule_policy,
+        log_interval=args.stats_log_interval,
     )
     scheduler = Scheduler(
         runner,

@@ -48,6 +48,9 @@ class ServerArgs:
     disable_radix_cache: bool = field(default=False, metadata={"help": "no prefix sharing"})
     attention_backend: str = field(default="auto", metadata={"help": "torch, flashinfer, or auto"})
     random_seed: int = field(default=0, metadata={"help": "seed for unseeded sampling"})
+    stats_log_interval: int = field(
+        default=200, metadata={"help": "scheduler steps between telemetry log lines; 0 = none"}
+    )
     host: str = field(default="127.0.0.1", metadata={"help": "HTTP host"})
     port: int = field(default=30000, metadata={"help": "HTTP port"})
     api_key: str | None = field(default=None, metadata={"help": "require Bearer KEY"})
