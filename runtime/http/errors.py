@@ -21,13 +21,7 @@ logger = logging.getLogger(__name__)
 # msgspec ends its messages with "- at `$.messages[0].role`" or names a missing field.
 _PATH = re.compile(r"at `\$\.?([^`]*)`")
 _MISSING = re.compile(r"missing required field `([^`]*)`")
-_TYPES = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    404: "not_found_error",
-    413: "invalid_request_error",
-    503: "service_unavailable",
-}
+_TYPES = {401: "authentication_error", 404: "not_found_error", 503: "service_unavailable"}
 
 
 class ErrorDetail(msgspec.Struct):
@@ -52,7 +46,8 @@ class ApiError(Exception):
         self.code = code
 
     def payload(self) -> ErrorResponse:
-        kind = _TYPES.get(self.status, "server_error")
+        default = "invalid_request_error" if self.status < 500 else "server_error"
+        kind = _TYPES.get(self.status, default)
         return ErrorResponse(ErrorDetail(self.message, kind, self.param, self.code))
 
     def response(self) -> Response:
