@@ -27,7 +27,6 @@ class SamplingBatchInfo:
     min_ps: torch.Tensor  # [B] float32; 0.0 where disabled
     seeds: torch.Tensor  # [B] int64, the low 64 bits of each seed (0 on unseeded rows)
     seeded: torch.Tensor  # [B] bool
-    seeded_rows: torch.Tensor | None  # [S] int64 rows with a seed; None when none or all are
     steps: torch.Tensor  # [B] int64 tokens generated so far; a seeded draw depends on (seed, step)
     penalties: PenaltyTensors | None  # None when no row uses a penalty
     all_greedy: bool
@@ -77,7 +76,6 @@ class SamplingBatchInfo:
         min_ps = [0.0 if g else p.min_p for p, g in zip(params, greedy, strict=True)]
         seeded = [p.seed is not None and not g for p, g in zip(params, greedy, strict=True)]
         seeds = [seed_to_int64(p.seed) if s else 0 for p, s in zip(params, seeded, strict=True)]
-        seeded_rows = [i for i, s in enumerate(seeded) if s]
         return cls(
             vocab_size=vocab_size,
             temperatures=tensor(temps, torch.float32).unsqueeze(1),
@@ -87,9 +85,6 @@ class SamplingBatchInfo:
             min_ps=tensor(min_ps, torch.float32),
             seeds=tensor(seeds, torch.int64),
             seeded=tensor(seeded, torch.bool),
-            seeded_rows=(
-                tensor(seeded_rows, torch.int64) if 0 < len(seeded_rows) < len(params) else None
-            ),
             steps=tensor([len(o) for o in output_ids], torch.int64),
             penalties=PenaltyTensors.build(params, prompt_ids, output_ids, vocab_size, device),
             all_greedy=all(greedy),
@@ -97,6 +92,6 @@ class SamplingBatchInfo:
             need_top_p=any(p < 1.0 for p in top_ps),
             max_top_k=max((k for k in top_ks if k < vocab_size), default=0),
             need_min_p=any(p > 0.0 for p in min_ps),
-            any_seeded=bool(seeded_rows),
-            all_seeded=len(seeded_rows) == len(params),
+            any_seeded=any(seeded),
+            all_seeded=all(seeded),
         )

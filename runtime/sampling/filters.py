@@ -12,7 +12,7 @@ Semantics, applied in this order to the temperature-scaled distribution p:
   FlashInfer's top-k-first order; top_p = 1 keeps everything.)
 - min_p: drop tokens with p < min_p * max(p). Renormalizing does not change that ratio, so it
   reads the unfiltered maximum.
-Survivors are not renormalized here: the exponential race in the sampler does not need it.
+Survivors are not renormalized here: the inverse-CDF draw in the sampler does not need it.
 """
 
 from __future__ import annotations

@@ -12,9 +12,11 @@ batch costs one row of vocabulary-sized memory, not B rows.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from radixserve.runtime.sampling.params import SamplingParams
@@ -49,8 +51,9 @@ class PenaltyTensors:
         output_counts = token_counts([output_ids[i] for i in rows], vocab_size, device)
         seen = None
         if any(p.repetition_penalty != 1.0 for p in chosen):
-            prompt_counts = token_counts([prompt_ids[i] for i in rows], vocab_size, device)
-            seen = (output_counts + prompt_counts) > 0
+            seen = output_counts > 0
+            prompt_index = flat_token_index([prompt_ids[i] for i in rows], vocab_size, device)
+            seen.view(-1).index_fill_(0, prompt_index, True)
         return cls(
             rows=None if len(rows) == len(params) else torch.tensor(rows, device=device),
             repetition=column([p.repetition_penalty for p in chosen]),
@@ -74,25 +77,31 @@ class PenaltyTensors:
 def token_counts(
     id_lists: Sequence[Sequence[int]], vocab_size: int, device: torch.device
 ) -> torch.Tensor:
-    """[B, V] float32 counts from one scatter_add over the flattened lists.
+    """[B, V] float32 counts from one scatter_add over the flattened lists."""
+    index = flat_token_index(id_lists, vocab_size, device)
+    counts = torch.zeros(len(id_lists) * vocab_size, dtype=torch.float32, device=device)
+    counts.scatter_add_(0, index, torch.ones(index.shape, dtype=torch.float32, device=device))
+    return counts.view(len(id_lists), vocab_size)
 
-    Flat index of (row b, token t) is b * V + t:
+
+def flat_token_index(
+    id_lists: Sequence[Sequence[int]], vocab_size: int, device: torch.device
+) -> torch.Tensor:
+    """[sum of lengths] int64 positions in a flattened [B, V] tensor: row b, token t -> b * V + t.
 
         row 0: ids [3, 3, 1]  ->  0*V+3, 0*V+3, 0*V+1
         row 1: ids [2]        ->  1*V+2
+
+    Built with numpy on the host (prompts make this tens of thousands of ids per step, and
+    torch's per-element list conversion is several times slower), so the range check needs no
+    device synchronization.
     """
-    rows = len(id_lists)
-    counts = torch.zeros(rows * vocab_size, dtype=torch.float32, device=device)
-    # Built on the CPU so the range check below needs no device synchronization.
-    flat = torch.tensor([t for ids in id_lists for t in ids], dtype=torch.int64)
-    if flat.numel() == 0:
-        return counts.view(rows, vocab_size)
-    low, high = int(flat.min()), int(flat.max())
-    if low < 0 or high >= vocab_size:
+    lengths = np.fromiter(map(len, id_lists), dtype=np.int64, count=len(id_lists))
+    total = int(lengths.sum())
+    flat = np.fromiter(itertools.chain.from_iterable(id_lists), dtype=np.int64, count=total)
+    if total and (flat.min() < 0 or flat.max() >= vocab_size):
         # An id past the vocabulary would silently count into the next row's token.
-        raise ValueError(f"token ids must be in [0, {vocab_size}), got {low if low < 0 else high}")
-    lengths = torch.tensor([len(ids) for ids in id_lists])
-    row_of = torch.repeat_interleave(torch.arange(rows), lengths)
-    index = (row_of * vocab_size + flat).to(device, non_blocking=True)
-    counts.scatter_add_(0, index, torch.ones(index.shape, dtype=torch.float32, device=device))
-    return counts.view(rows, vocab_size)
+        bad = int(flat.min()) if flat.min() < 0 else int(flat.max())
+        raise ValueError(f"token ids must be in [0, {vocab_size}), got {bad}")
+    index = np.repeat(np.arange(len(id_lists), dtype=np.int64) * vocab_size, lengths) + flat
+    return torch.from_numpy(index).to(device)

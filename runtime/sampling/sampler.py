@@ -1,10 +1,15 @@
 """Batched sampling: penalties, temperature, top-k / top-p / min-p, seeded or free draws.
 
 Order per row: penalties -> (greedy rows: argmax) -> temperature -> softmax -> top_k -> top_p
--> min_p -> draw. The draw is an exponential race, argmax(p / E) with E ~ Exp(1) i.i.d. per
-token, which picks token v with probability p[v] / sum(p): it samples the renormalized filtered
-distribution without computing it. Seeded rows take E from a counter-based hash of (seed, step,
-token id) (see seeded.py); the other rows from torch's generator.
+-> min_p -> draw. The draw is an inverse CDF with one uniform u per row: the token is the first
+whose cumulative probability exceeds u * (total kept mass), so token v is picked with
+probability p[v] / sum(p), the renormalized filtered distribution, without dividing by the sum;
+a filtered token (p = 0) adds no width to the CDF and can never be picked. Seeded rows take u
+from a counter-based hash of (seed, step) (see seeded.py), the other rows from torch's generator.
+
+Why not an exponential race (argmax(p / E)) with per-token hashed E: that needs V random numbers
+per row; a float64 cumsum and a binary search per row cost less, and the seeded hash shrinks to
+B values. The cumsum is in float64 so tokens with tiny probabilities keep their exact share.
 """
 
 from __future__ import annotations
@@ -16,12 +21,11 @@ import torch
 from radixserve.runtime.sampling.batch_info import SamplingBatchInfo
 from radixserve.runtime.sampling.filters import filter_probs
 from radixserve.runtime.sampling.logprobs import logsumexp_rows
-from radixserve.runtime.sampling.seeded import seeded_exponentials
+from radixserve.runtime.sampling.seeded import UNIFORM_BITS, seeded_uniforms
 
-# torch.rand returns values in [0, 1); clamping u away from 0 keeps -log(u) finite, and clamping
-# E away from 0 means a filtered token (p = 0) can never produce 0 / 0 = NaN, which argmax picks.
-_MIN_UNIFORM = 2.0**-24
-_MIN_EXPONENTIAL = torch.finfo(torch.float32).tiny
+# The largest u a seeded row can get; unseeded uniforms are capped to it too, so u * total
+# stays below the total mass in float64 (see seeded.py).
+_MAX_UNIFORM = 1.0 - 2.0**-UNIFORM_BITS
 
 
 @dataclass(slots=True)
@@ -39,7 +43,9 @@ class Sampler:
     one lazily on the first batch's device (so the caller needs no device of its own).
     """
 
-    def __init__(self, generator: torch.Generator | None = None, *, seed: int | None = None):
+    def __init__(
+        self, generator: torch.Generator | None = None, *, seed: int | None = None
+    ) -> None:
         if generator is not None and seed is not None:
             raise ValueError("pass a generator or a seed, not both")
         self.generator = generator
@@ -87,6 +93,10 @@ class Sampler:
         expected = (info.batch_size, info.vocab_size)
         if logits.dim() != 2 or tuple(logits.shape) != expected:
             raise ValueError(f"logits must have shape {expected}, got {tuple(logits.shape)}")
+        if logits.device != info.greedy.device:
+            raise ValueError(
+                f"logits are on {logits.device} but the sampling info on {info.greedy.device}"
+            )
 
     @staticmethod
     def _scores(logits: torch.Tensor, info: SamplingBatchInfo) -> torch.Tensor:
@@ -98,18 +108,27 @@ class Sampler:
         return filter_probs(probs, info)
 
     def _draw(self, probs: torch.Tensor, info: SamplingBatchInfo) -> torch.Tensor:
+        """Inverse-CDF draw of one token per row from unnormalized probabilities [B, V].
+
+        p      0.2   0     0.5   0.3        u * total = 0.45
+        cdf    0.2   0.2   0.7   1.0        first cdf > 0.45 -> token 2
+        """
+        cdf = probs.cumsum(dim=-1, dtype=torch.float64)
+        targets = self._uniforms(info, probs.device) * cdf[:, -1]
+        picked = torch.searchsorted(cdf, targets.unsqueeze(1), right=True).squeeze(1)
+        # Only NaN logits can push a target past the end; keep even that row's id in range.
+        return picked.clamp_(max=info.vocab_size - 1)
+
+    def _uniforms(self, info: SamplingBatchInfo, device: torch.device) -> torch.Tensor:
+        """[B] float64 in [0, _MAX_UNIFORM]: hashed on seeded rows, torch's generator elsewhere."""
         if info.all_seeded:
-            exponentials = seeded_exponentials(info.seeds, info.steps, info.vocab_size)
-        else:
-            uniforms = torch.rand(
-                probs.shape, generator=self._generator(probs.device), device=probs.device
-            )
-            exponentials = -torch.log(uniforms.clamp_min_(_MIN_UNIFORM))
-            if info.seeded_rows is not None:
-                rows = info.seeded_rows
-                seeded = seeded_exponentials(info.seeds[rows], info.steps[rows], info.vocab_size)
-                exponentials.index_copy_(0, rows, seeded)
-        return (probs / exponentials.clamp_min_(_MIN_EXPONENTIAL)).argmax(dim=-1)
+            return seeded_uniforms(info.seeds, info.steps)
+        generator = self._generator(device)
+        free = torch.rand(info.batch_size, generator=generator, device=device, dtype=torch.float64)
+        free.clamp_(max=_MAX_UNIFORM)
+        if not info.any_seeded:
+            return free
+        return torch.where(info.seeded, seeded_uniforms(info.seeds, info.steps), free)
 
     def _generator(self, device: torch.device) -> torch.Generator | None:
         if self.generator is None and self.seed is not None:

@@ -33,7 +33,6 @@ def test_tensors_shapes_dtypes_and_device(device: torch.device) -> None:
     # A greedy row never draws, so its seed is irrelevant.
     assert info.seeded.tolist() == [True, False, False, False]
     assert info.seeds.tolist() == [3, 0, 0, 0] and info.seeds.dtype == torch.int64
-    assert info.seeded_rows is not None and info.seeded_rows.tolist() == [0]
     assert info.penalties is None
     assert (info.all_greedy, info.any_greedy) == (False, True)
     assert (info.need_top_p, info.max_top_k, info.need_min_p) == (True, 7, True)
@@ -45,14 +44,14 @@ def test_flags_for_plain_temperature_sampling_skip_every_stage() -> None:
     info = build([SamplingParams(temperature=0.7), SamplingParams(top_k=V * 3)], V)
     assert info.top_ks.tolist() == [V, V]  # top_k past the vocabulary is the same as off
     assert not info.need_top_k_or_p and not info.need_min_p and not info.any_seeded
-    assert info.seeded_rows is None and not info.all_greedy
+    assert not info.all_greedy
 
 
 def test_all_greedy_and_all_seeded() -> None:
     greedy = build([SamplingParams(temperature=0), SamplingParams(top_k=1)], V)
     assert greedy.all_greedy and not greedy.need_top_k_or_p
     seeded = build([SamplingParams(seed=1), SamplingParams(seed=2)], V)
-    assert seeded.all_seeded and seeded.seeded_rows is None
+    assert seeded.all_seeded and seeded.any_seeded
 
 
 def test_seeds_keep_all_64_bits() -> None:

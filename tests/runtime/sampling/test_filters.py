@@ -55,7 +55,7 @@ row_params = st.builds(
 row_logits = st.lists(st.integers(-12, 12).map(lambda x: x / 4), min_size=8, max_size=8)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=120, deadline=None)
 @given(st.lists(st.tuples(row_params, row_logits), min_size=1, max_size=5))
 def test_distribution_matches_reference(rows: list[tuple[SamplingParams, list[float]]]) -> None:
     params = [p for p, _ in rows]

@@ -69,14 +69,14 @@ def test_half_precision_logits_are_upcast() -> None:
     assert out.logprobs.dtype == torch.float32
 
 
-def test_filtered_tokens_are_never_drawn_even_by_the_seeded_hash(device: torch.device) -> None:
-    # Many seeded rows over a 4096 vocabulary with two survivors: 2M hash uniforms, any of
-    # which reaching 1.0 (the old bug) would have let a filtered token win.
-    rows, vocab_size = 512, 4096
+def test_filtered_tokens_are_never_drawn(device: torch.device) -> None:
+    # Two survivors in the middle of a 4096 vocabulary: zero-width CDF steps before, between
+    # and after them must never be hit, for seeded and unseeded rows alike.
+    rows, vocab_size = 2048, 4096
     logits = torch.zeros(rows, vocab_size, device=device)
     logits[:, 10] = logits[:, 20] = 5.0
-    info = build([SamplingParams(top_k=2, seed=s) for s in range(rows)], vocab_size, device)
-    ids = Sampler()(logits, info).next_token_ids
+    params = [SamplingParams(top_k=2, seed=s if s % 2 else None) for s in range(rows)]
+    ids = Sampler(seed=0)(logits, build(params, vocab_size, device)).next_token_ids
     assert set(ids.tolist()) == {10, 20}
 
 
@@ -86,5 +86,22 @@ def test_bad_inputs_raise() -> None:
         Sampler()(torch.randn(3, 10), info)
     with pytest.raises(ValueError, match="logits must have shape"):
         Sampler()(torch.randn(2, 10, 1), info)
+    with pytest.raises(ValueError, match="logits are on meta but the sampling info on cpu"):
+        Sampler()(torch.empty(2, 10, device="meta"), info)
     with pytest.raises(ValueError, match="not both"):
         Sampler(torch.Generator(), seed=1)
+
+
+def test_the_callers_logits_are_left_alone(device: torch.device) -> None:
+    logits = torch.randn(4, 30, generator=torch.Generator().manual_seed(5)).to(device)
+    before = logits.clone()
+    params = [
+        SamplingParams(repetition_penalty=1.5, seed=1),
+        SamplingParams(top_p=0.8, min_p=0.1),
+        SamplingParams(temperature=0),
+        SamplingParams(temperature=0.5, top_k=3),
+    ]
+    info = build(params, 30, device, prompts=[[1, 2]] * 4, outputs=[[3]] * 4)
+    Sampler(seed=0)(logits, info, top_logprobs_num=2)
+    Sampler().distribution(logits, info)
+    assert torch.equal(logits, before)

@@ -1,7 +1,7 @@
 """Seeded draws: a pure function of (seed, step, logits row), whatever else is in the batch.
 
-Also the counter-based hash itself: exact 32-bit arithmetic, uniforms strictly inside (0, 1),
-and no visible structure across tokens, steps or seeds.
+Also the counter-based hash itself: exact 32-bit arithmetic, uniforms in [0, 1), and no visible
+structure across steps or seeds.
 """
 
 from __future__ import annotations
@@ -15,9 +15,8 @@ from radixserve.runtime.sampling.seeded import (
     MASK32,
     _mix,
     _mul32,
-    bits_to_uniform,
-    random_bits,
-    seeded_exponentials,
+    seed_to_int64,
+    seeded_uniforms,
 )
 from tests.runtime.sampling.helpers import assert_matches_distribution, build
 
@@ -57,7 +56,7 @@ def test_same_seed_same_token_regardless_of_batch_and_position(device: torch.dev
         assert int(got) == alone
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=30, deadline=None)
 @given(
     seed=st.integers(-(2**63), 2**64 - 1),
     step=st.integers(0, 3000),
@@ -121,8 +120,8 @@ def test_unseeded_draws_repeat_with_the_same_generator_seed(device: torch.device
 def test_hash_is_the_same_on_every_device(device: torch.device) -> None:
     seeds = torch.tensor([0, 1, -1, 2**62, -(2**63)], dtype=torch.int64)
     steps = torch.tensor([0, 7, 2**31, 5, 1], dtype=torch.int64)
-    here = random_bits(seeds.to(device), steps.to(device), 257).cpu()
-    assert torch.equal(here, random_bits(seeds, steps, 257))
+    here = seeded_uniforms(seeds.to(device), steps.to(device)).cpu()
+    assert torch.equal(here, seeded_uniforms(seeds, steps))
 
 
 def test_mul32_and_mix_are_exact_32_bit_arithmetic() -> None:
@@ -130,36 +129,34 @@ def test_mul32_and_mix_are_exact_32_bit_arithmetic() -> None:
     x = torch.tensor(values, dtype=torch.int64)
     for c in (0x7FEB352D, 0x846CA68B, 0xFFFFFFFF, 3):
         assert _mul32(x, c).tolist() == [(v * c) & MASK32 for v in values]
-    # A bijection on 32 bits: 2**20 consecutive inputs give 2**20 distinct outputs in range.
+    # A bijection on 32 bits: 2**20 spread-out inputs give 2**20 distinct outputs in range.
     mixed = _mix(torch.arange(2**20, dtype=torch.int64) * 4093)
     assert mixed.unique().numel() == 2**20 and 0 <= mixed.min() and mixed.max() <= MASK32
 
 
-def test_uniforms_are_strictly_inside_zero_one() -> None:
-    # Regression: (2**32 - 1 + 0.5) / 2**32 rounds to 1.0 in float32; -log(1) = 0 would let a
-    # token of any probability (even a filtered one: 0 / 0 = NaN) win the race.
-    u = bits_to_uniform(torch.tensor([0, 1, 2**31, 2**32 - 2, 2**32 - 1]))
-    assert (u > 0).all() and (u < 1).all()
-    e = -torch.log(u)
-    assert torch.isfinite(e).all() and (e > 0).all()
+def test_uniforms_stay_below_one() -> None:
+    # u * total must stay below the total mass, or the draw would run past the last token.
+    u = seeded_uniforms(torch.arange(100_000), torch.zeros(100_000, dtype=torch.int64))
+    assert u.dtype == torch.float64 and (u >= 0).all() and (u <= 1 - 2**-40).all()
 
 
 def test_hash_uniforms_look_independent_and_uniform() -> None:
-    seeds = torch.arange(256, dtype=torch.int64) * 1_000_003
-    steps = torch.arange(256, dtype=torch.int64) % 17
-    u = bits_to_uniform(random_bits(seeds, steps, 1024)).double()  # [256, 1024]
+    # 256 seeds x 256 steps: uniform histogram, no correlation between neighbouring steps or
+    # neighbouring seeds (|r| ~ 1 / sqrt(n) ~ 0.004 for independent values).
+    seeds = torch.arange(256, dtype=torch.int64).repeat_interleave(256)
+    steps = torch.arange(256, dtype=torch.int64).repeat(256)
+    u = seeded_uniforms(seeds, steps).view(256, 256)  # [seed, step]
     counts = torch.histc(u, bins=64, min=0.0, max=1.0)
     assert_matches_distribution(counts, torch.ones(64))
-    # Neighbouring tokens, seeds and steps must not correlate (|r| ~ 1/sqrt(n) ~ 0.002).
-    centered = u - 0.5
-    for a, b in ((centered[:, 1:], centered[:, :-1]), (centered[1:], centered[:-1])):
-        r = (a * b).mean() / (centered.var())
-        assert abs(r) < 0.02
-    one_seed = bits_to_uniform(
-        random_bits(torch.zeros(512, dtype=torch.int64), torch.arange(512), 64)
-    )
-    r = ((one_seed[1:] - 0.5) * (one_seed[:-1] - 0.5)).mean() / one_seed.var()
-    assert abs(r) < 0.03
+    centered = (u - 0.5) * 12**0.5  # unit variance
+    assert abs((centered[:, 1:] * centered[:, :-1]).mean()) < 0.02  # step t vs t + 1
+    assert abs((centered[1:] * centered[:-1]).mean()) < 0.02  # seed s vs s + 1
+    # Seeds that differ in one bit, high or low, are unrelated too.
+    base = torch.zeros(64, dtype=torch.int64)
+    one_bit = torch.tensor([seed_to_int64(1 << b) for b in range(64)])
+    steps = torch.arange(64)
+    r = ((seeded_uniforms(base, steps) - 0.5) * (seeded_uniforms(one_bit, steps) - 0.5)).mean()
+    assert abs(r * 12) < 0.5
 
 
 def test_seeded_draws_follow_the_distribution_across_seeds_and_steps(device: torch.device) -> None:
@@ -177,8 +174,3 @@ def test_seeded_draws_follow_the_distribution_across_seeds_and_steps(device: tor
     one_seed.steps = torch.arange(n, device=device)
     out = Sampler()(logits.to(device).repeat(n, 1), one_seed).next_token_ids.cpu()
     assert_matches_distribution(torch.bincount(out, minlength=8), expected)
-
-
-def test_seeded_exponentials_have_mean_and_variance_one() -> None:
-    e = seeded_exponentials(torch.arange(64), torch.zeros(64, dtype=torch.int64), 4096).double()
-    assert abs(e.mean().item() - 1) < 0.01 and abs(e.var().item() - 1) < 0.03

@@ -89,7 +89,7 @@ def test_a_mixed_batch_samples_each_row_from_its_own_distribution(device: torch.
 def test_the_draw_samples_the_stated_distribution_on_a_large_vocabulary(
     device: torch.device,
 ) -> None:
-    # 500 tokens, random logits, top_p: the exponential race over a long row must still give
+    # 500 tokens, random logits, top_p: the inverse-CDF draw over a long row must still give
     # each surviving token its renormalized share (pooled into 20 bins of equal expected mass).
     vocab_size = 500
     logits = torch.randn(vocab_size, generator=torch.Generator().manual_seed(3)) * 2
