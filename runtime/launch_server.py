@@ -126,6 +126,7 @@ def serve(args: ServerArgs, config: Any = None) -> int:
             )
         )
         state.request_shutdown = lambda: setattr(server, "should_exit", True)
+        state.shutting_down = lambda: bool(server.should_exit)
         logger.info("serving %s on http://%s:%d", state.model_name, args.host, args.port)
         server.run()
     except StartupError as exc:

@@ -34,6 +34,9 @@ class ServerState:
     user_aborted: set[str] = field(default_factory=set)  # rids /abort_request was asked to end
     death_reason: str | None = None
     request_shutdown: Callable[[], None] | None = None  # stops the HTTP server (runtime died)
+    # True once a signal asked the server to stop: children dying then (a SIGTERM to the whole
+    # process group reaches them too) is the shutdown itself, not a failure.
+    shutting_down: Callable[[], bool] = lambda: False
 
     def __post_init__(self) -> None:
         self.builder = RequestBuilder(
@@ -61,6 +64,8 @@ class ServerState:
 
     def on_runtime_death(self, reason: str) -> None:
         """Called by the tokenizer manager's watchdog (in the event loop) when a child dies."""
+        if self.shutting_down():
+            return
         self.death_reason = reason
         if self.request_shutdown is not None:
             # A short delay lets health checkers see the 503 and its reason before we exit.
