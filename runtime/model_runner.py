@@ -32,7 +32,7 @@ from radixserve.runtime.sampling import (
     top_logprobs,
 )
 from radixserve.runtime.server_args import ServerArgs
-from radixserve.runtime.step import RequestSlice, StepRequest, StepResult
+from radixserve.runtime.step import RequestSlice, StepRequest, StepResult, TopLogprobs
 
 logger = logging.getLogger(__name__)
 
@@ -148,16 +148,14 @@ class ModelRunner:
         out = self.sampler(logits.index_select(0, rows), info, num_top)
         ids = out.next_token_ids.tolist()
         lps = out.logprobs.tolist()
-        top_ids = out.top_logprob_ids.tolist() if out.top_logprob_ids is not None else None
-        top_vals = out.top_logprob_values.tolist() if out.top_logprob_values is not None else None
+        top = TopLogprobRows(out.top_logprob_ids, out.top_logprob_values)
         for k, i in enumerate(chosen):
             result, request = results[i], requests[i]
             result.next_token_id = ids[k]
             if request.return_logprob:
                 result.logprob = lps[k]
-                if top_ids is not None and top_vals is not None and request.top_logprobs_num:
-                    n = request.top_logprobs_num
-                    result.top_logprobs = list(zip(top_ids[k][:n], top_vals[k][:n], strict=True))
+                if request.top_logprobs_num:
+                    result.top_logprobs = top.row(k, request.top_logprobs_num)
 
     def _input_logprobs(
         self,
@@ -185,14 +183,24 @@ class ModelRunner:
         row_logits = logits.index_select(0, torch.tensor(rows, device=logits.device))
         values = token_logprobs(row_logits, torch.tensor(targets, device=logits.device)).tolist()
         num_top = max(requests[i].top_logprobs_num for i, _, _ in spans)
-        top = top_logprobs(row_logits, num_top) if num_top else None
-        top_ids = top[0].tolist() if top else None
-        top_vals = top[1].tolist() if top else None
+        top = TopLogprobRows(*(top_logprobs(row_logits, num_top) if num_top else (None, None)))
         for i, offset, count in spans:
             results[i].input_logprobs = values[offset : offset + count]
             n = requests[i].top_logprobs_num
-            if top_ids is not None and top_vals is not None and n:
+            if n:
                 results[i].input_top_logprobs = [
-                    list(zip(top_ids[r][:n], top_vals[r][:n], strict=True))
-                    for r in range(offset, offset + count)
+                    top.row(r, n) for r in range(offset, offset + count)
                 ]
+
+
+class TopLogprobRows:
+    """Top-k (token id, logprob) pairs per row, copied to Python lists once per step."""
+
+    def __init__(self, ids: torch.Tensor | None, values: torch.Tensor | None) -> None:
+        self.ids = ids.tolist() if ids is not None else []
+        self.values = values.tolist() if values is not None else []
+
+    def row(self, index: int, n: int) -> TopLogprobs:
+        if not self.ids:
+            return []
+        return list(zip(self.ids[index][:n], self.values[index][:n], strict=True))
