@@ -41,6 +41,7 @@ class EvalReport:
     answers: list[str]
     prompt_tokens: int  # over all calls
     cached_tokens: int
+    completion_tokens: int
 
 
 def load_task(task: str) -> Task:
@@ -123,6 +124,7 @@ def evaluate(
         answers=answers,
         prompt_tokens=sum(int(m["prompt_tokens"]) for m in metas),
         cached_tokens=sum(cached),
+        completion_tokens=sum(int(m.get("completion_tokens", 0)) for m in metas),
     )
 
 
