@@ -132,3 +132,9 @@ def test_errors_reach_the_caller_with_the_servers_message(runtime: rs.Runtime) -
         capital.run(country="France", backend=broken)
     with pytest.raises(rs.BackendError, match="cannot reach the server"):
         rs.RuntimeEndpoint(f"http://127.0.0.1:{free_port()}")
+
+
+def test_a_runtime_that_cannot_start_says_why_and_leaves_nothing() -> None:
+    with pytest.raises(RuntimeError, match="does not exist") as info:
+        rs.Runtime(model_path="/nonexistent/model", startup_timeout=120)
+    assert "exited with code" in str(info.value)
