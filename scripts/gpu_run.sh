@@ -8,5 +8,5 @@ export PYTHONPATH=/tmp/site:$PWD
 # tree) build that mapping with symlinks instead of an editable install.
 for f in runtime radix_cache frontend_lang kernels; do ln -sfn "$PWD/$f" "radixserve/$f"; done
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
-python3 -m pytest -q -m gpu tests/kernels tests/runtime/test_gpu_engine.py -p no:cacheprovider 2>&1 | tail -15
+python3 -m pytest -q -m gpu tests/kernels tests/runtime/test_gpu_engine.py tests/runtime/sampling -p no:cacheprovider 2>&1 | tail -15
 python3 benchmarks/bench_gpu_decode.py --out "${OUT:-/tmp}/gpu_decode.json" 2>&1 | grep -v Warning | tail -12
