@@ -242,7 +242,7 @@ class Scheduler:
         from dataclasses import asdict
 
         cache_stats = self.cache.stats()
-        return {
+        stats: dict[str, object] = {
             **self.counters.as_dict(),
             "last_step": asdict(self.last_step),
             "waiting": len(self.waiting),
@@ -253,6 +253,19 @@ class Scheduler:
             if hasattr(cache_stats, "__dataclass_fields__")
             else dict(cache_stats),
         }
+        if not self.has_work:
+            # Only when idle: the check walks the whole tree, too slow to run under load on every
+            # metrics scrape, and an idle runtime is where a leaked page or lock would show.
+            stats["integrity"] = self.integrity_report()
+        return stats
+
+    def integrity_report(self) -> str:
+        """'ok', or what `check_integrity` found wrong."""
+        try:
+            self.check_integrity()
+        except AssertionError as error:  # the cache's check raises AssertionError with details
+            return f"broken: {error}"
+        return "ok"
 
     def check_integrity(self) -> None:
         self.cache.check_integrity(held_pages=self.kv.held_pages(self.running))
