@@ -2,8 +2,9 @@
 
 Runs, in one process: HF transformers `generate` at batch 1 (a short run, the baseline), then
 radixserve's scheduler + FlashInfer runner at batch 1 and on a batch of requests with mixed prompt
-lengths, EOS ignored. Prints output tokens per second and ratios. Random weights: speed does not
-depend on the values.
+lengths, EOS ignored, each twice: decode steps run eagerly, then replayed as CUDA graphs (the same
+runner, its captured graphs switched off and on). Prints output tokens per second and ratios.
+Random weights: speed does not depend on the values.
 
     python3 benchmarks/bench_gpu_decode.py [--requests 128] [--new-tokens 256]
 """
@@ -126,25 +127,36 @@ def main() -> None:
         )
     )
     rng = random.Random(0)
+    graphs = runner.decode_graphs
     # Warm-up: FlashInfer compiles its kernels on first use (minutes on a fresh machine).
     run_scheduler(runner, [[rng.randrange(128000) for _ in range(300)] for _ in range(4)], 8)
-    single = run_scheduler(runner, [[rng.randrange(128000) for _ in range(128)]], 128)
+    single_prompt = [[rng.randrange(128000) for _ in range(128)]]
     prompts = [
         [rng.randrange(128000) for _ in range(rng.randrange(64, 1024))]
         for _ in range(args.requests)
     ]
-    batch = run_scheduler(runner, prompts, args.new_tokens)
-    rows = {
-        "hf_generate_batch1_tok_s": hf_rate,
-        "radixserve_batch1_tok_s": single["tok_s"],
-        "radixserve_batch1_decode_step_ms": single["decode_ms"],
-        f"radixserve_{args.requests}req_tok_s": batch["tok_s"],
-        f"radixserve_{args.requests}req_decode_step_ms": batch["decode_ms"],
-        "batch1_ratio_vs_hf": single["tok_s"] / hf_rate,
-    }
+    rows: dict[str, float] = {"hf_generate_batch1_tok_s": hf_rate}
+    measured = {}
+    for mode, mode_graphs in (("eager", None), ("graphs", graphs)):
+        if mode == "graphs" and graphs is None:
+            continue
+        runner.decode_graphs = mode_graphs
+        single = run_scheduler(runner, single_prompt, 128)
+        batch = run_scheduler(runner, prompts, args.new_tokens)
+        measured[mode] = (single, batch)
+        rows[f"{mode}_batch1_tok_s"] = single["tok_s"]
+        rows[f"{mode}_batch1_decode_step_ms"] = single["decode_ms"]
+        rows[f"{mode}_{args.requests}req_tok_s"] = batch["tok_s"]
+        rows[f"{mode}_{args.requests}req_decode_step_ms"] = batch["decode_ms"]
+    best = measured.get("graphs", measured["eager"])
+    rows["batch1_ratio_vs_hf"] = best[0]["tok_s"] / hf_rate
+    if "graphs" in measured:
+        eager = measured["eager"]
+        rows["graphs_vs_eager_batch1"] = best[0]["tok_s"] / eager[0]["tok_s"]
+        rows[f"graphs_vs_eager_{args.requests}req"] = best[1]["tok_s"] / eager[1]["tok_s"]
     print(f"\n{torch.cuda.get_device_name()} | Llama-3.1-8B shape, bf16, random weights")
     for key, value in rows.items():
-        print(f"{key:>36} : {value:10.2f}")
+        print(f"{key:>40} : {value:10.2f}")
     if args.out:
         Path(args.out).write_text(json.dumps(rows, indent=2))
 

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import torch
 
 from radixserve.kernels.attention import AttentionShape, create_attention_backend
+from radixserve.runtime.cuda_graph_runner import DecodeGraphRunner
 from radixserve.runtime.forward_batch import ForwardBatch
 from radixserve.runtime.kv_pool import KVPool
 from radixserve.runtime.model_config import ModelConfig
@@ -74,6 +75,18 @@ class ModelRunner:
             ),
         )
         self.sampler = Sampler(seed=args.random_seed)
+        self.decode_graphs = self._capture_decode_graphs() if args.uses_cuda_graph() else None
+
+    def _capture_decode_graphs(self) -> DecodeGraphRunner:
+        max_bs = self.args.cuda_graph_max_bs or min(256, self.args.max_running_requests)
+        return DecodeGraphRunner(
+            self.model,
+            self.kv_pool,
+            self.attention.shape,
+            scaling=self.model.layers[0].self_attn.attn.scaling,
+            max_bs=max_bs,
+            max_pages_per_request=-(-self.context_len // self.page_size),
+        )
 
     @property
     def vocab_size(self) -> int:
@@ -113,6 +126,8 @@ class ModelRunner:
 
     @torch.inference_mode()
     def forward(self, slices: Sequence[RequestSlice]) -> tuple[ForwardBatch, torch.Tensor]:
+        if self.decode_graphs is not None and self.decode_graphs.can_run(slices):
+            return self.decode_graphs.replay(slices)
         batch = ForwardBatch.build(slices, self.page_size, self.device)
         self.attention.plan(batch.layout)
         ctx = ForwardContext(batch=batch, kv_pool=self.kv_pool, attention=self.attention)

@@ -47,6 +47,15 @@ class ServerArgs:
     schedule_policy: str = field(default="lpm", metadata={"help": "lpm, fcfs, or dfs-weight"})
     disable_radix_cache: bool = field(default=False, metadata={"help": "no prefix sharing"})
     attention_backend: str = field(default="auto", metadata={"help": "torch, flashinfer, or auto"})
+    disable_cuda_graph: bool = field(
+        default=False, metadata={"help": "run decode steps eagerly instead of as CUDA graphs"}
+    )
+    cuda_graph_max_bs: int | None = field(
+        default=None,
+        metadata={
+            "help": "largest decode batch captured as a CUDA graph (default: min(256, max running))"
+        },
+    )
     random_seed: int = field(default=0, metadata={"help": "seed for unseeded sampling"})
     stats_log_interval: int = field(
         default=200, metadata={"help": "scheduler steps between telemetry log lines; 0 = none"}
@@ -72,6 +81,14 @@ class ServerArgs:
         if self.attention_backend != "auto":
             return self.attention_backend
         return "flashinfer" if self.resolved_device().type == "cuda" else "torch"
+
+    def uses_cuda_graph(self) -> bool:
+        """Decode graphs need a CUDA device and the FlashInfer backend's fixed-buffer mode."""
+        return (
+            not self.disable_cuda_graph
+            and self.resolved_device().type == "cuda"
+            and self.resolved_attention_backend() == "flashinfer"
+        )
 
     def replace(self, **changes: object) -> ServerArgs:
         unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
