@@ -73,8 +73,10 @@ class BatchBuilder:
 
     def _schedule_decodes(self, waiting: list[Req], running: list[Req], plan: BatchPlan) -> None:
         decodes = [r for r in running if not r.is_prefilling]
+        page_size = self.kv.page_size
         while len(decodes) > 1:
-            need = sum(self.kv.extra_pages_needed(r, 1) for r in decodes)
+            # A decode needs a page only when its next token starts one: at most one page each.
+            need = sum((r.kv_len + page_size) // page_size > len(r.page_table) for r in decodes)
             if need <= self._headroom():
                 break
             victim = min(decodes, key=lambda r: (len(r.output_ids), -len(r.prompt_ids)))
@@ -82,7 +84,9 @@ class BatchBuilder:
             self._retract(victim, waiting, running, plan)
         for req in decodes:
             if self.kv.reserve(req, 1):
-                plan.slices.append(self._slice(req, 1))
+                plan.slices.append(
+                    self._decode_slice(req) if req.output_ids else self._slice(req, 1)
+                )
             else:
                 self._retract(req, waiting, running, plan)
 
@@ -155,6 +159,20 @@ class BatchBuilder:
         return self.cache.num_free_pages + self.cache.num_evictable_pages
 
     # --- building the engine's view ------------------------------------------------------------
+
+    def _decode_slice(self, req: Req) -> ScheduledSlice:
+        """The common case, built directly: one new token after outputs, so no prompt logprobs
+        (they end with the prompt) and the slice is the last sampled token."""
+        step_request = StepRequest(
+            slice=RequestSlice([req.output_ids[-1]], req.kv_len, req.page_table),
+            sampling=req.sampling,
+            prompt_ids=req.prompt_ids,
+            output_ids=req.output_ids,
+            sample=True,
+            return_logprob=req.return_logprob,
+            top_logprobs_num=req.top_logprobs_num,
+        )
+        return ScheduledSlice(req, 1, False, step_request)
 
     def _slice(self, req: Req, extend_len: int) -> ScheduledSlice:
         fill_len = req.fill_len
