@@ -48,11 +48,13 @@ def bench_hf(model, tokenizer, batch: int, new_tokens: int) -> float:
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     inputs = tokenizer(prompts_for(batch), return_tensors="pt", padding=True)
-    kwargs = dict(do_sample=False, min_new_tokens=new_tokens, pad_token_id=tokenizer.pad_token_id)
+    kwargs = dict(do_sample=False, pad_token_id=tokenizer.pad_token_id)
     with torch.no_grad():
-        model.generate(**inputs, max_new_tokens=2, **kwargs)  # warm-up
+        model.generate(**inputs, min_new_tokens=2, max_new_tokens=2, **kwargs)  # warm-up
         start = time.perf_counter()
-        out = model.generate(**inputs, max_new_tokens=new_tokens, **kwargs)
+        out = model.generate(
+            **inputs, min_new_tokens=new_tokens, max_new_tokens=new_tokens, **kwargs
+        )
         elapsed = time.perf_counter() - start
     generated = (out.shape[1] - inputs["input_ids"].shape[1]) * batch
     return generated / elapsed
