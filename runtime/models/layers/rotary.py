@@ -11,6 +11,7 @@ import math
 import torch
 from torch import nn
 
+from radixserve.kernels import fused
 from radixserve.runtime.model_config import RopeConfig
 
 
@@ -43,6 +44,8 @@ class RotaryEmbedding(nn.Module):
     def __init__(self, head_dim: int, max_positions: int, rope: RopeConfig) -> None:
         super().__init__()
         self.head_dim = head_dim
+        half = head_dim // 2
+        self.fused_ok = head_dim % 2 == 0 and half & (half - 1) == 0  # Triton's arange: 2**n
         inv_freq = inverse_frequencies(rope, head_dim)
         angles = torch.outer(torch.arange(max_positions, dtype=torch.float32), inv_freq)
         # [max_positions, head_dim]: cos and sin duplicated over both halves.
@@ -53,6 +56,8 @@ class RotaryEmbedding(nn.Module):
         self, positions: torch.Tensor, q: torch.Tensor, k: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """q: [T, H, D], k: [T, Hkv, D], positions: [T] -> rotated (q, k) in q's dtype."""
+        if fused.available(q) and self.fused_ok:
+            return fused.rotary(positions, q, k, self.cos_table, self.sin_table)
         cos = self.cos_table.index_select(0, positions).unsqueeze(1)
         sin = self.sin_table.index_select(0, positions).unsqueeze(1)
         return _rotate(q, cos, sin), _rotate(k, cos, sin)

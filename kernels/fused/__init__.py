@@ -1,0 +1,54 @@
+"""Fused Triton kernels for the small per-layer ops, with a switch to fall back to torch.
+
+RMSNorm (with the residual add folded in), SiLU-and-multiply and rotary embedding are each a
+handful of elementwise torch kernels; on the GPU every one of them is a launch and a round trip
+through memory. These Triton kernels do each op in one pass. The model's layers keep their torch
+code as the reference: they call in here only when `available(x)` says so (a CUDA tensor, Triton
+importable, not switched off), and the kernel tests compare the two. Submodules are named apart
+from the functions here: importing a submodule sets a package attribute of its name.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+import torch
+
+_HAS_TRITON = importlib.util.find_spec("triton") is not None
+_enabled = True
+
+
+def set_enabled(enabled: bool) -> None:
+    """Switches the fused kernels on or off for every layer (benchmarks compare the two)."""
+    global _enabled
+    _enabled = enabled
+
+
+def available(x: torch.Tensor) -> bool:
+    return _enabled and _HAS_TRITON and x.is_cuda
+
+
+def rms_norm(
+    x: torch.Tensor, weight: torch.Tensor, eps: float, residual: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    from radixserve.kernels.fused.rmsnorm import rms_norm as run
+
+    return run(x, weight, eps, residual)
+
+
+def silu_and_mul(gate_up: torch.Tensor) -> torch.Tensor:
+    from radixserve.kernels.fused.activation import silu_and_mul as run
+
+    return run(gate_up)
+
+
+def rotary(
+    positions: torch.Tensor,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    cos_table: torch.Tensor,
+    sin_table: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    from radixserve.kernels.fused.rope import rotary as run
+
+    return run(positions, q, k, cos_table, sin_table)

@@ -1,0 +1,106 @@
+"""The fused Triton kernels against the layers' torch code (the reference), on the GPU.
+
+Each op runs twice on the same inputs, fused kernels switched on and off; bf16 results may differ
+by rounding order only, float32 results by float32 rounding.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from radixserve.kernels import fused
+from radixserve.runtime.model_config import RopeConfig
+from radixserve.runtime.models.layers.activation import silu_and_mul
+from radixserve.runtime.models.layers.norm import RMSNorm
+from radixserve.runtime.models.layers.rotary import RotaryEmbedding
+
+pytestmark = pytest.mark.gpu
+TOLERANCE = {torch.bfloat16: 2e-2, torch.float32: 1e-5}
+
+
+def both(fn):
+    """fn() with the fused kernels on, then off."""
+    try:
+        fused.set_enabled(True)
+        with_kernels = fn()
+        fused.set_enabled(False)
+        reference = fn()
+    finally:
+        fused.set_enabled(True)
+    return with_kernels, reference
+
+
+def assert_close(a: torch.Tensor, b: torch.Tensor, dtype: torch.dtype) -> None:
+    assert a.shape == b.shape and a.dtype == b.dtype
+    scale = max(b.abs().max().item(), 1.0)
+    assert (a.float() - b.float()).abs().max().item() <= TOLERANCE[dtype] * scale
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("size", [576, 896, 4096])  # SmolLM2, Qwen2-0.5B, Llama-8B widths
+@pytest.mark.parametrize("rows", [1, 7, 300])
+def test_rms_norm_with_and_without_residual(dtype: torch.dtype, size: int, rows: int) -> None:
+    torch.manual_seed(size + rows)
+    norm = RMSNorm(size, 1e-5).cuda().to(dtype)
+    norm.weight.data.uniform_(0.5, 1.5)
+    x = torch.randn(rows, size, device="cuda", dtype=dtype) * 3
+    residual = torch.randn(rows, size, device="cuda", dtype=dtype)
+    plain, plain_ref = both(lambda: norm(x))
+    assert_close(plain, plain_ref, dtype)
+    (normed, summed), (normed_ref, summed_ref) = both(
+        lambda: norm.forward_with_residual(x, residual)
+    )
+    assert_close(normed, normed_ref, dtype)
+    assert torch.equal(summed, summed_ref)  # the residual sum rounds exactly as torch does
+
+
+def test_rms_norm_of_strided_head_views() -> None:
+    """Qwen3's q/k norm runs on [T, H, D] views of the fused QKV output."""
+    qkv = torch.randn(5, 3 * 8 * 128, device="cuda", dtype=torch.bfloat16)
+    q = qkv[:, : 8 * 128].view(5, 8, 128)
+    norm = RMSNorm(128, 1e-6).cuda().to(torch.bfloat16)
+    out, ref = both(lambda: norm(q))
+    assert_close(out, ref, torch.bfloat16)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("shape", [(1, 2 * 1536), (9, 2 * 4864), (130, 2 * 14336)])
+def test_silu_and_mul(dtype: torch.dtype, shape: tuple[int, int]) -> None:
+    torch.manual_seed(shape[0])
+    x = torch.randn(*shape, device="cuda", dtype=dtype) * 4
+    out, ref = both(lambda: silu_and_mul(x))
+    assert_close(out, ref, dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("head_dim", [64, 128])
+def test_rotary_on_qkv_views_at_ragged_positions(dtype: torch.dtype, head_dim: int) -> None:
+    rope = RopeConfig(
+        theta=500000.0,
+        rope_type="llama3",
+        factor=8.0,
+        low_freq_factor=1.0,
+        high_freq_factor=4.0,
+        original_max_position=8192,
+    )
+    rotary = RotaryEmbedding(head_dim, 20000, rope).cuda()
+    heads, kv_heads, tokens = 8, 2, 37
+    qkv = torch.randn(tokens, (heads + 2 * kv_heads) * head_dim, device="cuda", dtype=dtype)
+    q = qkv[:, : heads * head_dim].view(tokens, heads, head_dim)
+    k = qkv[:, heads * head_dim : (heads + kv_heads) * head_dim].view(tokens, kv_heads, head_dim)
+    positions = torch.randint(0, 20000, (tokens,), device="cuda")
+    (q_out, k_out), (q_ref, k_ref) = both(lambda: rotary(positions, q, k))
+    assert_close(q_out, q_ref, dtype)
+    assert_close(k_out, k_ref, dtype)
+
+
+def test_switched_off_or_on_the_cpu_the_torch_code_runs() -> None:
+    x = torch.randn(2, 8)
+    assert not fused.available(x)
+    fused.set_enabled(False)
+    try:
+        assert not fused.available(x.cuda())
+    finally:
+        fused.set_enabled(True)
+    assert fused.available(x.cuda()) == (fused._HAS_TRITON)
