@@ -75,14 +75,19 @@ class ForwardBatch:
         def as_tensor(values: list[int], dtype: torch.dtype) -> torch.Tensor:
             return torch.tensor(values, dtype=dtype).to(device, non_blocking=True)
 
+        hosts = [torch.tensor(v, dtype=torch.int32) for v in (qo_indptr, kv_indptr, last_page_len)]
+        qo_host, kv_host, last_host = hosts
         layout = PagedBatchLayout(
             page_size=page_size,
-            qo_indptr=as_tensor(qo_indptr, torch.int32),
-            kv_indptr=as_tensor(kv_indptr, torch.int32),
+            qo_indptr=qo_host.to(device, non_blocking=True),
+            kv_indptr=kv_host.to(device, non_blocking=True),
             kv_page_indices=as_tensor(page_indices, torch.int32),
-            kv_last_page_len=as_tensor(last_page_len, torch.int32),
+            kv_last_page_len=last_host.to(device, non_blocking=True),
             seq_lens_cpu=[s.seq_len for s in slices],
             extend_lens_cpu=[s.extend_len for s in slices],
+            qo_indptr_host=qo_host,
+            kv_indptr_host=kv_host,
+            kv_last_page_len_host=last_host,
         )
         return cls(
             input_ids=as_tensor(input_ids, torch.int64),

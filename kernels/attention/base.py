@@ -32,6 +32,16 @@ class PagedBatchLayout:
     # Host copies: planning reads them without a device sync.
     seq_lens_cpu: list[int]
     extend_lens_cpu: list[int]
+    # Host tensors of the same indptrs, for kernels whose planning runs on the host (FlashInfer);
+    # None where a caller has only the device copies.
+    qo_indptr_host: torch.Tensor | None = None
+    kv_indptr_host: torch.Tensor | None = None
+    kv_last_page_len_host: torch.Tensor | None = None
+
+    def host_or_device(self, name: str) -> torch.Tensor:
+        """The host copy of an indptr field if there is one, else the device tensor."""
+        host = getattr(self, f"{name}_host")
+        return host if host is not None else getattr(self, name)
 
     @property
     def batch_size(self) -> int:

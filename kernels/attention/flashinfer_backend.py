@@ -41,11 +41,14 @@ class FlashInferAttentionBackend(AttentionBackend):
         layout = self._layout
         assert layout is not None, "plan() must run before forward()"
         s = self.shape
+        # Host indptrs: FlashInfer plans on the host and would otherwise copy them back (a sync).
+        kv_indptr = layout.host_or_device("kv_indptr")
+        last_page_len = layout.host_or_device("kv_last_page_len")
         if self._is_decode:
             self.decode.plan(
-                layout.kv_indptr,
+                kv_indptr,
                 layout.kv_page_indices,
-                layout.kv_last_page_len,
+                last_page_len,
                 s.num_heads,
                 s.num_kv_heads,
                 s.head_dim,
@@ -56,10 +59,10 @@ class FlashInferAttentionBackend(AttentionBackend):
             )
         else:
             self.prefill.plan(
-                layout.qo_indptr,
-                layout.kv_indptr,
+                layout.host_or_device("qo_indptr"),
+                kv_indptr,
                 layout.kv_page_indices,
-                layout.kv_last_page_len,
+                last_page_len,
                 s.num_heads,
                 s.num_kv_heads,
                 s.head_dim,
