@@ -83,6 +83,9 @@ class Engine:
         for rid in list(self.scheduler.requests):
             self.scheduler.abort(rid, "engine shut down")
         self.scheduler.step()
+        stop_workers = getattr(self.state.runner, "shutdown", None)  # tensor-parallel ranks
+        if stop_workers is not None:
+            stop_workers()
 
     def __enter__(self) -> Engine:
         return self

@@ -15,6 +15,7 @@ import torch
 
 from radixserve.kernels.attention import AttentionShape, create_attention_backend
 from radixserve.runtime.cuda_graph_runner import DecodeGraphRunner
+from radixserve.runtime.distributed import tp_group
 from radixserve.runtime.forward_batch import ForwardBatch
 from radixserve.runtime.kv_pool import KVPool
 from radixserve.runtime.model_config import ModelConfig
@@ -116,7 +117,8 @@ class ModelRunner:
             tokens = int(budget // per_token)
         else:
             tokens = int(self.args.cpu_kv_cache_gib * 2**30 // per_token)
-        num_pages = tokens // self.args.page_size
+        # Every tensor-parallel rank must hold the same pages: the smallest pool wins.
+        num_pages = tp_group().min_over_ranks(tokens // self.args.page_size)
         if num_pages < 1:
             raise ValueError(
                 f"KV pool too small: {tokens} tokens at page size {self.args.page_size}"

@@ -11,6 +11,7 @@ from radixserve.runtime.model_runner import ModelRunner
 from radixserve.runtime.request_builder import RequestBuilder
 from radixserve.runtime.scheduler.scheduler import Scheduler, SchedulerConfig
 from radixserve.runtime.server_args import ServerArgs
+from radixserve.runtime.tp_worker import create_model_runner
 
 
 @dataclass(slots=True)
@@ -31,7 +32,7 @@ def eos_token_ids(runner: ModelRunner, tokenizer: Any) -> set[int]:
 
 
 def build_runtime(args: ServerArgs) -> RuntimeState:
-    runner = ModelRunner(args)
+    runner = create_model_runner(args)
     tokenizer = load_tokenizer(runner.source, args.tokenizer_path)
     num_pages = runner.kv_pool.num_pages
     if args.disable_radix_cache:

@@ -47,6 +47,9 @@ class ServerArgs:
     schedule_policy: str = field(default="lpm", metadata={"help": "lpm, fcfs, or dfs-weight"})
     disable_radix_cache: bool = field(default=False, metadata={"help": "no prefix sharing"})
     attention_backend: str = field(default="auto", metadata={"help": "torch, flashinfer, or auto"})
+    tp_size: int = field(
+        default=1, metadata={"help": "tensor-parallel ranks: one process per GPU (gloo on the CPU)"}
+    )
     disable_cuda_graph: bool = field(
         default=False, metadata={"help": "run decode steps eagerly instead of as CUDA graphs"}
     )

@@ -70,8 +70,13 @@ def run_scheduler_process(args: ServerArgs, paths: IpcPaths, ready: Connection) 
             },
         )
     )
-    loop.run()
-    ctx.destroy(linger=0)
+    try:
+        loop.run()
+    finally:
+        stop_workers = getattr(state.runner, "shutdown", None)  # tensor-parallel ranks
+        if stop_workers is not None:
+            stop_workers()
+        ctx.destroy(linger=0)
 
 
 class SchedulerLoop:
@@ -114,6 +119,8 @@ class SchedulerLoop:
         try:
             return self.scheduler.step()
         except Exception as exc:
+            if getattr(exc, "fatal", False):  # e.g. a lost tensor-parallel worker: stop here
+                raise
             logger.error("step failed; aborting its requests:\n%s", traceback.format_exc())
             for rid in list(self.scheduler.requests):
                 self.scheduler.abort(rid, f"internal error: {type(exc).__name__}: {exc}")

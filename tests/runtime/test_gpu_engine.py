@@ -91,3 +91,44 @@ def test_decode_cuda_graphs_match_eager_decode(tmp_path) -> None:
         scale = eager.abs().max().item()
         assert with_graph.shape == eager.shape
         assert (with_graph - eager).abs().max().item() < 0.01 * scale
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two GPUs")
+def test_tensor_parallel_over_nccl_matches_one_gpu(tmp_path) -> None:
+    """Two ranks over NCCL (CUDA graphs and all-reduces inside them) against one GPU: a mixed
+    prefill/decode step, then decode steps replayed from graphs."""
+    pytest.importorskip("flashinfer")
+    from radixserve.runtime.tp_worker import create_model_runner
+
+    path = build_tiny_model("llama", tmp_path, head_dim=128)
+    prompts = [[(13 * i + 3 * j) % 320 for j in range(n)] for i, n in enumerate([4, 33, 70])]
+    tables = [list(range(i * 8, i * 8 + 8)) for i in range(3)]
+    results = {}
+    for tp_size in (1, 2):
+        runner = create_model_runner(
+            ServerArgs(
+                model_path=str(path),
+                device="cuda",
+                dtype="bfloat16",
+                page_size=16,
+                max_total_tokens=4096,
+                cuda_graph_max_bs=4,
+                tp_size=tp_size,
+            )
+        )
+        try:
+            runner.forward(
+                [RequestSlice(p[:-1], 0, t) for p, t in zip(prompts, tables, strict=True)]
+            )
+            lengths = [len(p) - 1 for p in prompts]
+            outputs = []
+            for step in range(3):
+                slices = [RequestSlice([(step + r) % 320], lengths[r], tables[r]) for r in range(3)]
+                outputs.append(runner.forward(slices)[1].clone())
+                lengths = [n + 1 for n in lengths]
+            results[tp_size] = torch.stack(outputs)
+        finally:
+            if tp_size > 1:
+                runner.shutdown()
+    scale = results[1].abs().max().item()
+    assert (results[2] - results[1]).abs().max().item() < 0.03 * scale

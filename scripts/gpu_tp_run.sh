@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# One call on a multi-GPU lease: install carried wheels, run the tensor-parallel GPU test and the
+# tp 1 vs tp 2 benchmark. Usage (repo root on the lease): bash scripts/gpu_tp_run.sh
+set -uo pipefail
+python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl 2>&1 | tail -2
+export PYTHONPATH=/tmp/site:$PWD
+for f in runtime radix_cache frontend_lang kernels; do ln -sfn "$PWD/$f" "radixserve/$f"; done
+nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
+# NVLink multicast stays off (the lease's rule); set here too in case the environment lacks them.
+export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
+timeout 300 python3 -m pytest -q -m gpu tests/runtime/test_gpu_engine.py -p no:cacheprovider 2>&1 | tail -15
+timeout 360 python3 benchmarks/bench_gpu_tp.py --out "${OUT:-/tmp}/gpu_tp.json" 2>&1 | grep -v Warning | tail -14
