@@ -8,6 +8,7 @@ the CPU), and small host objects (each step's request slices) over a separate gl
 from __future__ import annotations
 
 import datetime
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,8 +67,17 @@ def set_tp_group(rank: int, size: int, cpu_group: Any = None) -> None:
     _TP_GROUP.cpu_group = cpu_group
 
 
+def use_loopback_sockets() -> None:
+    """All ranks share one host: gloo and NCCL's bootstrap talk over the loopback interface.
+    Left to themselves they pick an interface from the hostname, which in a VM may resolve to
+    an address that nobody answers on (a connect that waits out the whole timeout)."""
+    os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
+    os.environ.setdefault("NCCL_SOCKET_IFNAME", "lo")
+
+
 def init_tensor_parallel(rank: int, size: int, init_file: str, device_type: str) -> None:
     """Joins the group through a rendezvous file (every rank passes the same path)."""
+    use_loopback_sockets()
     backend = "nccl" if device_type == "cuda" else "gloo"
     if device_type == "cuda":
         torch.cuda.set_device(rank)

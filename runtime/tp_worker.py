@@ -32,6 +32,7 @@ from radixserve.runtime.distributed import (
     destroy_tensor_parallel,
     init_tensor_parallel,
     tp_group,
+    use_loopback_sockets,
 )
 from radixserve.runtime.server_args import ServerArgs
 from radixserve.runtime.step import RequestSlice, StepRequest, StepResult
@@ -62,6 +63,7 @@ class TensorParallelRunner:
         init_file = os.path.join(self._dir, "rendezvous")
         device_type = args.resolved_device().type
         payload = json.dumps(dataclasses.asdict(args))
+        use_loopback_sockets()  # before the workers start: they inherit the environment
         self.workers = [
             subprocess.Popen(
                 [sys.executable, "-m", "radixserve.runtime.tp_worker"]

@@ -8,5 +8,12 @@ for f in runtime radix_cache frontend_lang kernels; do ln -sfn "$PWD/$f" "radixs
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 # NVLink multicast stays off (the lease's rule); set here too in case the environment lacks them.
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
-timeout 300 python3 -m pytest -q -m gpu tests/runtime/test_gpu_engine.py -p no:cacheprovider 2>&1 | tail -15
-timeout 360 python3 benchmarks/bench_gpu_tp.py --out "${OUT:-/tmp}/gpu_tp.json" 2>&1 | grep -v Warning | tail -14
+# Logs go to $OUT as they are written, so a run cut off by the time limit still reports.
+OUT=${OUT:-/tmp}
+timeout ${TP_TEST_TIMEOUT:-200} python3 -m pytest -q -m gpu tests/runtime/test_gpu_engine.py \
+  -k "${TP_TEST_FILTER:-}" -p no:cacheprovider -o faulthandler_timeout=150 > "$OUT/tp_test.log" 2>&1
+tail -15 "$OUT/tp_test.log"
+grep -q " passed" "$OUT/tp_test.log" && ! grep -q " failed" "$OUT/tp_test.log" || exit 1
+timeout ${TP_BENCH_TIMEOUT:-300} python3 benchmarks/bench_gpu_tp.py --out "$OUT/gpu_tp.json" \
+  > "$OUT/tp_bench.log" 2>&1
+grep -v Warning "$OUT/tp_bench.log" | tail -14
