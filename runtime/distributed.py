@@ -97,6 +97,15 @@ def init_tensor_parallel(rank: int, size: int, init_file: str, device_type: str)
 
 
 def destroy_tensor_parallel() -> None:
+    """Leaves the group; every rank calls this together."""
     if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+    set_tp_group(0, 1, None)
+
+
+def forget_tensor_parallel() -> None:
+    """After a rank was lost: NCCL's teardown would wait for it forever, so only the gloo
+    (CPU) group, which tolerates a missing peer, is destroyed; NCCL goes with the process."""
+    if torch.distributed.is_initialized() and torch.distributed.get_backend() == "gloo":
         torch.distributed.destroy_process_group()
     set_tp_group(0, 1, None)

@@ -30,6 +30,7 @@ from typing import Any
 
 from radixserve.runtime.distributed import (
     destroy_tensor_parallel,
+    forget_tensor_parallel,
     init_tensor_parallel,
     tp_group,
     use_loopback_sockets,
@@ -102,19 +103,31 @@ class TensorParallelRunner:
         return self.runner.step(requests)
 
     def shutdown(self) -> None:
-        """Stops the workers (a stop message if the group is up, then signals) and leaves."""
-        if all(w.poll() is None for w in self.workers) and tp_group().size > 1:
+        """Stops the workers and leaves the group.
+
+        With every worker alive: a stop message, then all ranks tear the group down together
+        (NCCL's teardown waits for its peers, so rank 0 must not wait for the workers' exit
+        first). With a worker lost, the group cannot be torn down cleanly: the workers are
+        killed and this rank just forgets the group (its process is about to end).
+        """
+        healthy = all(w.poll() is None for w in self.workers) and tp_group().size > 1
+        if healthy:
             try:
                 tp_group().broadcast_object(STOP)
-            except Exception:  # noqa: BLE001 - a broken group is torn down below anyway
-                pass
+            except Exception:  # noqa: BLE001 - a broken group is handled as unhealthy
+                healthy = False
+        if healthy:
+            destroy_tensor_parallel()
         for worker in self.workers:
             try:
                 worker.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 worker.kill()
                 worker.wait()
-        destroy_tensor_parallel()
+            if not healthy and worker.poll() is None:
+                worker.kill()
+        if not healthy:
+            forget_tensor_parallel()
         shutil.rmtree(self._dir, ignore_errors=True)
 
 

@@ -14,6 +14,6 @@ timeout ${TP_TEST_TIMEOUT:-200} python3 -m pytest -q -m gpu tests/runtime/test_g
   -k "${TP_TEST_FILTER:-}" -p no:cacheprovider -o faulthandler_timeout=150 > "$OUT/tp_test.log" 2>&1
 tail -15 "$OUT/tp_test.log"
 grep -q " passed" "$OUT/tp_test.log" && ! grep -q " failed" "$OUT/tp_test.log" || exit 1
-timeout ${TP_BENCH_TIMEOUT:-300} python3 benchmarks/bench_gpu_tp.py --out "$OUT/gpu_tp.json" \
+timeout ${TP_BENCH_TIMEOUT:-300} python3 benchmarks/bench_gpu_tp.py ${TP_BENCH_ARGS:-} --out "$OUT/gpu_tp.json" \
   > "$OUT/tp_bench.log" 2>&1
 grep -v Warning "$OUT/tp_bench.log" | tail -14
