@@ -120,3 +120,51 @@ def test_bad_tp_sizes_are_refused(tmp_path: Path) -> None:
     path = build_tiny_model("llama", tmp_path)
     with pytest.raises(ValueError, match="tp_size must be >= 1"):
         create_model_runner(tiny_args(path, 0))
+
+
+def test_server_with_two_ranks_answers_and_leaves_no_worker(tiny_with_tokenizer: Path) -> None:
+    """`launch_server --tp-size 2`: the scheduler process starts rank 1; it answers through the
+    HTTP API and is gone after SIGTERM."""
+    import httpx
+
+    from tests.runtime.http.conftest import alive, start_server, stop_server
+
+    server = start_server(
+        "--model-path", str(tiny_with_tokenizer), "--tp-size", "2", "--page-size", "4", api_key=None
+    )
+    try:
+        scheduler_children = [pid for child in server.child_pids() for pid in _children_of(child)]
+        assert any("radixserve.runtime.tp_worker" in _cmdline(pid) for pid in scheduler_children)
+        body = {
+            "input_ids": [1, 2, 3, 4],
+            "sampling_params": {"max_new_tokens": 5, "ignore_eos": True},
+        }
+        reply = httpx.post(f"{server.base_url}/generate", json=body, timeout=120)
+        assert reply.status_code == 200, reply.text
+        assert reply.json()["meta_info"]["completion_tokens"] == 5
+    finally:
+        assert stop_server(server) == 0, server.log_tail()
+    assert not any(alive(pid) for pid in scheduler_children)
+
+
+def _children_of(pid: int) -> list[int]:
+    import os
+
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
+                        found.append(int(entry))
+            except OSError:
+                continue
+    return found
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
