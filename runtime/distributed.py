@@ -75,12 +75,15 @@ def use_loopback_sockets() -> None:
     os.environ.setdefault("NCCL_SOCKET_IFNAME", "lo")
 
 
-def init_tensor_parallel(rank: int, size: int, init_file: str, device_type: str) -> None:
-    """Joins the group through a rendezvous file (every rank passes the same path)."""
+def init_tensor_parallel(
+    rank: int, size: int, init_file: str, device_type: str, base_gpu_id: int = 0
+) -> None:
+    """Joins the group through a rendezvous file (every rank passes the same path); on GPUs,
+    rank r runs on GPU base_gpu_id + r."""
     use_loopback_sockets()
     backend = "nccl" if device_type == "cuda" else "gloo"
     if device_type == "cuda":
-        torch.cuda.set_device(rank)
+        torch.cuda.set_device(base_gpu_id + rank)
     torch.distributed.init_process_group(
         backend,
         init_method=f"file://{init_file}",

@@ -30,6 +30,11 @@ SamplingArg = dict[str, Any] | Sequence[dict[str, Any]] | None
 class Engine:
     def __init__(self, model_path: str | None = None, **options: Any) -> None:
         self.args = ServerArgs(model_path=model_path).replace(**options)
+        if self.args.dp_size != 1:
+            raise ValueError(
+                "the offline Engine runs one scheduler in this process; dp_size > 1 needs the "
+                "server (radixserve.launch_server or rs.Runtime)"
+            )
         self.state: RuntimeState = build_runtime(self.args)
         freeze_startup_objects()
         self.tokenizer = self.state.tokenizer

@@ -110,6 +110,7 @@ class ControlOut(msgspec.Struct, tag=True, kw_only=True):
     kind: str
     ok: bool = True
     payload: dict[str, object] = {}
+    dp_rank: int = 0  # which data-parallel replica answers
 
 
 class ReadyOut(msgspec.Struct, tag=True, kw_only=True):

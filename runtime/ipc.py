@@ -36,6 +36,10 @@ class IpcPaths:
 
         return cls(directory, addr("scheduler"), addr("detokenizer"), addr("tokenizer"))
 
+    def scheduler_address(self, dp_rank: int) -> str:
+        """Where data-parallel replica `dp_rank` listens (replica 0: `to_scheduler`)."""
+        return self.to_scheduler if dp_rank == 0 else f"{self.to_scheduler}-{dp_rank}"
+
     def remove(self) -> None:
         shutil.rmtree(self.directory, ignore_errors=True)
 

@@ -28,6 +28,7 @@ LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 
 def _choices() -> dict[str, Sequence[str]]:
+    from radixserve.runtime.dp_router import LOAD_BALANCE_METHODS
     from radixserve.runtime.model_loader.weights import LOAD_FORMATS
 
     return {
@@ -36,6 +37,7 @@ def _choices() -> dict[str, Sequence[str]]:
         "load_format": LOAD_FORMATS,
         "attention_backend": ("auto", *ATTENTION_BACKENDS),
         "log_level": LOG_LEVELS,
+        "load_balance_method": LOAD_BALANCE_METHODS,
     }
 
 

@@ -39,14 +39,23 @@ class ChildProcesses:
 
         ctx = mp.get_context("spawn")
         pipes: dict[str, Connection] = {}
-        for name, target in (
-            ("scheduler", run_scheduler_process),
-            ("detokenizer", run_detokenizer_process),
-        ):
+        dp_size = self.args.dp_size
+        if dp_size < 1:
+            raise StartupError(f"dp_size must be >= 1, got {dp_size}")
+        children: list[tuple[str, Any, tuple[Any, ...]]] = []
+        for dp_rank in range(dp_size):
+            name = "scheduler" if dp_size == 1 else f"scheduler-{dp_rank}"
+            # Each replica (and its tensor-parallel ranks) on GPUs of its own.
+            args = self.args.replace(
+                base_gpu_id=self.args.base_gpu_id + dp_rank * self.args.tp_size
+            )
+            children.append((name, run_scheduler_process, (args, self.paths, None, dp_rank)))
+        children.append(("detokenizer", run_detokenizer_process, (self.args, self.paths, None)))
+        for name, target, target_args in children:
             reader, writer = ctx.Pipe(duplex=False)
             process = ctx.Process(
                 target=target,
-                args=(self.args, self.paths, writer),
+                args=(target_args[0], target_args[1], writer, *target_args[3:]),
                 name=f"radixserve-{name}",
                 daemon=True,
             )
@@ -57,7 +66,8 @@ class ChildProcesses:
         try:
             for name, reader in pipes.items():
                 report = self._wait_ready(name, reader)
-                self.info.update(report.info)
+                for key, value in report.info.items():
+                    self.info.setdefault(key, value)  # replicas report the same model and pool
         except BaseException:
             self.stop()
             raise

@@ -43,6 +43,8 @@ class ModelRunner:
     def __init__(self, args: ServerArgs) -> None:
         self.args = args
         self.device = args.resolved_device()
+        if self.device.type == "cuda" and args.tp_size == 1:
+            torch.cuda.set_device(args.base_gpu_id)  # a data-parallel replica's own GPU
         self.dtype = args.resolved_dtype()
         self.source: ModelSource = resolve_model_source(args.model_path)
         self.hf_config = load_hf_config(self.source)

@@ -50,6 +50,14 @@ class ServerArgs:
     tp_size: int = field(
         default=1, metadata={"help": "tensor-parallel ranks: one process per GPU (gloo on the CPU)"}
     )
+    dp_size: int = field(
+        default=1, metadata={"help": "data-parallel scheduler replicas, each with its own cache"}
+    )
+    load_balance_method: str = field(
+        default="cache_aware",
+        metadata={"help": "routing over dp replicas: cache_aware, shortest_queue, round_robin"},
+    )
+    base_gpu_id: int = field(default=0, metadata={"help": "first GPU this runtime uses"})
     disable_cuda_graph: bool = field(
         default=False, metadata={"help": "run decode steps eagerly instead of as CUDA graphs"}
     )

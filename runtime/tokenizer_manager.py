@@ -1,6 +1,8 @@
 """The server side of the process boundary: sends requests, routes results back to callers.
 
-Every in-flight request has an asyncio queue. A receive task moves each `TextOut` from the
+With `--dp-size N` there are N scheduler replicas: a `DataParallelRouter` picks each request's
+replica, aborts follow the request there, and control requests (flush, stats) go to every
+replica and are answered once all have replied. Every in-flight request has an asyncio queue. A receive task moves each `TextOut` from the
 detokenizer to its request's queue; a watchdog polls the child processes and, if one dies, puts the
 error into every queue at once and marks the runtime unhealthy.
 """
@@ -17,6 +19,7 @@ import msgspec
 import zmq
 import zmq.asyncio
 
+from radixserve.runtime.dp_router import DataParallelRouter
 from radixserve.runtime.io_struct import (
     AbortReq,
     ControlOut,
@@ -46,14 +49,33 @@ class TokenizerManager:
         self.encoder = msgspec.msgpack.Encoder()
         self.decoder = msgspec.msgpack.Decoder(DetokenizerOutput)
         self.ctx = zmq.asyncio.Context()
-        self.push = self.ctx.socket(zmq.PUSH)
-        self.push.setsockopt(zmq.LINGER, 0)
-        self.push.connect(children.paths.to_scheduler)
+        self.pushes = []
+        for dp_rank in range(children.args.dp_size):
+            push = self.ctx.socket(zmq.PUSH)
+            push.setsockopt(zmq.LINGER, 0)
+            push.connect(children.paths.scheduler_address(dp_rank))
+            self.pushes.append(push)
+        self.router = self._make_router(children)
+        self.replica_of: dict[str, int] = {}
+        self.control_replies: dict[str, list[ControlOut]] = {}
         self.pull = self.ctx.socket(zmq.PULL)
         self.pull.setsockopt(zmq.LINGER, 0)
         self.pull.bind(children.paths.to_tokenizer)
         self.tasks: list[asyncio.Task[None]] = []
         self.on_death: list[Any] = []
+
+    @staticmethod
+    def _make_router(children: ChildProcesses) -> DataParallelRouter | None:
+        args = children.args
+        if args.dp_size == 1:
+            return None
+        pool_tokens = int(children.info.get("pool_tokens", 0))
+        return DataParallelRouter(
+            args.dp_size,
+            args.load_balance_method,
+            num_pages=max(pool_tokens // args.page_size, 1),
+            page_size=args.page_size,
+        )
 
     @property
     def healthy(self) -> bool:
@@ -70,7 +92,8 @@ class TokenizerManager:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        self.push.close(0)
+        for push in self.pushes:
+            push.close(0)
         self.pull.close(0)
         self.ctx.term()
 
@@ -84,9 +107,11 @@ class TokenizerManager:
             raise ValueError(f"request id {req.rid!r} is already in use")
         queue: asyncio.Queue[TextOut | Exception] = asyncio.Queue()
         self.queues[req.rid] = queue
+        replica = self.router.route(req.input_ids).replica if self.router is not None else 0
+        self.replica_of[req.rid] = replica
         finished = False
         try:
-            await self.push.send(self.encoder.encode(req))
+            await self.pushes[replica].send(self.encoder.encode(req))
             while True:
                 item = await queue.get()
                 if isinstance(item, Exception):
@@ -103,20 +128,30 @@ class TokenizerManager:
             self.queues.pop(req.rid, None)
             if not finished and self.error is None:
                 await self.abort(req.rid)
+            self.replica_of.pop(req.rid, None)
+            if self.router is not None:
+                self.router.finished(replica)
 
     async def abort(self, rid: str) -> None:
-        await self.push.send(self.encoder.encode(AbortReq(rid)))
+        replica = self.replica_of.get(rid)
+        targets = self.pushes if replica is None else [self.pushes[replica]]
+        for push in targets:  # an unknown rid: every replica checks (a no-op where absent)
+            await push.send(self.encoder.encode(AbortReq(rid)))
 
     async def control(self, kind: str) -> ControlOut:
+        """Sends a control request to every replica; one merged reply once all have answered."""
         message = FlushCacheReq() if kind == "flush_cache" else GetStatsReq()
         async with self.control_lock:
             future: asyncio.Future[ControlOut] = asyncio.get_running_loop().create_future()
             self.control_waiters[kind] = future
-            await self.push.send(self.encoder.encode(message))
+            self.control_replies[kind] = []
+            for push in self.pushes:
+                await push.send(self.encoder.encode(message))
             try:
                 return await asyncio.wait_for(future, timeout=30)
             finally:
                 self.control_waiters.pop(kind, None)
+                self.control_replies.pop(kind, None)
 
     # --- background tasks ----------------------------------------------------------------------
 
@@ -129,8 +164,12 @@ class TokenizerManager:
                     queue.put_nowait(message)
             elif isinstance(message, ControlOut):
                 waiter = self.control_waiters.get(message.kind)
-                if waiter is not None and not waiter.done():
-                    waiter.set_result(message)
+                replies = self.control_replies.get(message.kind)
+                if waiter is None or waiter.done() or replies is None:
+                    continue
+                replies.append(message)
+                if len(replies) == len(self.pushes):
+                    waiter.set_result(merge_control_replies(replies))
 
     async def _watchdog(self) -> None:
         while self.error is None:
@@ -149,3 +188,36 @@ class TokenizerManager:
                 waiter.set_exception(RuntimeDiedError(reason))
         for callback in self.on_death:
             callback(reason)
+
+
+def merge_control_replies(replies: list[ControlOut]) -> ControlOut:
+    """One reply for all replicas: flush succeeded only if it did everywhere; stats are summed
+    (counts) or averaged (fractions), with each replica's own stats under "replicas"."""
+    if len(replies) == 1:
+        return replies[0]
+    replies = sorted(replies, key=lambda r: r.dp_rank)
+    payload = merge_stats([r.payload for r in replies])
+    payload["replicas"] = [r.payload for r in replies]
+    return ControlOut(kind=replies[0].kind, ok=all(r.ok for r in replies), payload=payload)
+
+
+def merge_stats(payloads: list[dict[str, Any]]) -> dict[str, Any]:
+    merged: dict[str, Any] = {}
+    for key, first in payloads[0].items():
+        values = [p.get(key) for p in payloads]
+        if isinstance(first, bool) or first is None:
+            merged[key] = first
+        elif isinstance(first, int) and all(isinstance(v, int) for v in values):
+            merged[key] = sum(values)
+        elif isinstance(first, (int, float)) and all(isinstance(v, (int, float)) for v in values):
+            merged[key] = sum(values) / len(values)
+        elif isinstance(first, dict) and all(isinstance(v, dict) for v in values):
+            merged[key] = merge_stats(values)
+        elif isinstance(first, str) and any(v is None for v in values):
+            merged[key] = "not reported by every replica"
+        elif isinstance(first, str):
+            distinct = list(dict.fromkeys(str(v) for v in values))
+            merged[key] = distinct[0] if len(distinct) == 1 else "; ".join(distinct)
+        else:
+            merged[key] = first
+    return merged

@@ -74,7 +74,7 @@ class TensorParallelRunner:
             for rank in range(1, self.size)
         ]
         try:
-            init_tensor_parallel(0, self.size, init_file, device_type)
+            init_tensor_parallel(0, self.size, init_file, device_type, args.base_gpu_id)
             self.runner = ModelRunner(args)
         except BaseException:
             self.shutdown()
@@ -138,9 +138,10 @@ def create_model_runner(args: ServerArgs) -> Any:
     if args.tp_size > 1 and args.resolved_device().type == "cuda":
         import torch
 
-        if args.tp_size > torch.cuda.device_count():
+        if args.base_gpu_id + args.tp_size > torch.cuda.device_count():
             raise ValueError(
-                f"tp_size={args.tp_size} needs as many GPUs; {torch.cuda.device_count()} visible"
+                f"tp_size={args.tp_size} from GPU {args.base_gpu_id} needs more GPUs than the "
+                f"{torch.cuda.device_count()} visible"
             )
     if args.tp_size > 1:
         return TensorParallelRunner(args)
@@ -152,7 +153,8 @@ def create_model_runner(args: ServerArgs) -> Any:
 def worker_main(rank: int, init_file: str, args: ServerArgs) -> None:
     from radixserve.runtime.model_runner import ModelRunner
 
-    init_tensor_parallel(rank, args.tp_size, init_file, args.resolved_device().type)
+    device_type = args.resolved_device().type
+    init_tensor_parallel(rank, args.tp_size, init_file, device_type, args.base_gpu_id)
     runner = ModelRunner(args)
     group = tp_group()
     while True:

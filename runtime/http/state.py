@@ -21,7 +21,7 @@ from radixserve.runtime.tokenizer_manager import TokenizerManager
 @dataclass(slots=True)
 class ServerState:
     args: ServerArgs
-    children: Any  # ChildProcesses (or a stand-in with `.paths` and `.dead_child()` in tests)
+    children: Any  # ChildProcesses (or a stand-in with paths, args, info, dead_child() in tests)
     info: dict[str, Any]  # what the children reported at start-up: context_len, vocab_size...
     tokenizer: Any
     model_path: str = ""  # resolved: the GGUF file or HF directory actually loaded

@@ -37,7 +37,9 @@ logger = logging.getLogger(__name__)
 IDLE_POLL_MS = 50
 
 
-def run_scheduler_process(args: ServerArgs, paths: IpcPaths, ready: Connection) -> None:
+def run_scheduler_process(
+    args: ServerArgs, paths: IpcPaths, ready: Connection, dp_rank: int = 0
+) -> None:
     logging.basicConfig(
         level=args.log_level.upper(), format="[scheduler] %(levelname)s %(message)s"
     )
@@ -48,19 +50,21 @@ def run_scheduler_process(args: ServerArgs, paths: IpcPaths, ready: Connection) 
 
         state = build_runtime(args)
     except Exception as exc:  # any start-up failure is reported, never a hang
-        ready.send(ReadyOut(process="scheduler", ok=False, error=f"{type(exc).__name__}: {exc}"))
+        error = f"{type(exc).__name__}: {exc}"
+        ready.send(ReadyOut(process=f"scheduler-{dp_rank}", ok=False, error=error))
         return
     freeze_startup_objects()
     ctx = zmq.Context()
     loop = SchedulerLoop(
         state.scheduler,
-        Receiver(ctx, paths.to_scheduler, bind=True, message_type=SchedulerInput),
+        Receiver(ctx, paths.scheduler_address(dp_rank), bind=True, message_type=SchedulerInput),
         Sender(ctx, paths.to_detokenizer, bind=False),
         parent,
+        dp_rank,
     )
     ready.send(
         ReadyOut(
-            process="scheduler",
+            process=f"scheduler-{dp_rank}",
             ok=True,
             info={
                 "context_len": state.runner.context_len,
@@ -80,8 +84,11 @@ def run_scheduler_process(args: ServerArgs, paths: IpcPaths, ready: Connection) 
 
 
 class SchedulerLoop:
-    def __init__(self, scheduler: Scheduler, recv: Receiver, send: Sender, parent_pid: int) -> None:
+    def __init__(
+        self, scheduler: Scheduler, recv: Receiver, send: Sender, parent_pid: int, dp_rank: int = 0
+    ) -> None:
         self.scheduler = scheduler
+        self.dp_rank = dp_rank
         self.recv = recv
         self.send = send
         self.parent_pid = parent_pid
@@ -109,9 +116,10 @@ class SchedulerLoop:
             self.scheduler.abort(message.rid)
         elif isinstance(message, FlushCacheReq):
             ok = self.scheduler.flush_cache()
-            self.send.send(ControlOut(kind="flush_cache", ok=ok))
+            self.send.send(ControlOut(kind="flush_cache", ok=ok, dp_rank=self.dp_rank))
         elif isinstance(message, GetStatsReq):
-            self.send.send(ControlOut(kind="stats", payload=self.scheduler.stats()))
+            stats = self.scheduler.stats()
+            self.send.send(ControlOut(kind="stats", payload=stats, dp_rank=self.dp_rank))
         elif isinstance(message, ShutdownReq):
             self.running = False
 

@@ -23,6 +23,8 @@ class FakeChildren:
     """No processes: the scheduler socket has no reader, so requests wait forever."""
 
     paths: IpcPaths = field(default_factory=IpcPaths.create)
+    args: ServerArgs = field(default_factory=ServerArgs)
+    info: dict[str, object] = field(default_factory=lambda: dict(INFO))
     dead: str | None = None
 
     def dead_child(self) -> str | None:
