@@ -68,3 +68,10 @@ def test_bad_configuration_is_refused() -> None:
         DataParallelRouter(2, "random", num_pages=16, page_size=PAGE)
     with pytest.raises(ValueError, match="dp_size"):
         DataParallelRouter(0, "cache_aware", num_pages=16, page_size=PAGE)
+
+
+def test_the_offline_engine_refuses_data_parallelism() -> None:
+    from radixserve import Engine
+
+    with pytest.raises(ValueError, match="dp_size > 1 needs the server"):
+        Engine(dp_size=2)
