@@ -197,6 +197,10 @@ def merge_control_replies(replies: list[ControlOut]) -> ControlOut:
         return replies[0]
     replies = sorted(replies, key=lambda r: r.dp_rank)
     payload = merge_stats([r.payload for r in replies])
+    cache = payload.get("cache")
+    if isinstance(cache, dict) and cache.get("total_match_tokens"):
+        # A rate of the sums, not the mean of the replicas' rates.
+        cache["hit_rate"] = cache["hit_tokens"] / cache["total_match_tokens"]
     payload["replicas"] = [r.payload for r in replies]
     return ControlOut(kind=replies[0].kind, ok=all(r.ok for r in replies), payload=payload)
 

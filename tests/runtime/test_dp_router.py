@@ -75,3 +75,44 @@ def test_the_offline_engine_refuses_data_parallelism() -> None:
 
     with pytest.raises(ValueError, match="dp_size > 1 needs the server"):
         Engine(dp_size=2)
+
+
+def test_control_replies_merge_counts_rates_and_integrity() -> None:
+    from radixserve.runtime.io_struct import ControlOut
+    from radixserve.runtime.tokenizer_manager import merge_control_replies
+
+    def stats(finished: int, hits: int, asked: int, integrity: str | None) -> dict:
+        payload: dict = {
+            "requests_finished": finished,
+            "last_step": {"kv_usage": 0.5 if finished else 0.1},
+            "cache": {"hit_tokens": hits, "total_match_tokens": asked, "hit_rate": hits / asked},
+        }
+        if integrity is not None:
+            payload["integrity"] = integrity
+        return payload
+
+    merged = merge_control_replies(
+        [
+            ControlOut(kind="stats", payload=stats(3, 90, 100, "ok"), dp_rank=1),
+            ControlOut(kind="stats", payload=stats(0, 0, 300, "ok"), dp_rank=0),
+        ]
+    ).payload
+    assert merged["requests_finished"] == 3
+    assert merged["last_step"]["kv_usage"] == pytest.approx(0.3)
+    assert merged["cache"]["hit_rate"] == pytest.approx(90 / 400)
+    assert merged["integrity"] == "ok"
+    assert [r["requests_finished"] for r in merged["replicas"]] == [0, 3]  # by replica
+    busy = merge_control_replies(
+        [
+            ControlOut(kind="stats", payload=stats(1, 1, 2, "ok"), dp_rank=0),
+            ControlOut(kind="stats", payload=stats(1, 1, 2, None), dp_rank=1),
+        ]
+    ).payload
+    assert busy["integrity"] != "ok"
+    flush = merge_control_replies(
+        [
+            ControlOut(kind="flush_cache", ok=True),
+            ControlOut(kind="flush_cache", ok=False, dp_rank=1),
+        ]
+    )
+    assert not flush.ok
