@@ -25,8 +25,8 @@ from benchmarks.fewshot_data import few_shot_prefix, few_shot_prompt, load_examp
 METHODS = ("cache_aware", "round_robin")
 
 
-def run(method: str, prompts: list[str], concurrency: int) -> dict[str, float]:
-    with rs.Runtime(dp_size=2, load_balance_method=method, max_total_tokens=16384) as runtime:
+def run(method: str, prompts: list[str], concurrency: int, pool_tokens: int) -> dict[str, float]:
+    with rs.Runtime(dp_size=2, load_balance_method=method, max_total_tokens=pool_tokens) as runtime:
         with httpx.Client(base_url=runtime.url, timeout=600) as client:
 
             def one(prompt: str) -> dict:
@@ -55,6 +55,9 @@ def main() -> None:
     parser.add_argument("--shots", type=int, default=3)
     parser.add_argument("--questions", type=int, default=12, help="per family")
     parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument(
+        "--max-total-tokens", type=int, default=16384, help="KV pool of each replica, in tokens"
+    )
     args = parser.parse_args()
     system, examples = load_examples("logiqa", "logiqa.jsonl")
     prefixes = [
@@ -68,10 +71,12 @@ def main() -> None:
         for q in range(args.questions)
     ]
     random.Random(0).shuffle(prompts)
-    results = {method: run(method, prompts, args.concurrency) for method in METHODS}
+    results = {
+        method: run(method, prompts, args.concurrency, args.max_total_tokens) for method in METHODS
+    }
     print(
         f"\n{len(prompts)} requests: {args.families} families of {args.shots}-shot logiqa prefixes,"
-        f" shuffled, {args.concurrency} at a time, 2 replicas"
+        f" shuffled, {args.concurrency} at a time, 2 replicas of {args.max_total_tokens} KV tokens"
     )
     print(
         f"{'method':>12} | {'wall s':>7} | {'prompt tok':>10} | {'cached':>7} | {'prefill':>7} | split"
