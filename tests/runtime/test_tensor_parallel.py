@@ -127,13 +127,13 @@ def test_server_with_two_ranks_answers_and_leaves_no_worker(tiny_with_tokenizer:
     HTTP API and is gone after SIGTERM."""
     import httpx
 
-    from tests.runtime.http.conftest import alive, start_server, stop_server
+    from tests.runtime.http.conftest import alive, children_of, start_server, stop_server
 
     server = start_server(
         "--model-path", str(tiny_with_tokenizer), "--tp-size", "2", "--page-size", "4", api_key=None
     )
     try:
-        scheduler_children = [pid for child in server.child_pids() for pid in _children_of(child)]
+        scheduler_children = [pid for child in server.child_pids() for pid in children_of(child)]
         assert any("radixserve.runtime.tp_worker" in _cmdline(pid) for pid in scheduler_children)
         body = {
             "input_ids": [1, 2, 3, 4],
@@ -145,21 +145,6 @@ def test_server_with_two_ranks_answers_and_leaves_no_worker(tiny_with_tokenizer:
     finally:
         assert stop_server(server) == 0, server.log_tail()
     assert not any(alive(pid) for pid in scheduler_children)
-
-
-def _children_of(pid: int) -> list[int]:
-    import os
-
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
-                        found.append(int(entry))
-            except OSError:
-                continue
-    return found
 
 
 def _cmdline(pid: int) -> str:
