@@ -73,11 +73,8 @@ class BatchBuilder:
 
     def _schedule_decodes(self, waiting: list[Req], running: list[Req], plan: BatchPlan) -> None:
         decodes = [r for r in running if not r.is_prefilling]
-        page_size = self.kv.page_size
         while len(decodes) > 1:
-            # A decode needs a page only when its next token starts one: at most one page each.
-            need = sum((r.kv_len + page_size) // page_size > len(r.page_table) for r in decodes)
-            if need <= self._headroom():
+            if self.kv.decode_pages_needed(decodes) <= self._headroom():
                 break
             victim = min(decodes, key=lambda r: (len(r.output_ids), -len(r.prompt_ids)))
             decodes.remove(victim)

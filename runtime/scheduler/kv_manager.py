@@ -44,6 +44,12 @@ class RequestKVManager:
     def extra_pages_needed(self, req: Req, extend_len: int) -> int:
         return max(pages_for(req.kv_len + extend_len, self.page_size) - len(req.page_table), 0)
 
+    def decode_pages_needed(self, reqs: list[Req]) -> int:
+        """sum(extra_pages_needed(r, 1) for r in reqs), computed inline for the per-step hot path:
+        a decode needs a page only when its next token starts one, so at most one page each."""
+        page_size = self.page_size
+        return sum((r.kv_len + page_size) // page_size > len(r.page_table) for r in reqs)
+
     def reserve(self, req: Req, extend_len: int) -> bool:
         """Gives the request pages for `extend_len` more tokens, evicting if needed."""
         need = self.extra_pages_needed(req, extend_len)

@@ -194,3 +194,22 @@ def test_duplicate_rid_is_rejected() -> None:
     scheduler.add_request(request("x", [1, 2, 3], 2))
     with pytest.raises(ValueError, match="already in use"):
         scheduler.add_request(request("x", [1, 2, 3], 2))
+
+
+def test_decode_pages_needed_is_the_sum_of_extra_pages_needed() -> None:
+    import random
+
+    from radixserve.runtime.scheduler.kv_manager import RequestKVManager, pages_for
+    from radixserve.runtime.scheduler.request import Req
+
+    rng = random.Random(0)
+    for page_size in (1, 4, 16):
+        kv = RequestKVManager(cache=None, page_size=page_size, sharing=True)
+        reqs = []
+        for i in range(200):
+            req = Req(rid=str(i), prompt_ids=[1], sampling=None)
+            req.kv_len = rng.randrange(0, 100)
+            # Page tables cover at least kv_len tokens, sometimes a page reserved ahead.
+            req.page_table = [0] * (pages_for(req.kv_len, page_size) + rng.randrange(2))
+            reqs.append(req)
+        assert kv.decode_pages_needed(reqs) == sum(kv.extra_pages_needed(r, 1) for r in reqs)
