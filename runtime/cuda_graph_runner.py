@@ -114,6 +114,7 @@ class _GraphDecodeAttention(AttentionBackend):
 class _Graph:
     graph: torch.cuda.CUDAGraph
     wrapper: object
+    layout: PagedBatchLayout  # the captured batch's layout (over all bs rows)
 
 
 class DecodeGraphRunner:
@@ -235,7 +236,7 @@ class DecodeGraphRunner:
         with torch.cuda.graph(graph, pool=self.pool):
             # Into the shared buffer: the model's own output is pool memory the next capture reuses.
             self.logits[:bs].copy_(self.model(ctx))
-        return _Graph(graph, wrapper)
+        return _Graph(graph, wrapper, ctx.batch.layout)
 
     @torch.inference_mode()
     def replay(self, slices: Sequence[RequestSlice]) -> tuple[ForwardBatch, torch.Tensor]:
@@ -247,4 +248,13 @@ class DecodeGraphRunner:
         self._load_inputs(padded)
         self._plan(entry.wrapper, padded)
         entry.graph.replay()
-        return self._context(n, entry.wrapper).batch, self.logits[:n]
+        # The caller reads the n real rows: their inputs, logits and one logits row each.
+        batch = ForwardBatch(
+            input_ids=self.input_ids[:n],
+            positions=self.positions[:n],
+            out_cache_loc=self.out_cache_loc[:n],
+            layout=entry.layout,
+            logits_rows=self.logits_rows[:n],
+            logits_ranges=[(i, i + 1) for i in range(n)],
+        )
+        return batch, self.logits[:n]
