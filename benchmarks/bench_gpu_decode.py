@@ -52,6 +52,28 @@ LLAMA_31_8B = {
 }
 
 
+def write_model_dir() -> Path:
+    """A temporary model directory holding only the Llama-3.1-8B config (weights are dummy)."""
+    model_dir = Path(tempfile.mkdtemp()) / "llama-3.1-8b-shape"
+    model_dir.mkdir()
+    (model_dir / "config.json").write_text(json.dumps(LLAMA_31_8B))
+    return model_dir
+
+
+def dummy_model_args(model_dir: Path, **changes: object) -> ServerArgs:
+    """The benchmarks' runner options: random bf16 weights on the GPU, 8k context."""
+    base = ServerArgs(
+        model_path=str(model_dir),
+        load_format="dummy",
+        device="cuda",
+        dtype="bfloat16",
+        page_size=16,
+        mem_fraction_static=0.85,
+        context_length=8192,
+    )
+    return base.replace(**changes)
+
+
 def hf_batch1(model_dir: Path, new_tokens: int) -> float:
     from transformers import AutoConfig, AutoModelForCausalLM
 
@@ -110,23 +132,9 @@ def main() -> None:
     parser.add_argument("--hf-tokens", type=int, default=32)
     parser.add_argument("--out", default="")
     args = parser.parse_args()
-    model_dir = Path(tempfile.mkdtemp()) / "llama-3.1-8b-shape"
-    model_dir.mkdir()
-    (model_dir / "config.json").write_text(json.dumps(LLAMA_31_8B))
-
+    model_dir = write_model_dir()
     hf_rate = hf_batch1(model_dir, args.hf_tokens)
-    runner = ModelRunner(
-        ServerArgs(
-            model_path=str(model_dir),
-            load_format="dummy",
-            device="cuda",
-            dtype="bfloat16",
-            attention_backend="flashinfer",
-            page_size=16,
-            mem_fraction_static=0.85,
-            context_length=8192,
-        )
-    )
+    runner = ModelRunner(dummy_model_args(model_dir, attention_backend="flashinfer"))
     rng = random.Random(0)
     # Warm-up: FlashInfer compiles its kernels on first use (minutes on a fresh machine).
     run_scheduler(runner, [[rng.randrange(128000) for _ in range(300)] for _ in range(4)], 8)

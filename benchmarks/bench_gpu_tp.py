@@ -14,15 +14,13 @@ import gc
 import json
 import random
 import sys
-import tempfile
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.bench_gpu_decode import LLAMA_31_8B, run_scheduler  # noqa: E402
-from radixserve.runtime.server_args import ServerArgs  # noqa: E402
+from benchmarks.bench_gpu_decode import dummy_model_args, run_scheduler, write_model_dir  # noqa: E402
 from radixserve.runtime.tp_worker import create_model_runner  # noqa: E402
 
 
@@ -33,9 +31,7 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=128)
     parser.add_argument("--out", default="")
     args = parser.parse_args()
-    model_dir = Path(tempfile.mkdtemp()) / "llama-3.1-8b-shape"
-    model_dir.mkdir()
-    (model_dir / "config.json").write_text(json.dumps(LLAMA_31_8B))
+    model_dir = write_model_dir()
     rng = random.Random(0)
     single = [[rng.randrange(128000) for _ in range(128)]]
     prompts = [
@@ -45,16 +41,7 @@ def main() -> None:
     rows: dict[str, float] = {}
     for tp in args.tp:
         runner = create_model_runner(
-            ServerArgs(
-                model_path=str(model_dir),
-                load_format="dummy",
-                device="cuda",
-                dtype="bfloat16",
-                page_size=16,
-                mem_fraction_static=0.6,
-                context_length=8192,
-                tp_size=tp,
-            )
+            dummy_model_args(model_dir, mem_fraction_static=0.6, tp_size=tp)
         )
         try:
             run_scheduler(
