@@ -2,7 +2,9 @@
 
 With `--dp-size N` there are N scheduler replicas: a `DataParallelRouter` picks each request's
 replica, aborts follow the request there, and control requests (flush, stats) go to every
-replica and are answered once all have replied. Every in-flight request has an asyncio queue. A receive task moves each `TextOut` from the
+replica and are answered once all have replied.
+
+Every in-flight request has an asyncio queue. A receive task moves each `TextOut` from the
 detokenizer to its request's queue; a watchdog polls the child processes and, if one dies, puts the
 error into every queue at once and marks the runtime unhealthy.
 """

@@ -13,6 +13,7 @@ clean; no request may hang (each has a deadline).
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import random
 import time
@@ -62,8 +63,6 @@ def greedy_body(prompt: str, max_new_tokens: int, stream: bool = False) -> dict[
 
 async def streamed_ids(client: httpx.AsyncClient, body: dict[str, object]) -> list[int]:
     """The output ids of a streamed /generate (each event carries all ids so far)."""
-    import json
-
     ids: list[int] = []
     async with client.stream("POST", "/generate", json=body) as response:
         assert response.status_code == 200, await response.aread()
