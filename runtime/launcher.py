@@ -42,20 +42,21 @@ class ChildProcesses:
         dp_size = self.args.dp_size
         if dp_size < 1:
             raise StartupError(f"dp_size must be >= 1, got {dp_size}")
-        children: list[tuple[str, Any, tuple[Any, ...]]] = []
+        # (name, target, its ServerArgs, arguments after the readiness pipe)
+        children: list[tuple[str, Any, ServerArgs, tuple[Any, ...]]] = []
         for dp_rank in range(dp_size):
             name = "scheduler" if dp_size == 1 else f"scheduler-{dp_rank}"
             # Each replica (and its tensor-parallel ranks) on GPUs of its own.
             args = self.args.replace(
                 base_gpu_id=self.args.base_gpu_id + dp_rank * self.args.tp_size
             )
-            children.append((name, run_scheduler_process, (args, self.paths, None, dp_rank)))
-        children.append(("detokenizer", run_detokenizer_process, (self.args, self.paths, None)))
-        for name, target, target_args in children:
+            children.append((name, run_scheduler_process, args, (dp_rank,)))
+        children.append(("detokenizer", run_detokenizer_process, self.args, ()))
+        for name, target, child_args, extra in children:
             reader, writer = ctx.Pipe(duplex=False)
             process = ctx.Process(
                 target=target,
-                args=(target_args[0], target_args[1], writer, *target_args[3:]),
+                args=(child_args, self.paths, writer, *extra),
                 name=f"radixserve-{name}",
                 daemon=True,
             )

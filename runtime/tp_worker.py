@@ -92,14 +92,17 @@ class TensorParallelRunner:
         if lost:
             raise WorkerLostError(f"tensor-parallel worker(s) exited (pid, status): {lost}")
 
-    def forward(self, slices: Sequence[RequestSlice]) -> Any:
+    def _send_to_workers(self, slices: list[RequestSlice]) -> None:
+        """The workers run the same forward pass over these slices."""
         self._check_workers()
-        tp_group().broadcast_object(list(slices))
+        tp_group().broadcast_object(slices)
+
+    def forward(self, slices: Sequence[RequestSlice]) -> Any:
+        self._send_to_workers(list(slices))
         return self.runner.forward(slices)
 
     def step(self, requests: Sequence[StepRequest]) -> list[StepResult]:
-        self._check_workers()
-        tp_group().broadcast_object([r.slice for r in requests])
+        self._send_to_workers([r.slice for r in requests])
         return self.runner.step(requests)
 
     def shutdown(self) -> None:
