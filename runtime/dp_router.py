@@ -76,7 +76,7 @@ class DataParallelRouter:
             if covered and balanced:
                 return RouteDecision(best, matches[best], "cache")
         idle = [i for i in range(self.num_replicas) if self.in_flight[i] == least]
-        replica = min(idle, key=lambda i: (self.trees[i].stats().cached_tokens, i))
+        replica = min(idle, key=lambda i: (self.trees[i].num_cached_pages, i))
         return RouteDecision(replica, 0, "load")
 
     def _remember(self, replica: int, prompt: Sequence[int]) -> None:
