@@ -42,15 +42,17 @@ def test_output_shapes_and_dtypes(device: torch.device) -> None:
 
 def test_logprobs_are_from_the_raw_distribution(device: torch.device) -> None:
     # Temperature, top-k and a penalty change what is drawn, never the reported logprobs.
+    # The frequency penalty takes token 0 from 2.0 to -2.0, so top-2 keeps tokens 1 and 2.
     logits = torch.tensor([[2.0, 1.5, 1.0, 0.5, 0.0]] * 2, device=device)
     params = [
         SamplingParams(temperature=0.3, top_k=2, frequency_penalty=2.0),
         SamplingParams(temperature=0),
     ]
     info = build(params, 5, device, outputs=[[0, 0], []])
-    out = Sampler()(logits, info, top_logprobs_num=3)
+    out = Sampler(seed=0)(logits, info, top_logprobs_num=3)
     raw = torch.log_softmax(logits[0], -1)
-    assert out.next_token_ids[0] in (0, 1)
+    assert int(out.next_token_ids[0]) in (1, 2)
+    assert int(out.next_token_ids[1]) == 0
     assert torch.allclose(out.logprobs, raw[out.next_token_ids])
     assert out.top_logprob_ids is not None and out.top_logprob_values is not None
     assert out.top_logprob_ids.tolist() == [[0, 1, 2]] * 2
