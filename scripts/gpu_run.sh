@@ -4,9 +4,18 @@
 set -uo pipefail
 python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl 2>&1 | tail -2
 export PYTHONPATH=/tmp/site:$PWD
+bash scripts/gpu_prebuilt.sh restore
 # The package maps top-level folders onto radixserve.*; on the lease (a throwaway copy of the
 # tree) build that mapping with symlinks instead of an editable install.
 for f in runtime radix_cache frontend_lang kernels; do ln -sfn "$PWD/$f" "radixserve/$f"; done
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
-python3 -m pytest -q -m gpu tests/kernels tests/runtime/test_gpu_engine.py tests/runtime/sampling -p no:cacheprovider 2>&1 | tail -15
-python3 benchmarks/bench_gpu_decode.py --out "${OUT:-/tmp}/gpu_decode.json" 2>&1 | grep -v Warning | tail -12
+OUT=${OUT:-/tmp}
+# Logs go to $OUT as they are written, and each stage has its own limit, so the prebuilt
+# kernels are saved even when a stage runs long.
+timeout ${GPU_TEST_TIMEOUT:-300} python3 -m pytest -q -m gpu tests/kernels tests/runtime/test_gpu_engine.py \
+  tests/runtime/sampling -p no:cacheprovider -o faulthandler_timeout=200 > "$OUT/gpu_tests.log" 2>&1
+tail -15 "$OUT/gpu_tests.log"
+timeout ${GPU_BENCH_TIMEOUT:-240} python3 benchmarks/bench_gpu_decode.py ${GPU_BENCH_ARGS:-} \
+  --out "$OUT/gpu_decode.json" > "$OUT/gpu_bench.log" 2>&1
+grep -v Warning "$OUT/gpu_bench.log" | tail -12
+bash scripts/gpu_prebuilt.sh save

@@ -4,6 +4,7 @@
 set -uo pipefail
 python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl 2>&1 | tail -2
 export PYTHONPATH=/tmp/site:$PWD
+bash scripts/gpu_prebuilt.sh restore
 for f in runtime radix_cache frontend_lang kernels; do ln -sfn "$PWD/$f" "radixserve/$f"; done
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 # NVLink multicast stays off (the lease's rule); set here too in case the environment lacks them.
