@@ -7,6 +7,7 @@ Constructor names and arguments follow SGLang's frontend language.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -139,10 +140,14 @@ def gen(
     top_logprobs_num: int = 0,
     choices: Sequence[str] | None = None,
     choices_method: ChoicesMethod = token_length_normalized,
+    regex: str | None = None,
+    json_schema: str | dict[str, Any] | None = None,
+    ebnf: str | None = None,
 ) -> Expr:
     """Generates into variable `name`; arguments left None take the program's run() defaults.
 
-    With `choices`, this is `select(name, choices)`.
+    With `choices`, this is `select(name, choices)`. `regex`, `json_schema` (a dict or its JSON
+    text) or `ebnf` constrain the generated text to a grammar (structured output).
     """
     if choices is not None:
         return select(name, choices, choices_method=choices_method)
@@ -159,6 +164,11 @@ def gen(
         "repetition_penalty": repetition_penalty,
         "ignore_eos": ignore_eos,
         "seed": seed,
+        "regex": regex,
+        "json_schema": json_schema
+        if not isinstance(json_schema, dict)
+        else json.dumps(json_schema),
+        "ebnf": ebnf,
     }
     sampling = {k: v for k, v in given.items() if v is not None}
     return Gen(name, sampling, return_logprob or top_logprobs_num > 0, top_logprobs_num)

@@ -162,6 +162,7 @@ class ModelRunner:
             [requests[i].output_ids for i in chosen],
             self.vocab_size,
             logits.device,
+            vocab_masks=[requests[i].vocab_mask for i in chosen],
         )
         num_top = max(requests[i].top_logprobs_num for i in chosen)
         out = self.sampler(logits.index_select(0, rows), info, num_top)

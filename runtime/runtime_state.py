@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from radixserve.radix_cache import NaiveCache, RadixCache
+from radixserve.runtime.constrained import GrammarBackend
 from radixserve.runtime.model_loader.weights import load_tokenizer
 from radixserve.runtime.model_runner import ModelRunner
 from radixserve.runtime.request_builder import RequestBuilder
@@ -31,6 +32,18 @@ def eos_token_ids(runner: ModelRunner, tokenizer: Any) -> set[int]:
     return ids
 
 
+def grammar_backend(
+    args: ServerArgs, tokenizer: Any, vocab_size: int, eos: set[int]
+) -> GrammarBackend | None:
+    if args.grammar_backend == "none":
+        return None
+    if args.grammar_backend != "llguidance":
+        raise ValueError(
+            f"unknown grammar backend {args.grammar_backend!r}; use llguidance or none"
+        )
+    return GrammarBackend(lambda: tokenizer, vocab_size, eos)
+
+
 def build_runtime(args: ServerArgs) -> RuntimeState:
     runner = create_model_runner(args)
     tokenizer = load_tokenizer(runner.source, args.tokenizer_path)
@@ -48,12 +61,15 @@ def build_runtime(args: ServerArgs) -> RuntimeState:
         schedule_policy=args.schedule_policy,
         log_interval=args.stats_log_interval,
     )
+    eos = eos_token_ids(runner, tokenizer)
     scheduler = Scheduler(
         runner,
         cache,
         config,
-        eos_token_ids(runner, tokenizer),
+        eos,
         sharing=not args.disable_radix_cache,
+        grammar_backend=grammar_backend(args, tokenizer, runner.vocab_size, eos),
+        jump_forward=not args.disable_jump_forward,
     )
     builder = RequestBuilder(
         tokenizer=tokenizer,

@@ -67,6 +67,14 @@ class ServerArgs:
             "help": "largest decode batch captured as a CUDA graph (default: min(256, max running))"
         },
     )
+    grammar_backend: str = field(
+        default="llguidance",
+        metadata={"help": "structured output (regex, json_schema, ebnf): llguidance or none"},
+    )
+    disable_jump_forward: bool = field(
+        default=False,
+        metadata={"help": "decode grammar-forced tokens one step each instead of in one chunk"},
+    )
     random_seed: int = field(default=0, metadata={"help": "seed for unseeded sampling"})
     stats_log_interval: int = field(
         default=200, metadata={"help": "scheduler steps between telemetry log lines; 0 = none"}

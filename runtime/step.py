@@ -45,6 +45,8 @@ class StepRequest:
     sample: bool  # False for a prefill chunk that does not reach the end of the prompt
     return_logprob: bool = False
     top_logprobs_num: int = 0
+    # [W] int32 allowed-token bitmask from the request's grammar (a CPU torch tensor), if any.
+    vocab_mask: Any = None
 
 
 @dataclass(slots=True)

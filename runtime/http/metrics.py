@@ -30,6 +30,10 @@ SCHEDULER_COUNTERS = {
     "requests_finished": ("scheduler_requests_finished", "Requests the scheduler finished"),
     "requests_aborted": ("scheduler_requests_aborted", "Requests the scheduler aborted"),
     "steps": ("scheduler_steps", "Scheduler steps run"),
+    "jump_forward_tokens": (
+        "jump_forward_tokens",
+        "Grammar-forced output tokens appended without a decode step each",
+    ),
 }
 
 

@@ -6,6 +6,7 @@ its KV through the radix cache. Choice `index` = prompt position * n + copy, as 
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -71,7 +72,29 @@ def sampling_dict(body: SamplingFields, max_new_tokens: int, copy: int) -> dict[
     }
     if body.seed is not None:
         params["seed"] = body.seed + copy
+    params.update(grammar_fields(body))
     return params
+
+
+def grammar_fields(body: SamplingFields) -> dict[str, str]:
+    """`response_format`, `regex` and `ebnf` as SGLang sampling parameters (at most one may be
+    set: SamplingParams.validate says so by name)."""
+    fields = {k: v for k, v in (("regex", body.regex), ("ebnf", body.ebnf)) if v is not None}
+    response_format = body.response_format
+    if response_format is None or response_format.type == "text":
+        return fields
+    if response_format.type == "json_object":
+        fields["json_schema"] = json.dumps({"type": "object"})
+        return fields
+    spec = response_format.json_schema
+    if spec is None or spec.schema_ is None:
+        raise ApiError(
+            400,
+            "response_format of type json_schema needs json_schema.schema",
+            "response_format",
+        )
+    fields["json_schema"] = json.dumps(spec.schema_)
+    return fields
 
 
 def choice_rid(state: ServerState, body: SamplingFields, prefix: str, index: int) -> str:

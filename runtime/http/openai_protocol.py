@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from msgspec import Meta, Struct
+from msgspec import Meta, Struct, field
 
 from radixserve.runtime.http.config import OPENAI_MAX_TOP_LOGPROBS
 
@@ -26,6 +26,20 @@ TopLogprobsNum = Annotated[int, Meta(ge=0, le=OPENAI_MAX_TOP_LOGPROBS)]
 
 class StreamOptions(Struct):
     include_usage: bool = False
+
+
+class JsonSchemaFormat(Struct, kw_only=True):
+    name: str = "response"
+    description: str | None = None
+    schema_: dict[str, Any] | None = field(default=None, name="schema")
+    strict: bool | None = None
+
+
+class ResponseFormat(Struct, kw_only=True):
+    """OpenAI's structured-output option: free text, any JSON object, or a JSON schema."""
+
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaFormat | None = None
 
 
 class SamplingFields(Struct, kw_only=True):
@@ -48,6 +62,9 @@ class SamplingFields(Struct, kw_only=True):
     stop_token_ids: list[int] | None = None
     skip_special_tokens: bool = True
     rid: str | None = None
+    response_format: ResponseFormat | None = None
+    regex: str | None = None  # SGLang's extras: a grammar the output must follow
+    ebnf: str | None = None
 
 
 class CompletionRequest(SamplingFields, kw_only=True):

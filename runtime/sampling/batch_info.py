@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
+from radixserve.runtime.constrained.bitmask import bitmask_words
 from radixserve.runtime.sampling.params import SamplingParams
 from radixserve.runtime.sampling.penalties import PenaltyTensors
 from radixserve.runtime.sampling.seeded import seed_to_int64
@@ -29,6 +30,8 @@ class SamplingBatchInfo:
     seeded: torch.Tensor  # [B] bool
     steps: torch.Tensor  # [B] int64 tokens generated so far; a seeded draw depends on (seed, step)
     penalties: PenaltyTensors | None  # None when no row uses a penalty
+    # [B, W] int32 allowed-token bitmask (structured output); None when no row has a grammar.
+    vocab_mask: torch.Tensor | None
     all_greedy: bool
     any_greedy: bool
     need_top_p: bool  # some sampled row has top_p < 1 (needs the full sort)
@@ -53,8 +56,10 @@ class SamplingBatchInfo:
         output_ids: Sequence[Sequence[int]],
         vocab_size: int,
         device: torch.device,
+        vocab_masks: Sequence[torch.Tensor | None] | None = None,
     ) -> SamplingBatchInfo:
-        """`params` must be validated; `output_ids[i]` are the tokens request i generated so far."""
+        """`params` must be validated; `output_ids[i]` are the tokens request i generated so far;
+        `vocab_masks[i]`, when given, is row i's [W] int32 allowed-token bitmask."""
         if not len(params) == len(prompt_ids) == len(output_ids):
             raise ValueError(
                 f"batch lists differ in length: {len(params)} params, "
@@ -87,6 +92,7 @@ class SamplingBatchInfo:
             seeded=tensor(seeded, torch.bool),
             steps=tensor([len(o) for o in output_ids], torch.int64),
             penalties=PenaltyTensors.build(params, prompt_ids, output_ids, vocab_size, device),
+            vocab_mask=stack_vocab_masks(vocab_masks, vocab_size, device),
             all_greedy=all(greedy),
             any_greedy=any(greedy),
             need_top_p=any(p < 1.0 for p in top_ps),
@@ -95,3 +101,17 @@ class SamplingBatchInfo:
             any_seeded=any(seeded),
             all_seeded=all(seeded),
         )
+
+
+def stack_vocab_masks(
+    masks: Sequence[torch.Tensor | None] | None, vocab_size: int, device: torch.device
+) -> torch.Tensor | None:
+    """[B, W] int32 on `device`, all bits set on rows without a mask; None when none has one."""
+    if masks is None or all(m is None for m in masks):
+        return None
+    words = bitmask_words(vocab_size)
+    stacked = torch.full((len(masks), words), -1, dtype=torch.int32)
+    for row, mask in enumerate(masks):
+        if mask is not None:
+            stacked[row] = mask
+    return stacked.to(device, non_blocking=True)

@@ -38,6 +38,10 @@ class SamplingParams(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, o
     skip_special_tokens: bool = True
     spaces_between_special_tokens: bool = True
     n: int = 1
+    # Structured output: at most one grammar the generated text must follow (SGLang's names).
+    regex: str | None = None
+    json_schema: str | None = None  # a JSON schema, serialized
+    ebnf: str | None = None  # GBNF (llama.cpp's EBNF) or Lark
 
     def validate(self, vocab_size: int | None = None) -> None:
         """Raises SamplingParamsError naming the first bad field; returns None when all is well."""
@@ -82,6 +86,7 @@ class SamplingParams(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, o
             if not ok:
                 raise SamplingParamsError(message)
         self._check_stop_token_ids(vocab_size)
+        self._check_grammar()
 
     def _check_types(self) -> None:
         # msgspec checks types when it decodes JSON, but not when Python code builds the struct
@@ -100,6 +105,31 @@ class SamplingParams(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, o
         if bad:
             where = f"in [0, {vocab_size})" if vocab_size is not None else ">= 0"
             raise SamplingParamsError(f"stop_token_ids must be {where}, got {bad}")
+
+    def _check_grammar(self) -> None:
+        given = [kind for kind, _ in self._grammar_fields() if _ is not None]
+        if len(given) > 1:
+            raise SamplingParamsError(f"set at most one of regex, json_schema, ebnf; got {given}")
+        grammar = self.grammar
+        if grammar is None:
+            return
+        from radixserve.runtime.constrained import GrammarError, compile_grammar
+
+        try:
+            compile_grammar(*grammar)
+        except GrammarError as exc:
+            raise SamplingParamsError(str(exc)) from exc
+
+    def _grammar_fields(self) -> tuple[tuple[str, str | None], ...]:
+        return (("regex", self.regex), ("json_schema", self.json_schema), ("ebnf", self.ebnf))
+
+    @property
+    def grammar(self) -> tuple[str, str] | None:
+        """(kind, text) of the grammar the output must follow, or None."""
+        for kind, text in self._grammar_fields():
+            if text is not None:
+                return kind, text
+        return None
 
     @property
     def is_greedy(self) -> bool:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
+from radixserve.runtime.constrained.bitmask import apply_token_bitmask
 from radixserve.runtime.sampling.batch_info import SamplingBatchInfo
 from radixserve.runtime.sampling.filters import filter_probs
 from radixserve.runtime.sampling.logprobs import logsumexp_rows
@@ -100,7 +101,11 @@ class Sampler:
 
     @staticmethod
     def _scores(logits: torch.Tensor, info: SamplingBatchInfo) -> torch.Tensor:
-        return logits if info.penalties is None else info.penalties.apply(logits)
+        """What the draw ranks: penalized logits, with a grammar's forbidden tokens at -inf."""
+        scores = logits if info.penalties is None else info.penalties.apply(logits)
+        if info.vocab_mask is not None:
+            scores = apply_token_bitmask(scores, info.vocab_mask)
+        return scores
 
     @staticmethod
     def _filtered_probs(scores: torch.Tensor, info: SamplingBatchInfo) -> torch.Tensor:

@@ -48,6 +48,7 @@ class Req:
     input_top_logprobs: list[TopLogprobs | None] = field(default_factory=list)
     input_logprobs_sent: bool = False
     spec_sent: bool = False
+    grammar: Any = None  # GrammarMatcher of a structured-output request, past every output token
 
     @classmethod
     def from_wire(cls, msg: GenerateReq) -> Req:

@@ -47,11 +47,15 @@ class Scheduler:
         config: SchedulerConfig,
         eos_token_ids: Collection[int],
         sharing: bool = True,
+        grammar_backend: Any = None,
+        jump_forward: bool = True,
     ) -> None:
         self.engine = engine
         self.cache = cache
         self.config = config
         self.eos_token_ids = frozenset(eos_token_ids)
+        self.grammar_backend = grammar_backend  # None: structured output is refused
+        self.jump_forward = jump_forward
         self.kv = RequestKVManager(cache, config.page_size, sharing)
         self.builder = BatchBuilder(self.kv, config)
         self.waiting: list[Req] = []
@@ -73,6 +77,11 @@ class Scheduler:
                 f"the prompt needs {needed} KV pages but the pool has {self.cache.num_pages}"
             )
         req = Req.from_wire(msg)
+        grammar = msg.sampling.grammar
+        if grammar is not None:
+            if self.grammar_backend is None:
+                raise ValueError("structured output (regex, json_schema, ebnf) is disabled here")
+            req.grammar = self.grammar_backend.matcher(*grammar)  # GrammarError is a ValueError
         self.requests[req.rid] = req
         self.waiting.append(req)
         self.counters.prompt_tokens += len(req.prompt_ids)
@@ -102,6 +111,10 @@ class Scheduler:
             cache_hit_tokens=plan.cache_hit_tokens,
         )
         self.counters.cache_hit_tokens += plan.cache_hit_tokens
+        for scheduled in plan.slices:
+            request = scheduled.step_request
+            if request.sample and scheduled.req.grammar is not None:
+                request.vocab_mask = scheduled.req.grammar.allowed_tokens_bitmask()
         if plan.slices:
             forward_start = time.perf_counter()
             results = self.engine.step([s.step_request for s in plan.slices])
@@ -139,8 +152,36 @@ class Scheduler:
             req.pending_logprobs.append(result.logprob)
             req.pending_top_logprobs.append(result.top_logprobs or [])
         req.finish = self._check_finish(req, token)
+        if req.grammar is not None and req.finish is None:
+            req.finish = self._advance_grammar(req, token)
         if scheduled.is_prefill:
             self.kv.commit(req)
+
+    def _advance_grammar(self, req: Req, token: int) -> FinishReason | None:
+        """Moves the request's grammar past `token`, then appends the tokens the grammar forces
+        next (jump-forward): they are fed to the model as one chunk by the next step, instead of
+        one decode step each. Skipped for logprob requests, which need every token's logprob."""
+        grammar = req.grammar
+        if not grammar.accept(token):
+            return FinishReason("abort", message=f"the grammar rejected token {token}")
+        if grammar.is_finished:
+            return FinishReason("stop")
+        if not self.jump_forward or req.return_logprob:
+            return None
+        room = min(req.remaining_new_tokens(), self.config.context_len - req.fill_len)
+        forced = grammar.forced_tokens()[: max(room, 0)]
+        if not forced or not grammar.accept_forced(forced):
+            return None
+        req.output_ids.extend(forced)
+        req.pending_ids.extend(forced)
+        self.counters.jump_forward_tokens += len(forced)
+        if grammar.is_finished:
+            return FinishReason("stop")
+        if len(req.output_ids) >= req.sampling.max_new_tokens:
+            return FinishReason("length")
+        if req.fill_len >= self.config.context_len:
+            return FinishReason("length")
+        return None
 
     def _check_finish(self, req: Req, token: int) -> FinishReason | None:
         params = req.sampling

@@ -28,6 +28,7 @@ class SchedulerCounters:
     cache_hit_tokens: int = 0
     prompt_tokens: int = 0
     retractions: int = 0
+    jump_forward_tokens: int = 0  # grammar-forced tokens appended without a decode step each
 
     def add(self, step: StepStats) -> None:
         self.steps += 1

@@ -1,0 +1,141 @@
+"""Grammars for structured outputs, on llguidance.
+
+A request may carry one of `regex`, `json_schema` or `ebnf` (SGLang's sampling-parameter names).
+`compile_grammar` checks it without a tokenizer, so the tokenizer side refuses a bad grammar with
+a 400 before anything reaches the scheduler. The scheduler's `GrammarBackend` owns the one
+llguidance tokenizer (built on first use: about a second) and gives each constrained request a
+`GrammarMatcher`, which says which tokens may come next, follows the sampled tokens, and offers
+the tokens the grammar forces next (jump-forward: SGLang's compressed-FSM decoding, where a run of
+forced tokens costs one forward pass instead of one each).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import threading
+from collections.abc import Callable, Collection
+from typing import Any
+
+import torch
+
+from radixserve.runtime.constrained.bitmask import bitmask_words
+
+GRAMMAR_KINDS = ("regex", "json_schema", "ebnf")
+# JSON as a small model writes it best: one canonical spacing, no free whitespace (a model may
+# otherwise emit newlines forever inside an object), so more of each object is forced.
+JSON_OPTIONS = {"item_separator": ", ", "key_separator": ": ", "whitespace_flexible": False}
+
+
+class GrammarError(ValueError):
+    """A grammar that cannot be compiled; `field` is the sampling parameter that holds it."""
+
+    def __init__(self, message: str, field: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+@functools.lru_cache(maxsize=512)
+def compile_grammar(kind: str, text: str) -> str:
+    """llguidance's form of a grammar given as `kind` (one of GRAMMAR_KINDS).
+
+    Raises GrammarError naming the field for an unknown kind, a malformed regex, a JSON schema that
+    is not a JSON object, or an EBNF/Lark grammar that does not parse. Cached: programs send the
+    same schema many times.
+    """
+    from llguidance import LLMatcher, grammar_from
+
+    if kind not in GRAMMAR_KINDS:
+        raise GrammarError(f"unknown grammar kind {kind!r}; use one of {GRAMMAR_KINDS}", kind)
+    if not text.strip():
+        raise GrammarError(f"{kind} must not be empty", kind)
+    try:
+        if kind == "regex":
+            grammar = LLMatcher.grammar_from_regex(text)
+        elif kind == "json_schema":
+            schema = json.loads(text)
+            if not isinstance(schema, dict):
+                raise ValueError(f"a JSON schema is an object, got {type(schema).__name__}")
+            grammar = LLMatcher.grammar_from_json_schema(schema, defaults=JSON_OPTIONS)
+        else:
+            grammar = grammar_from("ebnf", text)
+    except ValueError as exc:  # json.JSONDecodeError is a ValueError too
+        raise GrammarError(f"invalid {kind}: {exc}", kind) from exc
+    error = LLMatcher.validate_grammar(grammar)
+    if error:
+        raise GrammarError(f"invalid {kind}: {error.strip()}", kind)
+    return grammar
+
+
+class GrammarMatcher:
+    """One request's position in its grammar."""
+
+    def __init__(self, matcher: Any, num_words: int) -> None:
+        self._matcher = matcher
+        self._num_words = num_words
+
+    @property
+    def error(self) -> str | None:
+        return self._matcher.get_error() if self._matcher.is_error() else None
+
+    @property
+    def is_finished(self) -> bool:
+        """The grammar is complete and accepts nothing more (only EOS)."""
+        return self._matcher.is_stopped()
+
+    def allowed_tokens_bitmask(self) -> torch.Tensor:
+        """[W] int32: bit t set when token t may come next."""
+        from llguidance.torch import fill_next_token_bitmask
+
+        mask = torch.empty(1, self._num_words, dtype=torch.int32)
+        fill_next_token_bitmask(self._matcher, mask, 0)
+        return mask[0]
+
+    def accept(self, token_id: int) -> bool:
+        """Advances past a sampled token; False (and an error state) if the grammar forbids it."""
+        return bool(self._matcher.consume_token(token_id))
+
+    def forced_tokens(self) -> list[int]:
+        """Tokens the grammar allows no alternative to from here, not yet consumed."""
+        return list(self._matcher.compute_ff_tokens())
+
+    def accept_forced(self, tokens: list[int]) -> bool:
+        return bool(self._matcher.consume_tokens(tokens)) if tokens else True
+
+
+class GrammarBackend:
+    """Builds matchers for one tokenizer; the tokenizer conversion runs once, on first use."""
+
+    def __init__(
+        self,
+        tokenizer_factory: Callable[[], Any],
+        vocab_size: int,
+        eos_token_ids: Collection[int],
+    ) -> None:
+        self._tokenizer_factory = tokenizer_factory
+        self.vocab_size = vocab_size
+        self._eos = sorted(eos_token_ids)
+        self._ll_tokenizer: Any = None
+        self._lock = threading.Lock()
+
+    def _tokenizer(self) -> Any:
+        with self._lock:
+            if self._ll_tokenizer is None:
+                import llguidance.hf
+
+                self._ll_tokenizer = llguidance.hf.from_tokenizer(
+                    self._tokenizer_factory(), n_vocab=self.vocab_size, eos_token=self._eos
+                )
+            return self._ll_tokenizer
+
+    def matcher(self, kind: str, text: str) -> GrammarMatcher:
+        """A fresh matcher at the grammar's start; GrammarError when it cannot be built."""
+        from llguidance import LLMatcher
+
+        grammar = compile_grammar(kind, text)
+        matcher = GrammarMatcher(
+            LLMatcher(self._tokenizer(), grammar, log_level=0), bitmask_words(self.vocab_size)
+        )
+        if matcher.error:
+            raise GrammarError(f"invalid {kind}: {matcher.error}", kind)
+        return matcher
