@@ -134,6 +134,39 @@ def test_errors_reach_the_caller_with_the_servers_message(runtime: rs.Runtime) -
         rs.RuntimeEndpoint(f"http://127.0.0.1:{free_port()}")
 
 
+@rs.function
+def profile(s, who):
+    s += rs.user(f"Describe {who} briefly.")
+    s += rs.assistant(
+        "Age: "
+        + rs.gen("age", regex=r"[1-9][0-9]?")
+        + "\nCard: "
+        + rs.gen("card", json_schema=CARD)
+    )
+
+
+CARD = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string", "maxLength": 16},
+        "job": {"type": "string", "maxLength": 16},
+    },
+    "required": ["name", "job"],
+    "additionalProperties": False,
+}
+
+
+def test_gen_with_regex_and_json_schema(runtime: rs.Runtime) -> None:
+    import json
+    import re
+
+    state = profile.run(who="a baker", temperature=0, max_new_tokens=48)
+    assert re.fullmatch(r"[1-9][0-9]?", state["age"])
+    card = json.loads(state["card"])
+    assert set(card) == {"name", "job"}
+    assert state.get_meta_info("card")["finish_reason"]["type"] == "stop"
+
+
 def test_a_runtime_that_cannot_start_says_why_and_leaves_nothing() -> None:
     with pytest.raises(RuntimeError, match="does not exist") as info:
         rs.Runtime(model_path="/nonexistent/model", startup_timeout=120)
