@@ -27,9 +27,13 @@ def alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    # A zombie still answers kill(0); it has exited all the same.
-    with open(f"/proc/{pid}/stat") as f:
-        return f.read().split()[2] != "Z"
+    # A zombie still answers kill(0); it has exited all the same. It may also be reaped between
+    # kill(0) and the open: then it is gone.
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split()[2] != "Z"
+    except FileNotFoundError:
+        return False
 
 
 def wait_gone(pids: list[int], timeout: float) -> bool:
