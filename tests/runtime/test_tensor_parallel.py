@@ -8,6 +8,7 @@ subprocess started by `TensorParallelRunner`.
 from __future__ import annotations
 
 import random
+import time
 from pathlib import Path
 
 import pytest
@@ -144,6 +145,11 @@ def test_server_with_two_ranks_answers_and_leaves_no_worker(tiny_with_tokenizer:
         assert reply.json()["meta_info"]["completion_tokens"] == 5
     finally:
         assert stop_server(server) == 0, server.log_tail()
+    # The worker dies by PR_SET_PDEATHSIG when its scheduler exits: asynchronously, so give its
+    # SIGKILL a moment to land rather than racing it.
+    deadline = time.monotonic() + 10
+    while any(alive(pid) for pid in scheduler_children) and time.monotonic() < deadline:
+        time.sleep(0.1)
     assert not any(alive(pid) for pid in scheduler_children)
 
 
