@@ -39,18 +39,20 @@ def _dfs_weight(waiting: list[Req], match: Callable[[Req], Any]) -> list[Req]:
         at_node[id(node)].append(r)
         nodes[id(node)] = node
     weight: dict[int, int] = defaultdict(int)
-    children: dict[int, set[int]] = defaultdict(set)
-    root_ids: set[int] = set()
+    # Insertion-ordered dicts, not sets of id()s: equal weights then break ties by arrival
+    # (sorted is stable) instead of by memory address, so the order is reproducible.
+    children: dict[int, dict[int, None]] = defaultdict(dict)
+    root_ids: dict[int, None] = {}
     for node_id, reqs in at_node.items():
         node = nodes[node_id]
         while True:
             weight[id(node)] += len(reqs)
             parent = getattr(node, "parent", None)
             if parent is None:
-                root_ids.add(id(node))
+                root_ids[id(node)] = None
                 break
             nodes[id(parent)] = parent
-            children[id(parent)].add(id(node))
+            children[id(parent)][id(node)] = None
             node = parent
     ordered: list[Req] = []
     stack = sorted(root_ids, key=lambda n: weight[n])
