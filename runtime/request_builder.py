@@ -47,12 +47,18 @@ class RequestBuilder:
             raise InvalidRequestError(f"prompt must be a string, got {type(text).__name__}", "text")
         return list(self.tokenizer.encode(text, add_special_tokens=True))
 
-    def encode_chat(self, messages: Sequence[dict[str, Any]]) -> list[int]:
+    @property
+    def chat_template_takes_tools(self) -> bool:
+        """Whether the chat template renders a `tools` argument (else we describe the tools)."""
+        template = getattr(self.tokenizer, "chat_template", None)
+        return isinstance(template, str) and "tools" in template
+
+    def encode_chat(self, messages: Sequence[dict[str, Any]], **template_args: Any) -> list[int]:
         if not messages:
             raise InvalidRequestError("messages must not be empty", "messages")
         try:
             text = self.tokenizer.apply_chat_template(
-                list(messages), tokenize=False, add_generation_prompt=True
+                list(messages), tokenize=False, add_generation_prompt=True, **template_args
             )
         except Exception as exc:  # jinja raises many kinds for a malformed conversation
             raise InvalidRequestError(f"cannot apply the chat template: {exc}", "messages") from exc

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
+import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -36,6 +37,13 @@ from radixserve.runtime.http.openai_protocol import (
     ChatMessage,
     ChatMessageOut,
     ChatStreamChoice,
+    ToolCallDelta,
+)
+from radixserve.runtime.http.openai_tools import (
+    ToolPlan,
+    parse_tool_calls,
+    plan_tools,
+    render_messages,
 )
 from radixserve.runtime.http.sse import DONE, merge, prepend, sse_event, sse_response
 from radixserve.runtime.http.state import ServerState
@@ -50,21 +58,27 @@ async def chat_completions(request: Request) -> Response:
     check_model(state, body.model)
     if body.top_logprobs and not body.logprobs:
         raise ApiError(400, "`top_logprobs` needs `logprobs: true`", "top_logprobs")
+    tools = plan_tools(body)
+    messages, template_args = render_messages(
+        [template_message(m) for m in body.messages],
+        tools,
+        state.builder.chat_template_takes_tools,
+    )
     try:
-        ids = state.builder.encode_chat([template_message(m) for m in body.messages])
-        gens = build_generations(state, body, ids)
+        ids = state.builder.encode_chat(messages, **template_args)
+        gens = build_generations(state, body, ids, tools)
     except InvalidRequestError as exc:
         raise invalid_request(exc, CHAT_FIELDS) from exc
     if body.stream:
-        return await stream_chat(request, state, body, gens)
+        return await stream_chat(request, state, body, gens, tools)
     outputs = await until_disconnect(request, run_all(gens))
     choices = []
     for index, output in enumerate(outputs):
         logprobs = None
         if body.logprobs:
             logprobs = chat_logprobs(state.token_texts, output_entries(output))
-        message = ChatMessageOut(ROLE, output.text)
-        choices.append(ChatChoice(index, message, logprobs, finish_reason(output)))
+        message, reason = final_message(output, tools)
+        choices.append(ChatChoice(index, message, logprobs, reason))
     response = ChatCompletionResponse(
         state.new_rid("chatcmpl"),
         created_now(),
@@ -75,8 +89,20 @@ async def chat_completions(request: Request) -> Response:
     return json_response(response)
 
 
+def final_message(output: Any, tools: ToolPlan) -> tuple[ChatMessageOut, str | None]:
+    """The finished choice's message and finish reason, with any tool calls parsed out."""
+    reason = finish_reason(output)
+    if not tools.active or reason != "stop":
+        return ChatMessageOut(ROLE, output.text), reason
+    content, calls = parse_tool_calls(output.text, tools)
+    if not calls:
+        return ChatMessageOut(ROLE, content), reason
+    return ChatMessageOut(ROLE, content, calls), "tool_calls"
+
+
 def template_message(message: ChatMessage) -> dict[str, Any]:
-    """A message as chat templates expect it: a role and plain-text content."""
+    """A message as chat templates expect it: a role and plain-text content (plus an
+    assistant's earlier tool calls and a tool message's call id)."""
     content = message.content
     if isinstance(content, list):
         if any(part.type != "text" for part in content):
@@ -86,11 +112,15 @@ def template_message(message: ChatMessage) -> dict[str, Any]:
     out: dict[str, Any] = {"role": role, "content": content or ""}
     if message.name:
         out["name"] = message.name
+    if message.tool_calls:
+        out["tool_calls"] = [msgspec.to_builtins(call) for call in message.tool_calls]
+    if message.tool_call_id is not None:
+        out["tool_call_id"] = message.tool_call_id
     return out
 
 
 def build_generations(
-    state: ServerState, body: ChatCompletionRequest, ids: list[int]
+    state: ServerState, body: ChatCompletionRequest, ids: list[int], tools: ToolPlan
 ) -> list[Generation]:
     max_new = body.max_completion_tokens
     if max_new is None:
@@ -100,10 +130,13 @@ def build_generations(
         max_new = max(room - len(ids), 0)
     gens = []
     for copy in range(body.n):
+        sampling = sampling_dict(body, max_new, copy)
+        if tools.json_schema is not None:  # a forced call: its JSON is the whole output
+            sampling["json_schema"] = tools.json_schema
         req = state.builder.build(
             choice_rid(state, body, "chatcmpl", copy),
             ids,
-            sampling_dict(body, max_new, copy),
+            sampling,
             return_logprob=body.logprobs,
             top_logprobs_num=(body.top_logprobs or 0) if body.logprobs else 0,
             stream=body.stream,
@@ -113,7 +146,11 @@ def build_generations(
 
 
 async def stream_chat(
-    request: Request, state: ServerState, body: ChatCompletionRequest, gens: list[Generation]
+    request: Request,
+    state: ServerState,
+    body: ChatCompletionRequest,
+    gens: list[Generation],
+    tools: ToolPlan,
 ) -> Response:
     cid, created, model = state.new_rid("chatcmpl"), created_now(), state.model_name
     cursors = [LogprobCursor() for _ in gens]
@@ -131,15 +168,30 @@ async def stream_chat(
         if not cursor.started:  # OpenAI opens each choice with the role and empty content
             cursor.started = True
             out.append(chunk(index, ChatDelta(role=ROLE, content="")))
+        reason = finish_reason(output)
+        if tools.active:
+            # Tool calls are known only once the output is complete: send the choice whole.
+            return out + ([] if reason is None else whole_choice(index, output))
         entries = output_entries(output, cursor.tokens_sent)
         cursor.tokens_sent = len(output.output_logprobs)
         if text or entries:
             logprobs = chat_logprobs(state.token_texts, entries) if body.logprobs else None
             out.append(chunk(index, ChatDelta(content=text), logprobs))
-        reason = finish_reason(output)
         if reason is not None:
             out.append(chunk(index, ChatDelta(), None, reason))
         return out
+
+    def whole_choice(index: int, output: Any) -> list[bytes]:
+        message, reason = final_message(output, tools)
+        logprobs = None
+        if body.logprobs:
+            logprobs = chat_logprobs(state.token_texts, output_entries(output))
+        calls = [
+            ToolCallDelta(index=i, id=c.id, function=c.function)
+            for i, c in enumerate(message.tool_calls or [])
+        ]
+        delta = ChatDelta(content=message.content, tool_calls=calls or None)
+        return [chunk(index, delta, logprobs), chunk(index, ChatDelta(), None, reason)]
 
     async def events() -> AsyncIterator[bytes]:
         try:

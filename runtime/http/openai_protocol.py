@@ -79,10 +79,44 @@ class ContentPart(Struct, kw_only=True):
     text: str | None = None
 
 
+class ToolCallFunction(Struct, kw_only=True):
+    name: str
+    arguments: str  # JSON text, as OpenAI sends and returns it
+
+
+class ToolCall(Struct, kw_only=True):
+    id: str
+    function: ToolCallFunction
+    type: Literal["function"] = "function"
+
+
+class FunctionDefinition(Struct, kw_only=True):
+    name: Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
+    description: str | None = None
+    parameters: dict[str, Any] | None = None  # a JSON schema of the arguments object
+    strict: bool | None = None
+
+
+class Tool(Struct, kw_only=True):
+    type: Literal["function"]
+    function: FunctionDefinition
+
+
+class ToolChoiceFunction(Struct, kw_only=True):
+    name: str
+
+
+class NamedToolChoice(Struct, kw_only=True):
+    type: Literal["function"]
+    function: ToolChoiceFunction
+
+
 class ChatMessage(Struct, kw_only=True):
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[ContentPart] | None = None
     name: str | None = None
+    tool_calls: list[ToolCall] | None = None  # an assistant's earlier calls
+    tool_call_id: str | None = None  # a tool message answers this call
 
 
 class ChatCompletionRequest(SamplingFields, kw_only=True):
@@ -91,6 +125,9 @@ class ChatCompletionRequest(SamplingFields, kw_only=True):
     max_completion_tokens: NonNegative | None = None
     logprobs: bool = False
     top_logprobs: TopLogprobsNum | None = None
+    tools: list[Tool] | None = None
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+    parallel_tool_calls: bool = True
 
 
 # --- responses ---------------------------------------------------------------------------------
@@ -147,9 +184,10 @@ class ChatLogprobs(Struct):
     content: list[ChatTokenLogprob]
 
 
-class ChatMessageOut(Struct):
+class ChatMessageOut(Struct, omit_defaults=True):
     role: str
-    content: str
+    content: str | None
+    tool_calls: list[ToolCall] | None = None
 
 
 class ChatChoice(Struct):
@@ -168,9 +206,17 @@ class ChatCompletionResponse(Struct):
     object: str = "chat.completion"
 
 
+class ToolCallDelta(Struct, kw_only=True):
+    index: int
+    id: str
+    function: ToolCallFunction
+    type: Literal["function"] = "function"
+
+
 class ChatDelta(Struct, omit_defaults=True):
     role: str | None = None
     content: str | None = None
+    tool_calls: list[ToolCallDelta] | None = None
 
 
 class ChatStreamChoice(Struct):
