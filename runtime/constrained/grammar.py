@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 import json
 import threading
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 import torch
@@ -116,6 +116,7 @@ class GrammarBackend:
         self.vocab_size = vocab_size
         self._eos = sorted(eos_token_ids)
         self._ll_tokenizer: Any = None
+        self._executor: Any = None
         self._lock = threading.Lock()
 
     def _tokenizer(self) -> Any:
@@ -127,6 +128,20 @@ class GrammarBackend:
                     self._tokenizer_factory(), n_vocab=self.vocab_size, eos_token=self._eos
                 )
             return self._ll_tokenizer
+
+    def allowed_tokens_bitmasks(self, matchers: Sequence[GrammarMatcher]) -> torch.Tensor:
+        """[n, W] int32, row i allowing what matchers[i] allows next. The rows are computed in
+        parallel on llguidance's native threads: a batch of constrained requests costs about
+        one request's mask time per thread, not one each."""
+        from llguidance import LLExecutor
+        from llguidance.torch import fill_next_token_bitmask_par
+
+        if self._executor is None:
+            self._executor = LLExecutor()
+        masks = torch.empty(len(matchers), bitmask_words(self.vocab_size), dtype=torch.int32)
+        pairs = [(m._matcher, row) for row, m in enumerate(matchers)]
+        fill_next_token_bitmask_par(self._executor, pairs, masks)
+        return masks
 
     def matcher(self, kind: str, text: str) -> GrammarMatcher:
         """A fresh matcher at the grammar's start; GrammarError when it cannot be built."""

@@ -111,10 +111,7 @@ class Scheduler:
             cache_hit_tokens=plan.cache_hit_tokens,
         )
         self.counters.cache_hit_tokens += plan.cache_hit_tokens
-        for scheduled in plan.slices:
-            request = scheduled.step_request
-            if request.sample and scheduled.req.grammar is not None:
-                request.vocab_mask = scheduled.req.grammar.allowed_tokens_bitmask()
+        self._attach_vocab_masks(plan.slices)
         if plan.slices:
             forward_start = time.perf_counter()
             results = self.engine.step([s.step_request for s in plan.slices])
@@ -130,6 +127,15 @@ class Scheduler:
         self.last_step = stats
         self._maybe_log(stats)
         return outputs
+
+    def _attach_vocab_masks(self, slices: list[ScheduledSlice]) -> None:
+        """Gives each constrained request that samples this step its allowed-token bitmask."""
+        constrained = [s for s in slices if s.step_request.sample and s.req.grammar is not None]
+        if not constrained:
+            return
+        masks = self.grammar_backend.allowed_tokens_bitmasks([s.req.grammar for s in constrained])
+        for scheduled, mask in zip(constrained, masks, strict=True):
+            scheduled.step_request.vocab_mask = mask
 
     def _apply(self, scheduled: ScheduledSlice, result: Any) -> None:
         req = scheduled.req

@@ -101,3 +101,18 @@ def test_matchers_are_independent(backend: GrammarBackend) -> None:
     for token in tokenizer.encode("no", add_special_tokens=False):
         assert first.accept(token)
     assert first.is_finished and not second.is_finished
+
+
+def test_batched_masks_equal_one_at_a_time(backend: GrammarBackend) -> None:
+    tokenizer = smollm2_tokenizer()
+    matchers = [
+        backend.matcher("json_schema", json.dumps(PERSON)),
+        backend.matcher("regex", "(yes|no)"),
+        backend.matcher("regex", "[0-9]+"),
+    ]
+    assert matchers[0].accept(tokenizer.encode("{", add_special_tokens=False)[0])
+    assert matchers[2].accept(tokenizer.encode("7", add_special_tokens=False)[0])
+    batched = backend.allowed_tokens_bitmasks(matchers)
+    assert batched.shape == (3, -(-VOCAB // 32)) and batched.dtype == torch.int32
+    for row, matcher in enumerate(matchers):
+        assert torch.equal(batched[row], matcher.allowed_tokens_bitmask())

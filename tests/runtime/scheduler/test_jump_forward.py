@@ -37,9 +37,6 @@ class ForcingGrammar:
     def is_finished(self) -> bool:
         return self.finish_after is not None and self.consumed >= self.finish_after
 
-    def allowed_tokens_bitmask(self) -> None:
-        return None  # the stand-in engine ignores masks
-
     def accept(self, token: int) -> bool:
         self.consumed += 1
         self.pending = forced_after(token)
@@ -58,6 +55,9 @@ class ForcingGrammar:
 class ForcingBackend:
     def __init__(self, finish_after: int | None = None) -> None:
         self.finish_after = finish_after
+
+    def allowed_tokens_bitmasks(self, matchers: list[ForcingGrammar]) -> list[None]:
+        return [None] * len(matchers)  # the stand-in engine ignores masks
 
     def matcher(self, kind: str, text: str) -> ForcingGrammar:
         assert kind == "regex"
