@@ -2,7 +2,9 @@
 
 Workers run side by side until the deadline: greedy requests on prompts that share a long prefix
 (checked token by token against each prompt's answer alone), streams whose clients vanish,
-requests aborted by rid, malformed requests, sampled OpenAI chat with `n` = 2, and cache flushes.
+requests aborted by rid, malformed requests (bad grammars among them), sampled OpenAI chat with
+`n` = 2, structured outputs (JSON schema and forced tool calls, each checked to parse and follow
+its schema, with jump-forward chunks in the mix), and cache flushes.
 The pool is small enough that eviction and retraction happen all the time. Afterwards the server
 must be idle and healthy, every page free after a flush, and the radix cache's integrity check
 clean; no request may hang (each has a deadline).
@@ -18,7 +20,7 @@ import os
 import random
 import time
 import uuid
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable, Iterator
 
 import httpx
@@ -28,7 +30,7 @@ from tests.runtime.http.conftest import ServerProcess, start_server, stop_server
 
 pytestmark = pytest.mark.slow
 SOAK_SECONDS = float(os.environ.get("SOAK_SECONDS", "45"))
-REQUEST_TIMEOUT_S = 240.0  # far above any single request here: hitting it means a hang
+REQUEST_TIMEOUT_S = 360.0  # the slowest request of a 45 s run took 58 s here: hitting it means a hang
 POOL_FLAGS = ("--max-total-tokens", "1024", "--page-size", "16", "--chunked-prefill-size", "128")
 SHARED = (
     "You are a careful assistant. Answer each question in one short sentence, "
@@ -47,6 +49,28 @@ GREEDY_MAX = 24
 # the scheduler must retract; the answers must still match the reference exactly.
 LONG_PROMPTS = ["List the numbers from one to two hundred:", "Write a long story about a fox:"]
 LONG_MAX = 320
+ANSWER_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "answer": {"type": "string", "maxLength": 40},
+        "confidence": {"enum": ["low", "medium", "high"]},
+    },
+    "required": ["answer", "confidence"],
+    "additionalProperties": False,
+}
+ANSWER_SCHEMA_TEXT = json.dumps(ANSWER_SCHEMA)
+LOOKUP_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "lookup",
+        "parameters": {
+            "type": "object",
+            "properties": {"topic": {"type": "string", "maxLength": 24}},
+            "required": ["topic"],
+            "additionalProperties": False,
+        },
+    },
+}
 
 
 @pytest.fixture(scope="module")
@@ -78,12 +102,15 @@ class Soak:
         self.reference = reference
         self.deadline = time.monotonic() + SOAK_SECONDS
         self.done: Counter[str] = Counter()
+        self.slowest: dict[str, float] = defaultdict(float)  # seconds, per kind of work
         self.rng = random.Random(0)
 
     async def loop(self, name: str, action: Callable[[], Awaitable[None]]) -> None:
         while time.monotonic() < self.deadline:
+            started = time.monotonic()
             await asyncio.wait_for(action(), REQUEST_TIMEOUT_S)
             self.done[name] += 1
+            self.slowest[name] = max(self.slowest[name], time.monotonic() - started)
 
     async def greedy(self) -> None:
         prompt = SHARED + self.rng.choice(QUESTIONS)
@@ -136,6 +163,8 @@ class Soak:
                 {"input_ids": [10**9]},
                 {"text": "hi", "sampling_params": {"max_new_tokens": 5000}},  # exceeds the pool
                 {"text": 7},
+                {"text": "hi", "sampling_params": {"regex": "(unclosed"}},
+                {"text": "hi", "sampling_params": {"json_schema": "[]"}},
             ]
         )
         response = await self.client.post("/generate", json=body)
@@ -154,6 +183,34 @@ class Soak:
         response = await self.client.post("/v1/chat/completions", json=body)
         assert response.status_code == 200, response.text
         assert len(response.json()["choices"]) == 2
+
+    async def structured(self) -> None:
+        question = self.rng.choice(QUESTIONS)
+        if self.rng.random() < 0.5:
+            params = {"max_new_tokens": 64, "temperature": 0.7, "json_schema": ANSWER_SCHEMA_TEXT}
+            body = {"text": SHARED + question, "sampling_params": params}
+            response = await self.client.post("/generate", json=body)
+            assert response.status_code == 200, response.text
+            out = response.json()
+            if out["meta_info"]["finish_reason"]["type"] == "stop":
+                value = json.loads(out["text"])
+                assert set(value) == {"answer", "confidence"}, out["text"]
+            self.done["structured json"] += 1
+            return
+        body = {
+            "messages": [{"role": "user", "content": question}],
+            "tools": [LOOKUP_TOOL],
+            "tool_choice": "required",
+            "max_tokens": 48,
+            "temperature": 0,
+        }
+        response = await self.client.post("/v1/chat/completions", json=body)
+        assert response.status_code == 200, response.text
+        choice = response.json()["choices"][0]
+        if choice["finish_reason"] == "tool_calls":
+            for call in choice["message"]["tool_calls"]:
+                assert set(json.loads(call["function"]["arguments"])) == {"topic"}
+        self.done["structured tool call"] += 1
 
     async def flush(self) -> None:
         await asyncio.sleep(2.0)
@@ -180,10 +237,12 @@ async def run_soak(server: ServerProcess) -> Counter[str]:
                 ("abort_by_rid", soak.abort_by_rid),
                 ("malformed", soak.malformed),
                 ("sampled_chat", soak.sampled_chat),
+                ("structured", soak.structured),
                 ("flush", soak.flush),
             ]
         )
         await asyncio.gather(*(soak.loop(name, action) for name, action in workers))
+        print("slowest request per kind (s):", {k: round(v, 1) for k, v in soak.slowest.items()})
         return soak.done
 
 
@@ -209,8 +268,10 @@ def test_soak_mixed_load_leaves_nothing_behind(pool_server: ServerProcess) -> No
         assert client.get("/health_generate").status_code == 200
     # The load did what it was meant to: every kind of work ran, under real memory pressure.
     assert all(
-        done[name] > 0 for name in ("greedy", "long_greedy", "vanishing_stream", "abort_by_rid")
+        done[name] > 0
+        for name in ("greedy", "long_greedy", "vanishing_stream", "abort_by_rid", "structured")
     ), done
+    assert stats["jump_forward_tokens"] > 0
     # Not an equality: an abort that lands before the request reaches the scheduler is settled
     # by the tokenizer side and never counted there.
     assert stats["requests_aborted"] > 0
