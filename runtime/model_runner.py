@@ -142,8 +142,31 @@ class ModelRunner:
         batch, logits = self.forward([r.slice for r in requests])
         results = [StepResult() for _ in requests]
         self._sample(requests, batch, logits, results)
+        self._verify_drafts(requests, batch, logits, results)
         self._input_logprobs(requests, batch, logits, results)
         return results
+
+    def _verify_drafts(
+        self,
+        requests: Sequence[StepRequest],
+        batch: ForwardBatch,
+        logits: torch.Tensor,
+        results: list[StepResult],
+    ) -> None:
+        """Greedy choice after every row of each speculative slice, in one argmax and one copy.
+        (The scheduler drafts only for greedy requests without penalties or a grammar, so the
+        argmax of the raw logits is exactly what sampling would pick.)"""
+        drafting = [i for i, r in enumerate(requests) if r.draft_token_ids]
+        if not drafting:
+            return
+        rows = [row for i in drafting for row in range(*batch.logits_ranges[i])]
+        picked = logits.index_select(0, torch.tensor(rows, device=logits.device)).argmax(-1)
+        picked_ids = picked.tolist()
+        offset = 0
+        for i in drafting:
+            count = len(requests[i].draft_token_ids) + 1
+            results[i].verified_ids = picked_ids[offset : offset + count]
+            offset += count
 
     def _sample(
         self,
@@ -152,7 +175,7 @@ class ModelRunner:
         logits: torch.Tensor,
         results: list[StepResult],
     ) -> None:
-        chosen = [i for i, r in enumerate(requests) if r.sample]
+        chosen = [i for i, r in enumerate(requests) if r.sample and not r.draft_token_ids]
         if not chosen:
             return
         rows = torch.tensor([batch.logits_ranges[i][1] - 1 for i in chosen], device=logits.device)
@@ -189,7 +212,7 @@ class ModelRunner:
         spans: list[tuple[int, int, int]] = []  # (request index, start in rows, count)
         for i, request in enumerate(requests):
             s = request.slice
-            if s.logits_from is None:
+            if s.logits_from is None or request.draft_token_ids:
                 continue
             start, _ = batch.logits_ranges[i]
             first_target = s.prefix_len + s.logits_from + 1

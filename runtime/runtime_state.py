@@ -44,6 +44,16 @@ def grammar_backend(
     return GrammarBackend(lambda: tokenizer, vocab_size, eos)
 
 
+def num_draft_tokens(args: ServerArgs) -> int:
+    if args.speculative_algorithm in (None, "", "none"):
+        return 0
+    if args.speculative_algorithm.lower() != "ngram":
+        raise ValueError(f"unknown speculative algorithm {args.speculative_algorithm!r}; use ngram")
+    if args.speculative_num_draft_tokens < 1 or args.speculative_ngram_max < 1:
+        raise ValueError("--speculative-num-draft-tokens and --speculative-ngram-max must be >= 1")
+    return args.speculative_num_draft_tokens
+
+
 def build_runtime(args: ServerArgs) -> RuntimeState:
     runner = create_model_runner(args)
     tokenizer = load_tokenizer(runner.source, args.tokenizer_path)
@@ -60,6 +70,8 @@ def build_runtime(args: ServerArgs) -> RuntimeState:
         max_running_requests=args.max_running_requests,
         schedule_policy=args.schedule_policy,
         log_interval=args.stats_log_interval,
+        num_draft_tokens=num_draft_tokens(args),
+        ngram_max=args.speculative_ngram_max,
     )
     eos = eos_token_ids(runner, tokenizer)
     scheduler = Scheduler(

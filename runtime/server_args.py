@@ -75,6 +75,16 @@ class ServerArgs:
         default=False,
         metadata={"help": "decode grammar-forced tokens one step each instead of in one chunk"},
     )
+    speculative_algorithm: str | None = field(
+        default=None,
+        metadata={"help": "speculative decoding: ngram (drafts looked up in the context) or off"},
+    )
+    speculative_num_draft_tokens: int = field(
+        default=4, metadata={"help": "draft tokens checked per decode step"}
+    )
+    speculative_ngram_max: int = field(
+        default=3, metadata={"help": "longest suffix n-gram looked up for drafts"}
+    )
     random_seed: int = field(default=0, metadata={"help": "seed for unseeded sampling"})
     stats_log_interval: int = field(
         default=200, metadata={"help": "scheduler steps between telemetry log lines; 0 = none"}

@@ -47,6 +47,9 @@ class StepRequest:
     top_logprobs_num: int = 0
     # [W] int32 allowed-token bitmask from the request's grammar (a CPU torch tensor), if any.
     vocab_mask: Any = None
+    # Speculative decoding: the slice is [last token, *drafts] with logits on every row; the
+    # engine returns the greedy choice after each row in `StepResult.verified_ids`.
+    draft_token_ids: Sequence[int] | None = None
 
 
 @dataclass(slots=True)
@@ -58,3 +61,5 @@ class StepResult:
     # entry t is for the prompt token at position prefix_len + logits_from + t + 1.
     input_logprobs: list[float] = field(default_factory=list)
     input_top_logprobs: list[TopLogprobs] = field(default_factory=list)
+    # With drafts: the model's greedy token after each of the slice's rows (len(drafts) + 1).
+    verified_ids: list[int] | None = None

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from radixserve.runtime.scheduler.kv_manager import RequestKVManager, pages_for
+from radixserve.runtime.scheduler.ngram import propose_drafts
 from radixserve.runtime.scheduler.policy import order_waiting
 from radixserve.runtime.scheduler.request import Req
 from radixserve.runtime.step import RequestSlice, StepRequest
@@ -80,7 +81,10 @@ class BatchBuilder:
             decodes.remove(victim)
             self._retract(victim, waiting, running, plan)
         for req in decodes:
-            if self.kv.reserve(req, 1):
+            drafts = self._drafts(req)
+            if drafts and self.kv.reserve(req, 1 + len(drafts)):
+                plan.slices.append(self._speculative_slice(req, drafts))
+            elif self.kv.reserve(req, 1):
                 plan.slices.append(
                     self._decode_slice(req) if req.output_ids else self._slice(req, 1)
                 )
@@ -170,6 +174,40 @@ class BatchBuilder:
             top_logprobs_num=req.top_logprobs_num,
         )
         return ScheduledSlice(req, 1, False, step_request)
+
+    def _drafts(self, req: Req) -> list[int]:
+        """N-gram drafts for a decode, when speculation is on and exact for this request:
+        greedy, no penalties (they would change with each kept token), no grammar, no logprobs."""
+        if self.config.num_draft_tokens <= 0:
+            return []
+        budget = min(
+            self.config.num_draft_tokens,
+            req.remaining_new_tokens() - 1,  # the model's own token comes on top
+            self.config.context_len - req.fill_len - 1,
+        )
+        params = req.sampling
+        if (
+            budget <= 0
+            or not req.output_ids
+            or not params.is_greedy
+            or params.uses_penalties
+            or req.grammar is not None
+            or req.return_logprob
+        ):
+            return []
+        return propose_drafts(req.fill_ids, budget, self.config.ngram_max)
+
+    def _speculative_slice(self, req: Req, drafts: list[int]) -> ScheduledSlice:
+        """The last token plus the drafts, with logits on every row for the verification."""
+        step_request = StepRequest(
+            slice=RequestSlice([req.output_ids[-1], *drafts], req.kv_len, req.page_table, 0),
+            sampling=req.sampling,
+            prompt_ids=req.prompt_ids,
+            output_ids=req.output_ids,
+            sample=True,
+            draft_token_ids=drafts,
+        )
+        return ScheduledSlice(req, 1 + len(drafts), False, step_request)
 
     def _slice(self, req: Req, extend_len: int) -> ScheduledSlice:
         fill_len = req.fill_len

@@ -37,6 +37,8 @@ class SchedulerConfig:
     max_running_requests: int = 256
     schedule_policy: str = "lpm"
     log_interval: int = 0  # steps between log lines; 0 = never
+    num_draft_tokens: int = 0  # n-gram speculative decoding: drafts per step; 0 = off
+    ngram_max: int = 3  # longest suffix n-gram looked up for drafts
 
 
 class Scheduler:
@@ -139,6 +141,10 @@ class Scheduler:
 
     def _apply(self, scheduled: ScheduledSlice, result: Any) -> None:
         req = scheduled.req
+        drafts = scheduled.step_request.draft_token_ids
+        if drafts:
+            self._apply_verified(req, drafts, result.verified_ids)
+            return
         req.kv_len += scheduled.extend_len
         if result.input_logprobs:
             req.input_logprobs.extend(result.input_logprobs)
@@ -162,6 +168,28 @@ class Scheduler:
             req.finish = self._advance_grammar(req, token)
         if scheduled.is_prefill:
             self.kv.commit(req)
+
+    def _apply_verified(self, req: Req, drafts: list[int], verified: list[int]) -> None:
+        """Keeps the drafts the model agrees with, then the model's own next token.
+
+        The step fed [last, d1..dk]; verified[i] is the model's greedy token after row i. Drafts
+        d1..dj with d(i+1) == verified[i] are exactly what decoding one token at a time would
+        have produced, and verified[j] follows them. The KV of the last token and the j kept
+        drafts is valid; rows past them are garbage that later steps overwrite.
+        """
+        kept = 0
+        while kept < len(drafts) and drafts[kept] == verified[kept]:
+            kept += 1
+        self.counters.spec_draft_tokens += len(drafts)
+        self.counters.spec_accepted_tokens += kept
+        req.kv_len += 1 + kept
+        for token in [*drafts[:kept], verified[kept]]:
+            req.output_ids.append(token)
+            req.pending_ids.append(token)
+            req.finish = self._check_finish(req, token)
+            if req.finish is not None:
+                break
+        req.kv_len = min(req.kv_len, req.fill_len)  # a stop among the kept drafts ends there
 
     def _advance_grammar(self, req: Req, token: int) -> FinishReason | None:
         """Moves the request's grammar past `token`, then appends the tokens the grammar forces

@@ -29,6 +29,8 @@ class SchedulerCounters:
     prompt_tokens: int = 0
     retractions: int = 0
     jump_forward_tokens: int = 0  # grammar-forced tokens appended without a decode step each
+    spec_draft_tokens: int = 0  # n-gram drafts proposed to the model
+    spec_accepted_tokens: int = 0  # ... of which the model agreed with (one step saved each)
 
     def add(self, step: StepStats) -> None:
         self.steps += 1

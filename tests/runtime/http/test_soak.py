@@ -30,7 +30,9 @@ from tests.runtime.http.conftest import ServerProcess, start_server, stop_server
 
 pytestmark = pytest.mark.slow
 SOAK_SECONDS = float(os.environ.get("SOAK_SECONDS", "45"))
-REQUEST_TIMEOUT_S = 360.0  # the slowest request of a 45 s run took 58 s here: hitting it means a hang
+REQUEST_TIMEOUT_S = (
+    360.0  # the slowest request of a 45 s run took 58 s here: hitting it means a hang
+)
 POOL_FLAGS = ("--max-total-tokens", "1024", "--page-size", "16", "--chunked-prefill-size", "128")
 SHARED = (
     "You are a careful assistant. Answer each question in one short sentence, "

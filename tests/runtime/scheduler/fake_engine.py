@@ -36,10 +36,18 @@ class FakeEngine:
                 self.prefill_tokens += len(s.input_ids)
             seen = [self.slots[s.page_table[p // ps] * ps + p % ps] for p in range(s.seq_len)]
             result = StepResult()
-            if r.sample:
-                result.next_token_id = next_token(seen, self.vocab_size)
+            if r.draft_token_ids:  # the choice after each row: [last, *drafts]
+                first = s.prefix_len
+                result.verified_ids = [
+                    self.next_token(seen[: p + 1]) for p in range(first, s.seq_len)
+                ]
+            elif r.sample:
+                result.next_token_id = self.next_token(seen)
             results.append(result)
         return results
+
+    def next_token(self, sequence: Sequence[int]) -> int:
+        return next_token(sequence, self.vocab_size)
 
 
 def next_token(sequence: Sequence[int], vocab_size: int) -> int:
