@@ -30,6 +30,11 @@ SCHEDULER_COUNTERS = {
     "requests_finished": ("scheduler_requests_finished", "Requests the scheduler finished"),
     "requests_aborted": ("scheduler_requests_aborted", "Requests the scheduler aborted"),
     "steps": ("scheduler_steps", "Scheduler steps run"),
+    "spec_draft_tokens": ("spec_draft_tokens", "N-gram draft tokens proposed to the model"),
+    "spec_accepted_tokens": (
+        "spec_accepted_tokens",
+        "Draft tokens the model agreed with (a decode step saved each)",
+    ),
     "jump_forward_tokens": (
         "jump_forward_tokens",
         "Grammar-forced output tokens appended without a decode step each",
