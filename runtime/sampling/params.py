@@ -6,8 +6,10 @@ so every message here names the field and the value the client sent.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Collection
+from typing import Any
 
 import msgspec
 
@@ -40,7 +42,7 @@ class SamplingParams(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, o
     n: int = 1
     # Structured output: at most one grammar the generated text must follow (SGLang's names).
     regex: str | None = None
-    json_schema: str | None = None  # a JSON schema, serialized
+    json_schema: str | dict[str, Any] | None = None  # a JSON schema (an object or its JSON text)
     ebnf: str | None = None  # GBNF (llama.cpp's EBNF) or Lark
 
     def validate(self, vocab_size: int | None = None) -> None:
@@ -120,13 +122,15 @@ class SamplingParams(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, o
         except GrammarError as exc:
             raise SamplingParamsError(str(exc)) from exc
 
-    def _grammar_fields(self) -> tuple[tuple[str, str | None], ...]:
+    def _grammar_fields(self) -> tuple[tuple[str, str | dict[str, Any] | None], ...]:
         return (("regex", self.regex), ("json_schema", self.json_schema), ("ebnf", self.ebnf))
 
     @property
     def grammar(self) -> tuple[str, str] | None:
         """(kind, text) of the grammar the output must follow, or None."""
         for kind, text in self._grammar_fields():
+            if isinstance(text, dict):
+                return kind, json.dumps(text, sort_keys=True)
             if text is not None:
                 return kind, text
         return None

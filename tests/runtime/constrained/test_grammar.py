@@ -56,6 +56,9 @@ def test_sampling_params_validate_the_grammar() -> None:
     with pytest.raises(SamplingParamsError, match="invalid regex"):
         SamplingParams(regex="(unclosed").validate()
     assert SamplingParams(regex="a+").grammar == ("regex", "a+")
+    as_object = SamplingParams(json_schema=PERSON)  # the schema as an object, not its text
+    as_object.validate()
+    assert as_object.grammar is not None and json.loads(as_object.grammar[1]) == PERSON
     assert SamplingParams().grammar is None
 
 

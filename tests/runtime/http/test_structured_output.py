@@ -38,7 +38,7 @@ def test_native_regex_and_json_schema(client: httpx.Client) -> None:
         "text": ["Today's date is", "A person, as JSON:"],
         "sampling_params": [
             {"temperature": 0, "max_new_tokens": 16, "regex": DATE},
-            {"temperature": 0, "max_new_tokens": 40, "json_schema": json.dumps(PERSON)},
+            {"temperature": 0, "max_new_tokens": 40, "json_schema": PERSON},  # an object works too
         ],
     }
     response = client.post("/generate", json=body)
