@@ -111,6 +111,16 @@ joint_likelihood = ChoicesMethod("joint_likelihood")
 greedy_token_selection = ChoicesMethod("greedy_token_selection")
 
 
+def dtype_regex(dtype: type | str, regex: str | None) -> str:
+    if regex is not None:
+        raise ValueError("gen() takes `dtype` or `regex`, not both")
+    by_name = {t.__name__: t for t in DTYPE_REGEX}
+    key = by_name.get(dtype, dtype) if isinstance(dtype, str) else dtype
+    if key not in DTYPE_REGEX:
+        raise ValueError(f"gen(dtype=...) takes int, float, bool or str, got {dtype!r}")
+    return DTYPE_REGEX[key]
+
+
 def to_expr(value: object) -> Expr:
     if isinstance(value, Expr):
         return value
@@ -120,6 +130,15 @@ def to_expr(value: object) -> Expr:
         f"a program appends strings or DSL expressions, not {type(value).__name__}; "
         "convert it with str() first"
     )
+
+
+# `gen(dtype=...)`: the regex a value of that type is generated under (SGLang's shapes).
+DTYPE_REGEX = {
+    int: r"[-+]?[0-9]+",
+    float: r"[-+]?[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]+)?",
+    bool: r"(True|False)",
+    str: r"\"[\w\d\s]*\"",
+}
 
 
 def gen(
@@ -143,14 +162,18 @@ def gen(
     regex: str | None = None,
     json_schema: str | dict[str, Any] | None = None,
     ebnf: str | None = None,
+    dtype: type | str | None = None,
 ) -> Expr:
     """Generates into variable `name`; arguments left None take the program's run() defaults.
 
     With `choices`, this is `select(name, choices)`. `regex`, `json_schema` (a dict or its JSON
-    text) or `ebnf` constrain the generated text to a grammar (structured output).
+    text) or `ebnf` constrain the generated text to a grammar (structured output); `dtype` (int,
+    float, bool or str, or their names) is shorthand for the regex of such a literal.
     """
     if choices is not None:
         return select(name, choices, choices_method=choices_method)
+    if dtype is not None:
+        regex = dtype_regex(dtype, regex)
     given = {
         "max_new_tokens": max_tokens,
         "stop": stop,

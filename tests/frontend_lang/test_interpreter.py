@@ -243,3 +243,27 @@ def test_a_variable_submitted_after_an_error_does_not_hang(backend: FakeBackend)
 
     with pytest.raises(BackendError):
         program.run(backend=backend)
+
+
+def test_gen_grammar_arguments_reach_the_sampling_params() -> None:
+    import json
+    import re
+
+    from radixserve.runtime.sampling import SamplingParams
+
+    schema = {"type": "object", "properties": {"a": {"type": "integer"}}}
+    assert rs.gen("x", json_schema=schema).sampling["json_schema"] == json.dumps(schema)
+    assert rs.gen("x", ebnf='root ::= "a"').sampling == {"ebnf": 'root ::= "a"'}
+    for dtype, good, bad in [
+        (int, "-42", "4.2"),
+        ("float", "3.25e-2", "3."),
+        (bool, "True", "true"),
+        (str, '"hello world"', "hello"),
+    ]:
+        regex = rs.gen("x", dtype=dtype).sampling["regex"]
+        assert re.fullmatch(regex, good) and not re.fullmatch(regex, bad), dtype
+        SamplingParams(regex=regex).validate()  # a regex the grammar backend compiles
+    with pytest.raises(ValueError, match="not both"):
+        rs.gen("x", dtype=int, regex="[0-9]")
+    with pytest.raises(ValueError, match="int, float, bool or str"):
+        rs.gen("x", dtype=list)
