@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import torch
 
 from radixserve.kernels.attention import AttentionShape, create_attention_backend
+from radixserve.runtime.constrained import apply_token_bitmask, bitmask_words
 from radixserve.runtime.cuda_graph_runner import DecodeGraphRunner
 from radixserve.runtime.distributed import tp_group
 from radixserve.runtime.forward_batch import ForwardBatch
@@ -160,8 +161,20 @@ class ModelRunner:
         if not drafting:
             return
         rows = [row for i in drafting for row in range(*batch.logits_ranges[i])]
-        picked = logits.index_select(0, torch.tensor(rows, device=logits.device)).argmax(-1)
-        picked_ids = picked.tolist()
+        scores = logits.index_select(0, torch.tensor(rows, device=logits.device))
+        masks = [requests[i].vocab_mask for i in drafting]
+        if any(m is not None for m in masks):  # grammar requests: one mask per verified row
+            words = bitmask_words(self.vocab_size)
+            full = [
+                m
+                if m is not None
+                else torch.full(
+                    (len(requests[i].draft_token_ids) + 1, words), -1, dtype=torch.int32
+                )
+                for i, m in zip(drafting, masks, strict=True)
+            ]
+            scores = apply_token_bitmask(scores, torch.cat(full).to(scores.device))
+        picked_ids = scores.argmax(-1).tolist()
         offset = 0
         for i in drafting:
             count = len(requests[i].draft_token_ids) + 1

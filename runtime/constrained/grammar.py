@@ -102,6 +102,23 @@ class GrammarMatcher:
     def accept_forced(self, tokens: list[int]) -> bool:
         return bool(self._matcher.consume_tokens(tokens)) if tokens else True
 
+    def valid_prefix_len(self, tokens: list[int]) -> int:
+        """How many leading `tokens` the grammar would accept from here (nothing is consumed)."""
+        return int(self._matcher.validate_tokens(tokens)) if tokens else 0
+
+    def draft_bitmasks(self, drafts: list[int]) -> torch.Tensor:
+        """[len(drafts) + 1, W]: row i allows what may follow drafts[:i] (for verifying drafts
+        under the grammar in one pass). The drafts must be valid; the state is left unchanged."""
+        from llguidance.torch import fill_next_token_bitmask
+
+        masks = torch.empty(len(drafts) + 1, self._num_words, dtype=torch.int32)
+        for row in range(len(drafts) + 1):
+            fill_next_token_bitmask(self._matcher, masks, row)
+            if row < len(drafts) and not self._matcher.consume_token(drafts[row]):
+                raise ValueError(f"draft token {drafts[row]} is not valid here")
+        self._matcher.rollback(len(drafts))
+        return masks
+
 
 class GrammarBackend:
     """Builds matchers for one tokenizer; the tokenizer conversion runs once, on first use."""

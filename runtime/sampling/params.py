@@ -130,7 +130,7 @@ class SamplingParams(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, o
         """(kind, text) of the grammar the output must follow, or None."""
         for kind, text in self._grammar_fields():
             if isinstance(text, dict):
-                return kind, json.dumps(text, sort_keys=True)
+                return kind, json.dumps(text)  # key order kept: it is the output order
             if text is not None:
                 return kind, text
         return None

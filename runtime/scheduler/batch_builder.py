@@ -177,7 +177,8 @@ class BatchBuilder:
 
     def _drafts(self, req: Req) -> list[int]:
         """N-gram drafts for a decode, when speculation is on and exact for this request:
-        greedy, no penalties (they would change with each kept token), no grammar, no logprobs."""
+        greedy, no penalties (they would change with each kept token), no logprobs. Under a
+        grammar, only the drafts the grammar accepts are proposed."""
         if self.config.num_draft_tokens <= 0:
             return []
         budget = min(
@@ -191,11 +192,13 @@ class BatchBuilder:
             or not req.output_ids
             or not params.is_greedy
             or params.uses_penalties
-            or req.grammar is not None
             or req.return_logprob
         ):
             return []
-        return propose_drafts(req.fill_ids, budget, self.config.ngram_max)
+        drafts = propose_drafts(req.fill_ids, budget, self.config.ngram_max)
+        if drafts and req.grammar is not None:
+            drafts = drafts[: req.grammar.valid_prefix_len(drafts)]
+        return drafts
 
     def _speculative_slice(self, req: Req, drafts: list[int]) -> ScheduledSlice:
         """The last token plus the drafts, with logits on every row for the verification."""

@@ -132,7 +132,15 @@ class Scheduler:
 
     def _attach_vocab_masks(self, slices: list[ScheduledSlice]) -> None:
         """Gives each constrained request that samples this step its allowed-token bitmask."""
-        constrained = [s for s in slices if s.step_request.sample and s.req.grammar is not None]
+        constrained = []
+        for scheduled in slices:
+            request, grammar = scheduled.step_request, scheduled.req.grammar
+            if grammar is None or not request.sample:
+                continue
+            if request.draft_token_ids:  # a mask per verified row
+                request.vocab_mask = grammar.draft_bitmasks(list(request.draft_token_ids))
+            else:
+                constrained.append(scheduled)
         if not constrained:
             return
         masks = self.grammar_backend.allowed_tokens_bitmasks([s.req.grammar for s in constrained])
@@ -183,13 +191,22 @@ class Scheduler:
         self.counters.spec_draft_tokens += len(drafts)
         self.counters.spec_accepted_tokens += kept
         req.kv_len += 1 + kept
-        for token in [*drafts[:kept], verified[kept]]:
+        tokens = [*drafts[:kept], verified[kept]]
+        for position, token in enumerate(tokens):
             req.output_ids.append(token)
             req.pending_ids.append(token)
             req.finish = self._check_finish(req, token)
+            if req.finish is None and req.grammar is not None:
+                if position == len(tokens) - 1:
+                    req.finish = self._advance_grammar(req, token)  # may jump forward
+                elif not req.grammar.accept(token):
+                    req.finish = FinishReason("abort", message=f"the grammar rejected {token}")
+                elif req.grammar.is_finished:
+                    req.finish = FinishReason("stop")
             if req.finish is not None:
                 break
-        req.kv_len = min(req.kv_len, req.fill_len)  # a stop among the kept drafts ends there
+        # A stop among the kept drafts ends there; jump-forward tokens have no KV yet.
+        req.kv_len = min(req.kv_len, req.fill_len)
 
     def _advance_grammar(self, req: Req, token: int) -> FinishReason | None:
         """Moves the request's grammar past `token`, then appends the tokens the grammar forces

@@ -3,6 +3,8 @@ and without it, in fewer steps on text the model copies, mixed with requests tha
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from radixserve.runtime.engine import Engine
@@ -49,3 +51,33 @@ def test_speculation_is_invisible_and_saves_steps(engine: Engine) -> None:
     assert runs[4][0] == runs[0][0]
     assert scheduler.counters.spec_accepted_tokens > 0
     assert runs[4][1] < runs[0][1], runs
+
+
+def test_speculation_under_a_json_schema(engine: Engine) -> None:
+    # Extraction copies the document into the JSON values: drafts found in the prompt are
+    # checked against the grammar first, then verified row by row under its masks.
+    schema = {
+        "type": "object",
+        "properties": {
+            "customer": {"type": "string", "maxLength": 40},
+            "address": {"type": "string", "maxLength": 60},
+        },
+        "required": ["customer", "address"],
+        "additionalProperties": False,
+    }
+    document = "Order from Margaret Elizabeth Thompson, 1428 Elm Street, Springfield: one kettle."
+    prompt = chat(engine, f"Extract the order as JSON.\n{document}")
+    params = {"temperature": 0, "max_new_tokens": 80, "json_schema": schema}
+    scheduler = engine.state.scheduler
+    config = scheduler.builder.config
+    runs = {}
+    for drafts in (0, 4):
+        config.num_draft_tokens = drafts
+        before, kept = scheduler.counters.steps, scheduler.counters.spec_accepted_tokens
+        out = engine.generate(prompt, params)
+        runs[drafts] = (out["output_ids"], scheduler.counters.steps - before)
+        assert (scheduler.counters.spec_accepted_tokens > kept) == bool(drafts)
+    config.num_draft_tokens = 4
+    assert runs[4][0] == runs[0][0]
+    assert runs[4][1] < runs[0][1], runs
+    assert set(json.loads(out["text"])) == {"customer", "address"}

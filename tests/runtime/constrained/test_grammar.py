@@ -119,3 +119,20 @@ def test_batched_masks_equal_one_at_a_time(backend: GrammarBackend) -> None:
     assert batched.shape == (3, -(-VOCAB // 32)) and batched.dtype == torch.int32
     for row, matcher in enumerate(matchers):
         assert torch.equal(batched[row], matcher.allowed_tokens_bitmask())
+
+
+def test_draft_bitmasks_follow_the_drafts_and_restore_the_state(backend: GrammarBackend) -> None:
+    tokenizer = smollm2_tokenizer()
+    drafts = tokenizer.encode('{"name": "Ann', add_special_tokens=False)
+    matcher = backend.matcher("json_schema", json.dumps(PERSON))
+    assert matcher.valid_prefix_len(drafts) == len(drafts)
+    assert matcher.valid_prefix_len(tokenizer.encode("hello", add_special_tokens=False)) == 0
+    before = matcher.allowed_tokens_bitmask()
+    rows = matcher.draft_bitmasks(drafts)
+    assert rows.shape[0] == len(drafts) + 1
+    assert torch.equal(matcher.allowed_tokens_bitmask(), before)  # rolled back
+    stepper = backend.matcher("json_schema", json.dumps(PERSON))
+    for row, token in enumerate([*drafts, None]):
+        assert torch.equal(rows[row], stepper.allowed_tokens_bitmask()), row
+        if token is not None:
+            assert stepper.accept(token)
