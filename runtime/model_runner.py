@@ -199,6 +199,7 @@ class ModelRunner:
             self.vocab_size,
             logits.device,
             vocab_masks=[requests[i].vocab_mask for i in chosen],
+            banned_token_ids=[requests[i].banned_token_ids for i in chosen],
         )
         num_top = max(requests[i].top_logprobs_num for i in chosen)
         out = self.sampler(logits.index_select(0, rows), info, num_top)

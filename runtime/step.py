@@ -50,6 +50,8 @@ class StepRequest:
     # Speculative decoding: the slice is [last token, *drafts] with logits on every row; the
     # engine returns the greedy choice after each row in `StepResult.verified_ids`.
     draft_token_ids: Sequence[int] | None = None
+    # Tokens this sample must not pick (EOS and stop ids before min_new_tokens is reached).
+    banned_token_ids: Sequence[int] | None = None
 
 
 @dataclass(slots=True)

@@ -69,6 +69,8 @@ def sampling_dict(body: SamplingFields, max_new_tokens: int, copy: int) -> dict[
         "stop_token_ids": body.stop_token_ids,
         "ignore_eos": body.ignore_eos,
         "skip_special_tokens": body.skip_special_tokens,
+        "logit_bias": body.logit_bias,
+        "min_new_tokens": min(body.min_tokens, max_new_tokens),
     }
     if body.seed is not None:
         params["seed"] = body.seed + copy

@@ -63,6 +63,8 @@ class SamplingFields(Struct, kw_only=True):
     skip_special_tokens: bool = True
     rid: str | None = None
     response_format: ResponseFormat | None = None
+    logit_bias: dict[int, float] | None = None  # token id -> bias in [-100, 100]
+    min_tokens: NonNegative = 0  # vLLM's extra: no EOS / stop token before this many
     regex: str | None = None  # SGLang's extras: a grammar the output must follow
     ebnf: str | None = None
 

@@ -32,6 +32,9 @@ class SamplingBatchInfo:
     penalties: PenaltyTensors | None  # None when no row uses a penalty
     # [B, W] int32 allowed-token bitmask (structured output); None when no row has a grammar.
     vocab_mask: torch.Tensor | None
+    # Sparse additions to the logits, (rows, token ids, values): logit_bias entries, and -inf
+    # for tokens banned until min_new_tokens; None when no row has any.
+    logit_adjustments: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None
     all_greedy: bool
     any_greedy: bool
     need_top_p: bool  # some sampled row has top_p < 1 (needs the full sort)
@@ -57,9 +60,11 @@ class SamplingBatchInfo:
         vocab_size: int,
         device: torch.device,
         vocab_masks: Sequence[torch.Tensor | None] | None = None,
+        banned_token_ids: Sequence[Sequence[int] | None] | None = None,
     ) -> SamplingBatchInfo:
         """`params` must be validated; `output_ids[i]` are the tokens request i generated so far;
-        `vocab_masks[i]`, when given, is row i's [W] int32 allowed-token bitmask."""
+        `vocab_masks[i]`, when given, is row i's [W] int32 allowed-token bitmask;
+        `banned_token_ids[i]` are tokens row i must not sample (EOS before min_new_tokens)."""
         if not len(params) == len(prompt_ids) == len(output_ids):
             raise ValueError(
                 f"batch lists differ in length: {len(params)} params, "
@@ -93,6 +98,7 @@ class SamplingBatchInfo:
             steps=tensor([len(o) for o in output_ids], torch.int64),
             penalties=PenaltyTensors.build(params, prompt_ids, output_ids, vocab_size, device),
             vocab_mask=stack_vocab_masks(vocab_masks, vocab_size, device),
+            logit_adjustments=logit_adjustments(params, banned_token_ids, device),
             all_greedy=all(greedy),
             any_greedy=any(greedy),
             need_top_p=any(p < 1.0 for p in top_ps),
@@ -115,3 +121,31 @@ def stack_vocab_masks(
         if mask is not None:
             stacked[row] = mask
     return stacked.to(device, non_blocking=True)
+
+
+def logit_adjustments(
+    params: Sequence[SamplingParams],
+    banned_token_ids: Sequence[Sequence[int] | None] | None,
+    device: torch.device,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+    """(rows, token ids, values) for `index_put(..., accumulate=True)` on [B, V] logits."""
+    rows: list[int] = []
+    cols: list[int] = []
+    values: list[float] = []
+    for row, p in enumerate(params):
+        for token, bias in (p.logit_bias or {}).items():
+            rows.append(row)
+            cols.append(token)
+            values.append(bias)
+    for row, banned in enumerate(banned_token_ids or ()):
+        for token in banned or ():
+            rows.append(row)
+            cols.append(token)
+            values.append(float("-inf"))
+    if not rows:
+        return None
+    return (
+        torch.tensor(rows, dtype=torch.int64, device=device),
+        torch.tensor(cols, dtype=torch.int64, device=device),
+        torch.tensor(values, dtype=torch.float32, device=device),
+    )

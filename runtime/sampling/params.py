@@ -26,6 +26,7 @@ class SamplingParamsError(ValueError):
 
 class SamplingParams(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, omit_defaults=True):
     max_new_tokens: int = 128
+    min_new_tokens: int = 0  # EOS and stop_token_ids are not sampled before this many tokens
     temperature: float = 1.0  # 0 (or below GREEDY_TEMPERATURE) = greedy
     top_p: float = 1.0  # (0, 1]
     top_k: int = -1  # -1 or 0 = disabled, else >= 1
@@ -40,6 +41,7 @@ class SamplingParams(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, o
     skip_special_tokens: bool = True
     spaces_between_special_tokens: bool = True
     n: int = 1
+    logit_bias: dict[int, float] | None = None  # token id -> added to its logit, in [-100, 100]
     # Structured output: at most one grammar the generated text must follow (SGLang's names).
     regex: str | None = None
     json_schema: str | dict[str, Any] | None = None  # a JSON schema (an object or its JSON text)
@@ -82,12 +84,18 @@ class SamplingParams(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, o
                 f"presence_penalty must be in [-{limit}, {limit}], got {self.presence_penalty}",
             ),
             (self.n >= 1, f"n must be >= 1, got {self.n}"),
+            (
+                0 <= self.min_new_tokens <= self.max_new_tokens,
+                f"min_new_tokens must be in [0, max_new_tokens={self.max_new_tokens}], "
+                f"got {self.min_new_tokens}",
+            ),
             (all(self.stop_strings()), f"stop strings must not be empty, got {self.stop!r}"),
         )
         for ok, message in checks:
             if not ok:
                 raise SamplingParamsError(message)
         self._check_stop_token_ids(vocab_size)
+        self._check_logit_bias(vocab_size)
         self._check_grammar()
 
     def _check_types(self) -> None:
@@ -107,6 +115,19 @@ class SamplingParams(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, o
         if bad:
             where = f"in [0, {vocab_size})" if vocab_size is not None else ">= 0"
             raise SamplingParamsError(f"stop_token_ids must be {where}, got {bad}")
+
+    def _check_logit_bias(self, vocab_size: int | None) -> None:
+        if not self.logit_bias:
+            return
+        upper = vocab_size if vocab_size is not None else math.inf
+        bad_ids = [t for t in self.logit_bias if not 0 <= t < upper]
+        if bad_ids:
+            raise SamplingParamsError(
+                f"logit_bias token ids must be in [0, {upper}), got {bad_ids}"
+            )
+        bad = {t: v for t, v in self.logit_bias.items() if not -100 <= v <= 100}
+        if bad:
+            raise SamplingParamsError(f"logit_bias values must be in [-100, 100], got {bad}")
 
     def _check_grammar(self) -> None:
         given = [kind for kind, _ in self._grammar_fields() if _ is not None]

@@ -103,6 +103,9 @@ class Sampler:
     def _scores(logits: torch.Tensor, info: SamplingBatchInfo) -> torch.Tensor:
         """What the draw ranks: penalized logits, with a grammar's forbidden tokens at -inf."""
         scores = logits if info.penalties is None else info.penalties.apply(logits)
+        if info.logit_adjustments is not None:  # logit_bias; EOS banned before min_new_tokens
+            rows, tokens, values = info.logit_adjustments
+            scores = scores.index_put((rows, tokens), values, accumulate=True)
         if info.vocab_mask is not None:
             scores = apply_token_bitmask(scores, info.vocab_mask)
         return scores

@@ -177,7 +177,8 @@ class BatchBuilder:
 
     def _drafts(self, req: Req) -> list[int]:
         """N-gram drafts for a decode, when speculation is on and exact for this request:
-        greedy, no penalties (they would change with each kept token), no logprobs. Under a
+        greedy, no penalties (they would change with each kept token), no logit bias or pending
+        min_new_tokens (the verification takes the raw argmax), no logprobs. Under a
         grammar, only the drafts the grammar accepts are proposed."""
         if self.config.num_draft_tokens <= 0:
             return []
@@ -192,6 +193,8 @@ class BatchBuilder:
             or not req.output_ids
             or not params.is_greedy
             or params.uses_penalties
+            or params.logit_bias
+            or params.min_new_tokens > len(req.output_ids)
             or req.return_logprob
         ):
             return []

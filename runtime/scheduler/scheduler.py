@@ -114,6 +114,7 @@ class Scheduler:
         )
         self.counters.cache_hit_tokens += plan.cache_hit_tokens
         self._attach_vocab_masks(plan.slices)
+        self._ban_early_stops(plan.slices)
         if plan.slices:
             forward_start = time.perf_counter()
             results = self.engine.step([s.step_request for s in plan.slices])
@@ -129,6 +130,18 @@ class Scheduler:
         self.last_step = stats
         self._maybe_log(stats)
         return outputs
+
+    def _ban_early_stops(self, slices: list[ScheduledSlice]) -> None:
+        """Requests short of min_new_tokens may not sample a token that would end them."""
+        for scheduled in slices:
+            req, request = scheduled.req, scheduled.step_request
+            params = req.sampling
+            if not request.sample or params.min_new_tokens <= len(req.output_ids):
+                continue
+            stops = set(params.stop_token_ids or ())
+            if not params.ignore_eos:
+                stops |= self.eos_token_ids
+            request.banned_token_ids = sorted(stops)
 
     def _attach_vocab_masks(self, slices: list[ScheduledSlice]) -> None:
         """Gives each constrained request that samples this step its allowed-token bitmask."""

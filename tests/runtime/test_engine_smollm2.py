@@ -133,3 +133,23 @@ def test_bad_input_is_a_clear_error(engine: Engine, kwargs: dict, message: str) 
     assert not engine.scheduler.has_work
     out = engine.generate("Hello", {"temperature": 0, "max_new_tokens": 2})
     assert out["meta_info"]["completion_tokens"] == 2
+
+
+def test_min_new_tokens_holds_back_eos_and_logit_bias_steers(engine: Engine) -> None:
+    prompt = engine.tokenizer.apply_chat_template(
+        [{"role": "user", "content": "Say hi."}], tokenize=False, add_generation_prompt=True
+    )
+    free = engine.generate(prompt, {"temperature": 0, "max_new_tokens": 64})
+    n = free["meta_info"]["completion_tokens"]
+    assert free["meta_info"]["finish_reason"]["type"] == "stop"
+    params = {"temperature": 0, "max_new_tokens": n + 24, "min_new_tokens": n + 8}
+    held = engine.generate(prompt, params)
+    assert held["meta_info"]["completion_tokens"] >= n + 8
+    # Identical up to the EOS that ended the free run (its last output id), then longer.
+    assert held["output_ids"][: n - 1] == free["output_ids"][: n - 1]
+    assert held["output_ids"][n - 1] != free["output_ids"][n - 1]
+    first = free["output_ids"][0]
+    steered = engine.generate(
+        prompt, {"temperature": 0, "max_new_tokens": 1, "logit_bias": {first: -100.0}}
+    )
+    assert steered["output_ids"][0] != first

@@ -162,3 +162,32 @@ def test_errors_raise_typed_client_exceptions(oai: openai.OpenAI, model: str) ->
     bad = openai.OpenAI(base_url=str(oai.base_url), api_key="wrong")
     with pytest.raises(openai.AuthenticationError):
         bad.models.list()
+
+
+def test_logit_bias_and_min_tokens(oai: openai.OpenAI, model: str, server: ServerProcess) -> None:
+    prompt = "The capital of France is"
+    with server.client() as client:
+        native = {"text": prompt, "sampling_params": {"temperature": 0, "max_new_tokens": 1}}
+        first = client.post("/generate", json=native).json()["output_ids"][0]
+    plain = oai.completions.create(model=model, prompt=prompt, temperature=0, max_tokens=1)
+    steered = oai.completions.create(
+        model=model, prompt=prompt, temperature=0, max_tokens=1, logit_bias={str(first): -100}
+    )
+    assert steered.choices[0].text != plain.choices[0].text
+    short = oai.chat.completions.create(
+        model=model, messages=QUESTION, temperature=0, max_tokens=40
+    )
+    n = short.usage.completion_tokens
+    assert short.choices[0].finish_reason == "stop"
+    longer = oai.chat.completions.create(
+        model=model,
+        messages=QUESTION,
+        temperature=0,
+        max_tokens=n + 20,
+        extra_body={"min_tokens": n + 8},  # vLLM's extra field
+    )
+    assert longer.usage.completion_tokens >= n + 8
+    with pytest.raises(openai.BadRequestError, match="logit_bias"):
+        oai.chat.completions.create(
+            model=model, messages=QUESTION, max_tokens=2, logit_bias={"10": 150}
+        )

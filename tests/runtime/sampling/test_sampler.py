@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from radixserve.runtime.sampling import Sampler, SamplingParams
+from radixserve.runtime.sampling import Sampler, SamplingBatchInfo, SamplingParams
 from tests.runtime.sampling.helpers import build
 
 
@@ -107,3 +107,33 @@ def test_the_callers_logits_are_left_alone(device: torch.device) -> None:
     Sampler(seed=0)(logits, info, top_logprobs_num=2)
     Sampler().distribution(logits, info)
     assert torch.equal(logits, before)
+
+
+def test_logit_bias_and_banned_tokens(device: torch.device) -> None:
+    logits = torch.tensor([[3.0, 2.0, 1.0, 0.0]] * 4, device=device)
+    params = [
+        SamplingParams(temperature=0, logit_bias={3: 100.0}),  # forces token 3
+        SamplingParams(temperature=0, logit_bias={0: -100.0}),  # rules out token 0
+        SamplingParams(temperature=0),  # banned below: token 0
+        SamplingParams(temperature=1.0, seed=1),  # banned below: tokens 0 and 1
+    ]
+    info = SamplingBatchInfo.build(
+        params, [[]] * 4, [[]] * 4, 4, device, banned_token_ids=[None, None, [0], [0, 1]]
+    )
+    out = Sampler(seed=0)(logits, info)
+    assert out.next_token_ids[:3].tolist() == [3, 1, 1]
+    assert int(out.next_token_ids[3]) in (2, 3)
+    raw = torch.log_softmax(logits, -1).gather(1, out.next_token_ids.unsqueeze(1)).squeeze(1)
+    assert torch.allclose(out.logprobs, raw)  # reported logprobs stay the model's
+    draws = Sampler(seed=0)(
+        logits.repeat(64, 1),
+        SamplingBatchInfo.build(
+            [SamplingParams(temperature=1.0)] * 256,
+            [[]] * 256,
+            [[]] * 256,
+            4,
+            device,
+            banned_token_ids=[[0, 1]] * 256,
+        ),
+    )
+    assert set(draws.next_token_ids.tolist()) <= {2, 3}
