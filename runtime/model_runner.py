@@ -155,31 +155,32 @@ class ModelRunner:
         results: list[StepResult],
     ) -> None:
         """Greedy choice after every row of each speculative slice, in one argmax and one copy.
-        (The scheduler drafts only for greedy requests without penalties or a grammar, so the
-        argmax of the raw logits is exactly what sampling would pick.)"""
+        The scheduler drafts only for greedy requests without penalties, bias or logprobs, so
+        the argmax (under the grammar's mask for that row, if any) is what sampling would pick."""
         drafting = [i for i, r in enumerate(requests) if r.draft_token_ids]
         if not drafting:
             return
         rows = [row for i in drafting for row in range(*batch.logits_ranges[i])]
         scores = logits.index_select(0, torch.tensor(rows, device=logits.device))
-        masks = [requests[i].vocab_mask for i in drafting]
-        if any(m is not None for m in masks):  # grammar requests: one mask per verified row
-            words = bitmask_words(self.vocab_size)
-            full = [
-                m
-                if m is not None
-                else torch.full(
-                    (len(requests[i].draft_token_ids) + 1, words), -1, dtype=torch.int32
-                )
-                for i, m in zip(drafting, masks, strict=True)
-            ]
-            scores = apply_token_bitmask(scores, torch.cat(full).to(scores.device))
+        if any(requests[i].vocab_mask is not None for i in drafting):
+            scores = apply_token_bitmask(scores, self._draft_masks(requests, drafting))
         picked_ids = scores.argmax(-1).tolist()
         offset = 0
         for i in drafting:
             count = len(requests[i].draft_token_ids) + 1
             results[i].verified_ids = picked_ids[offset : offset + count]
             offset += count
+
+    def _draft_masks(self, requests: Sequence[StepRequest], drafting: list[int]) -> torch.Tensor:
+        """[verified rows, W]: each grammar request's per-row masks, all-allowed elsewhere."""
+        words = bitmask_words(self.vocab_size)
+        parts = []
+        for i in drafting:
+            mask = requests[i].vocab_mask
+            if mask is None:
+                mask = torch.full((len(requests[i].draft_token_ids) + 1, words), -1)
+            parts.append(mask.to(torch.int32))
+        return torch.cat(parts).to(self.device)
 
     def _sample(
         self,

@@ -33,7 +33,17 @@ SOAK_SECONDS = float(os.environ.get("SOAK_SECONDS", "45"))
 REQUEST_TIMEOUT_S = (
     360.0  # the slowest request of a 45 s run took 58 s here: hitting it means a hang
 )
-POOL_FLAGS = ("--max-total-tokens", "1024", "--page-size", "16", "--chunked-prefill-size", "128")
+# N-gram speculation is on: greedy outputs must still match their references token by token.
+POOL_FLAGS = (
+    "--max-total-tokens",
+    "1024",
+    "--page-size",
+    "16",
+    "--chunked-prefill-size",
+    "128",
+    "--speculative-algorithm",
+    "ngram",
+)
 SHARED = (
     "You are a careful assistant. Answer each question in one short sentence, "
     "without lists, code or follow-up questions. "
@@ -274,6 +284,7 @@ def test_soak_mixed_load_leaves_nothing_behind(pool_server: ServerProcess) -> No
         for name in ("greedy", "long_greedy", "vanishing_stream", "abort_by_rid", "structured")
     ), done
     assert stats["jump_forward_tokens"] > 0
+    assert stats["spec_accepted_tokens"] > 0
     # Not an equality: an abort that lands before the request reaches the scheduler is settled
     # by the tokenizer side and never counted there.
     assert stats["requests_aborted"] > 0
