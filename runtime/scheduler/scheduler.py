@@ -234,8 +234,10 @@ class Scheduler:
             return None
         room = min(req.remaining_new_tokens(), self.config.context_len - req.fill_len)
         forced = grammar.forced_tokens()[: max(room, 0)]
-        if not forced or not grammar.accept_forced(forced):
+        if not forced:
             return None
+        if not grammar.accept_forced(forced):  # the matcher is now in an error state
+            return FinishReason("abort", message="the grammar rejected its own forced tokens")
         req.output_ids.extend(forced)
         req.pending_ids.extend(forced)
         self.counters.jump_forward_tokens += len(forced)

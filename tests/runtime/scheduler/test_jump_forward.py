@@ -166,3 +166,25 @@ def test_grammar_request_without_a_backend_is_refused() -> None:
     with pytest.raises(ValueError, match="structured output"):
         scheduler.add_request(constrained("c", [1, 2, 3], 5))
     assert not scheduler.has_work
+
+
+def test_a_grammar_error_aborts_the_request_and_frees_it() -> None:
+    class BrokenGrammar(ForcingGrammar):
+        def accept_forced(self, tokens: list[int]) -> bool:
+            return False
+
+    class BrokenBackend(ForcingBackend):
+        def matcher(self, kind: str, text: str) -> ForcingGrammar:
+            return BrokenGrammar()
+
+    prompt = shared_prefix_prompts(1)[0]
+    scheduler = make(512, jump_forward=True)
+    scheduler.grammar_backend = BrokenBackend()
+    scheduler.add_request(constrained("c", prompt, 20))
+    plain = GenerateReq(rid="p", input_ids=prompt, sampling=SamplingParams(max_new_tokens=5))
+    scheduler.add_request(plain)
+    results = run_all(scheduler)
+    assert results["c"][1].finish.type == "abort" and "grammar" in results["c"][1].finish.message
+    assert results["p"][1].finish.type == "length"  # the other request is unaffected
+    scheduler.flush_cache()
+    assert scheduler.cache.num_free_pages == scheduler.cache.num_pages
