@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import torch
 
 from radixserve.kernels.attention import AttentionShape, create_attention_backend
-from radixserve.runtime.constrained import apply_token_bitmask, bitmask_words
+from radixserve.runtime.constrained import apply_token_bitmask
 from radixserve.runtime.cuda_graph_runner import DecodeGraphRunner
 from radixserve.runtime.distributed import tp_group
 from radixserve.runtime.forward_batch import ForwardBatch
@@ -34,6 +34,7 @@ from radixserve.runtime.sampling import (
     token_logprobs,
     top_logprobs,
 )
+from radixserve.runtime.sampling.batch_info import stack_vocab_masks
 from radixserve.runtime.server_args import ServerArgs
 from radixserve.runtime.step import RequestSlice, StepRequest, StepResult, TopLogprobs
 
@@ -162,8 +163,9 @@ class ModelRunner:
             return
         rows = [row for i in drafting for row in range(*batch.logits_ranges[i])]
         scores = logits.index_select(0, torch.tensor(rows, device=logits.device))
-        if any(requests[i].vocab_mask is not None for i in drafting):
-            scores = apply_token_bitmask(scores, self._draft_masks(requests, drafting))
+        masks = self._draft_masks(requests, drafting)
+        if masks is not None:
+            scores = apply_token_bitmask(scores, masks)
         picked_ids = scores.argmax(-1).tolist()
         offset = 0
         for i in drafting:
@@ -171,16 +173,17 @@ class ModelRunner:
             results[i].verified_ids = picked_ids[offset : offset + count]
             offset += count
 
-    def _draft_masks(self, requests: Sequence[StepRequest], drafting: list[int]) -> torch.Tensor:
-        """[verified rows, W]: each grammar request's per-row masks, all-allowed elsewhere."""
-        words = bitmask_words(self.vocab_size)
-        parts = []
+    def _draft_masks(
+        self, requests: Sequence[StepRequest], drafting: list[int]
+    ) -> torch.Tensor | None:
+        """[verified rows, W]: each grammar request's per-row masks, all-allowed elsewhere;
+        None when no drafting request has a grammar."""
+        rows: list[torch.Tensor | None] = []
         for i in drafting:
             mask = requests[i].vocab_mask
-            if mask is None:
-                mask = torch.full((len(requests[i].draft_token_ids) + 1, words), -1)
-            parts.append(mask.to(torch.int32))
-        return torch.cat(parts).to(self.device)
+            count = len(requests[i].draft_token_ids) + 1
+            rows.extend(mask.unbind(0) if mask is not None else [None] * count)
+        return stack_vocab_masks(rows, self.vocab_size, self.device)
 
     def _sample(
         self,
