@@ -20,6 +20,8 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
+
 from radixserve.runtime.http.errors import ApiError
 from radixserve.runtime.http.openai_protocol import (
     ChatCompletionRequest,
@@ -52,7 +54,7 @@ class ToolPlan:
 
 def plan_tools(body: ChatCompletionRequest) -> ToolPlan:
     """Checks `tools` / `tool_choice` and decides the mode; ApiError 400 when they conflict."""
-    tools = [msgspec_to_dict(t) for t in body.tools or []]
+    tools = [msgspec.to_builtins(t) for t in body.tools or []]
     names = [t["function"]["name"] for t in tools]
     if len(set(names)) != len(names):
         raise ApiError(400, f"tool names must be unique, got {names}", "tools")
@@ -96,12 +98,6 @@ def call_schema(tools: list[dict[str, Any]]) -> dict[str, Any]:
         for t in tools
     ]
     return options[0] if len(options) == 1 else {"anyOf": options}
-
-
-def msgspec_to_dict(value: Any) -> Any:
-    import msgspec
-
-    return msgspec.to_builtins(value)
 
 
 def render_messages(
