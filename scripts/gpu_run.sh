@@ -2,14 +2,7 @@
 # One full call on the GPU lease: install carried wheels, run GPU tests, run the GPU benchmark.
 # Usage (from the repo root on the lease): bash scripts/gpu_run.sh
 set -uo pipefail
-python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl 2>&1 | tail -2
-export PYTHONPATH=/tmp/site:$PWD
-bash scripts/gpu_prebuilt.sh restore
-# The package maps top-level folders onto radixserve.*; on the lease (a throwaway copy of the
-# tree) build that mapping with symlinks instead of an editable install.
-for f in runtime radix_cache frontend_lang kernels; do ln -sfn "$PWD/$f" "radixserve/$f"; done
-nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
-OUT=${OUT:-/tmp}
+source scripts/gpu_env.sh
 # Logs go to $OUT as they are written, and each stage has its own limit, so the prebuilt
 # kernels are saved even when a stage runs long.
 timeout ${GPU_TEST_TIMEOUT:-300} python3 -m pytest -q -m gpu tests/kernels tests/runtime/test_gpu_engine.py \

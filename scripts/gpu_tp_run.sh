@@ -2,15 +2,10 @@
 # One call on a multi-GPU lease: install carried wheels, run the tensor-parallel GPU test and the
 # tp 1 vs tp 2 benchmark. Usage (repo root on the lease): bash scripts/gpu_tp_run.sh
 set -uo pipefail
-python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl 2>&1 | tail -2
-export PYTHONPATH=/tmp/site:$PWD
-bash scripts/gpu_prebuilt.sh restore
-for f in runtime radix_cache frontend_lang kernels; do ln -sfn "$PWD/$f" "radixserve/$f"; done
-nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
+source scripts/gpu_env.sh
 # NVLink multicast stays off (the lease's rule); set here too in case the environment lacks them.
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 # Logs go to $OUT as they are written, so a run cut off by the time limit still reports.
-OUT=${OUT:-/tmp}
 timeout ${TP_TEST_TIMEOUT:-200} python3 -m pytest -q -m gpu tests/runtime/test_gpu_engine.py \
   -k "${TP_TEST_FILTER:-}" -p no:cacheprovider -o faulthandler_timeout=150 > "$OUT/tp_test.log" 2>&1
 tail -15 "$OUT/tp_test.log"
