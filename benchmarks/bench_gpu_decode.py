@@ -74,6 +74,15 @@ def dummy_model_args(model_dir: Path, **changes: object) -> ServerArgs:
     return base.replace(**changes)
 
 
+def report(title: str, rows: dict[str, float], out: str, width: int = 40) -> None:
+    """The benchmark's table on stdout, and as JSON at `out` when given."""
+    print(f"\n{title}")
+    for key, value in rows.items():
+        print(f"{key:>{width}} : {value:10.2f}")
+    if out:
+        Path(out).write_text(json.dumps(rows, indent=2))
+
+
 def hf_batch1(model_dir: Path, new_tokens: int) -> float:
     from transformers import AutoConfig, AutoModelForCausalLM
 
@@ -172,11 +181,9 @@ def main() -> None:
     for mode in list(measured)[1:]:
         rows[f"{mode}_vs_eager_batch1"] = measured[mode][0]["tok_s"] / eager[0]["tok_s"]
         rows[f"{mode}_vs_eager_{args.requests}req"] = measured[mode][1]["tok_s"] / eager[1]["tok_s"]
-    print(f"\n{torch.cuda.get_device_name()} | Llama-3.1-8B shape, bf16, random weights")
-    for key, value in rows.items():
-        print(f"{key:>40} : {value:10.2f}")
-    if args.out:
-        Path(args.out).write_text(json.dumps(rows, indent=2))
+    report(
+        f"{torch.cuda.get_device_name()} | Llama-3.1-8B shape, bf16, random weights", rows, args.out
+    )
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import random
 import sys
 from pathlib import Path
@@ -20,7 +19,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.bench_gpu_decode import dummy_model_args, run_scheduler, write_model_dir  # noqa: E402
+from benchmarks.bench_gpu_decode import (  # noqa: E402
+    dummy_model_args,
+    report,
+    run_scheduler,
+    write_model_dir,
+)
 from radixserve.runtime.tp_worker import create_model_runner  # noqa: E402
 
 
@@ -67,13 +71,10 @@ def main() -> None:
         rows[f"tp{tp}_vs_tp{base}_{args.requests}req"] = (
             rows[f"tp{tp}_{args.requests}req_tok_s"] / rows[f"tp{base}_{args.requests}req_tok_s"]
         )
-    print(
-        f"\n{torch.cuda.device_count()} x {torch.cuda.get_device_name()} | Llama-3.1-8B shape, bf16"
+    title = (
+        f"{torch.cuda.device_count()} x {torch.cuda.get_device_name()} | Llama-3.1-8B shape, bf16"
     )
-    for key, value in rows.items():
-        print(f"{key:>36} : {value:10.2f}")
-    if args.out:
-        Path(args.out).write_text(json.dumps(rows, indent=2))
+    report(title, rows, args.out, width=36)
 
 
 if __name__ == "__main__":
