@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import pytest
 
-from radixserve.radix_cache import RadixCache
 from radixserve.runtime.io_struct import GenerateReq
 from radixserve.runtime.sampling import SamplingParams
-from radixserve.runtime.scheduler.scheduler import Scheduler, SchedulerConfig
-from tests.runtime.scheduler.fake_engine import FakeEngine, next_token
-from tests.runtime.scheduler.test_scheduler import VOCAB, run_all, shared_prefix_prompts
+from radixserve.runtime.scheduler.scheduler import Scheduler
+from tests.runtime.scheduler.fake_engine import next_token
+from tests.runtime.scheduler.test_scheduler import (
+    VOCAB,
+    make_scheduler,
+    run_all,
+    shared_prefix_prompts,
+)
 
-EOS = 10_000
 FORCED_PER_TOKEN = 2
 
 
@@ -76,17 +79,10 @@ def expected_constrained(prompt: list[int], max_new_tokens: int) -> list[int]:
 
 
 def make(num_pages: int, jump_forward: bool, chunk: int = 256, page_size: int = 16) -> Scheduler:
-    config = SchedulerConfig(
-        page_size=page_size,
-        context_len=4096,
-        chunked_prefill_size=chunk,
-        max_prefill_tokens=chunk,
-    )
-    return Scheduler(
-        FakeEngine(num_pages, page_size, VOCAB),
-        RadixCache(num_pages, page_size=page_size),
-        config,
-        [EOS],
+    return make_scheduler(
+        num_pages,
+        page_size,
+        chunk,
         grammar_backend=ForcingBackend(),
         jump_forward=jump_forward,
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from typing import Any
 
 import pytest
 
@@ -23,7 +24,12 @@ def make_scheduler(
     policy: str = "lpm",
     radix: bool = True,
     max_running: int = 256,
+    engine_type: type[FakeEngine] = FakeEngine,
+    num_draft_tokens: int = 0,
+    **scheduler_options: Any,
 ) -> Scheduler:
+    """A scheduler over a stand-in engine; `scheduler_options` go to Scheduler (grammar_backend,
+    jump_forward)."""
     cache = (
         RadixCache(num_pages, page_size=page_size)
         if radix
@@ -36,8 +42,10 @@ def make_scheduler(
         max_prefill_tokens=chunk,
         max_running_requests=max_running,
         schedule_policy=policy,
+        num_draft_tokens=num_draft_tokens,
     )
-    return Scheduler(FakeEngine(num_pages, page_size, VOCAB), cache, config, [EOS], sharing=radix)
+    engine = engine_type(num_pages, page_size, VOCAB)
+    return Scheduler(engine, cache, config, [EOS], sharing=radix, **scheduler_options)
 
 
 def request(rid: str, prompt: list[int], max_new: int) -> GenerateReq:

@@ -14,15 +14,17 @@ from collections.abc import Sequence
 
 import pytest
 
-from radixserve.radix_cache import RadixCache
 from radixserve.runtime.io_struct import GenerateReq
 from radixserve.runtime.sampling import SamplingParams
 from radixserve.runtime.scheduler.ngram import propose_drafts
-from radixserve.runtime.scheduler.scheduler import Scheduler, SchedulerConfig
+from radixserve.runtime.scheduler.scheduler import Scheduler
 from tests.runtime.scheduler.fake_engine import FakeEngine
-from tests.runtime.scheduler.test_scheduler import VOCAB, run_all, shared_prefix_prompts
-
-EOS = 10_000
+from tests.runtime.scheduler.test_scheduler import (
+    VOCAB,
+    make_scheduler,
+    run_all,
+    shared_prefix_prompts,
+)
 
 
 def copying_next(sequence: Sequence[int]) -> int:
@@ -52,19 +54,8 @@ def reference(prompt: list[int], max_new: int, stop: int | None = None) -> list[
 
 
 def make(num_pages: int, page_size: int, drafts: int, chunk: int = 256) -> Scheduler:
-    config = SchedulerConfig(
-        page_size=page_size,
-        context_len=4096,
-        chunked_prefill_size=chunk,
-        max_prefill_tokens=chunk,
-        num_draft_tokens=drafts,
-        ngram_max=3,
-    )
-    return Scheduler(
-        CopyingEngine(num_pages, page_size, VOCAB),
-        RadixCache(num_pages, page_size=page_size),
-        config,
-        [EOS],
+    return make_scheduler(
+        num_pages, page_size, chunk, engine_type=CopyingEngine, num_draft_tokens=drafts
     )
 
 
