@@ -12,3 +12,10 @@ def smollm2_tokenizer() -> Any:
     from radixserve.runtime.model_loader.weights import load_tokenizer
 
     return load_tokenizer(resolve_model_source(None))
+
+
+def chat_prompt(tokenizer: Any, question: str) -> str:
+    """One user turn in the model's chat template, ready for the assistant's answer."""
+    return tokenizer.apply_chat_template(
+        [{"role": "user", "content": question}], tokenize=False, add_generation_prompt=True
+    )

@@ -7,6 +7,7 @@ import torch
 
 from radixserve.runtime.engine import Engine
 from radixserve.runtime.request_builder import InvalidRequestError
+from tests.runtime.smollm2 import chat_prompt
 
 PROMPTS = [
     "The capital of France is",
@@ -136,9 +137,7 @@ def test_bad_input_is_a_clear_error(engine: Engine, kwargs: dict, message: str) 
 
 
 def test_min_new_tokens_holds_back_eos_and_logit_bias_steers(engine: Engine) -> None:
-    prompt = engine.tokenizer.apply_chat_template(
-        [{"role": "user", "content": "Say hi."}], tokenize=False, add_generation_prompt=True
-    )
+    prompt = chat_prompt(engine.tokenizer, "Say hi.")
     free = engine.generate(prompt, {"temperature": 0, "max_new_tokens": 64})
     n = free["meta_info"]["completion_tokens"]
     assert free["meta_info"]["finish_reason"]["type"] == "stop"

@@ -8,6 +8,7 @@ import json
 import pytest
 
 from radixserve.runtime.engine import Engine
+from tests.runtime.smollm2 import chat_prompt
 
 TEXT = (
     "Radix trees share prefixes of token sequences, so a prompt computed once serves every later "
@@ -23,9 +24,7 @@ def engine():
 
 
 def chat(engine: Engine, question: str) -> str:
-    return engine.tokenizer.apply_chat_template(
-        [{"role": "user", "content": question}], tokenize=False, add_generation_prompt=True
-    )
+    return chat_prompt(engine.tokenizer, question)
 
 
 def test_speculation_is_invisible_and_saves_steps(engine: Engine) -> None:

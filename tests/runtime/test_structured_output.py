@@ -11,6 +11,7 @@ import pytest
 
 from radixserve.runtime.engine import Engine
 from radixserve.runtime.request_builder import InvalidRequestError
+from tests.runtime.smollm2 import chat_prompt
 
 CITY = {
     "type": "object",
@@ -34,9 +35,7 @@ def engine():
 
 
 def chat(engine: Engine, question: str) -> str:
-    return engine.tokenizer.apply_chat_template(
-        [{"role": "user", "content": question}], tokenize=False, add_generation_prompt=True
-    )
+    return chat_prompt(engine.tokenizer, question)
 
 
 def check_city(text: str) -> None:
