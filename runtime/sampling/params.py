@@ -108,29 +108,18 @@ class SamplingParams(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, o
             raise SamplingParamsError(f"invalid sampling params: {exc}") from exc
 
     def _check_stop_token_ids(self, vocab_size: int | None) -> None:
-        if not self.stop_token_ids:
-            return
-        upper = vocab_size if vocab_size is not None else math.inf
-        bad = [t for t in self.stop_token_ids if not 0 <= t < upper]
-        if bad:
-            where = f"in [0, {vocab_size})" if vocab_size is not None else ">= 0"
-            raise SamplingParamsError(f"stop_token_ids must be {where}, got {bad}")
+        check_token_ids("stop_token_ids", self.stop_token_ids or (), vocab_size)
 
     def _check_logit_bias(self, vocab_size: int | None) -> None:
         if not self.logit_bias:
             return
-        upper = vocab_size if vocab_size is not None else math.inf
-        bad_ids = [t for t in self.logit_bias if not 0 <= t < upper]
-        if bad_ids:
-            raise SamplingParamsError(
-                f"logit_bias token ids must be in [0, {upper}), got {bad_ids}"
-            )
+        check_token_ids("logit_bias token ids", self.logit_bias, vocab_size)
         bad = {t: v for t, v in self.logit_bias.items() if not -100 <= v <= 100}
         if bad:
             raise SamplingParamsError(f"logit_bias values must be in [-100, 100], got {bad}")
 
     def _check_grammar(self) -> None:
-        given = [kind for kind, _ in self._grammar_fields() if _ is not None]
+        given = [kind for kind, text in self._grammar_fields() if text is not None]
         if len(given) > 1:
             raise SamplingParamsError(f"set at most one of regex, json_schema, ebnf; got {given}")
         grammar = self.grammar
@@ -173,6 +162,15 @@ class SamplingParams(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, o
         if self.stop is None:
             return []
         return [self.stop] if isinstance(self.stop, str) else list(self.stop)
+
+
+def check_token_ids(name: str, token_ids: Collection[int], vocab_size: int | None) -> None:
+    """Raises SamplingParamsError naming `name` when an id lies outside the vocabulary."""
+    upper = vocab_size if vocab_size is not None else math.inf
+    bad = [t for t in token_ids if not 0 <= t < upper]
+    if bad:
+        where = f"in [0, {vocab_size})" if vocab_size is not None else ">= 0"
+        raise SamplingParamsError(f"{name} must be {where}, got {bad}")
 
 
 def check_stop_token(params: SamplingParams, token_id: int, eos_token_ids: Collection[int]) -> bool:
