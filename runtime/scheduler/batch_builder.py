@@ -83,7 +83,7 @@ class BatchBuilder:
         for req in decodes:
             drafts = self._drafts(req)
             if drafts and self.kv.reserve(req, 1 + len(drafts)):
-                plan.slices.append(self._speculative_slice(req, drafts))
+                plan.slices.append(self._decode_slice(req, drafts))
             elif self.kv.reserve(req, 1):
                 plan.slices.append(
                     self._decode_slice(req) if req.output_ids else self._slice(req, 1)
@@ -161,19 +161,26 @@ class BatchBuilder:
 
     # --- building the engine's view ------------------------------------------------------------
 
-    def _decode_slice(self, req: Req) -> ScheduledSlice:
+    def _decode_slice(self, req: Req, drafts: list[int] | None = None) -> ScheduledSlice:
         """The common case, built directly: one new token after outputs, so no prompt logprobs
-        (they end with the prompt) and the slice is the last sampled token."""
+        (they end with the prompt) and the slice is the last sampled token. With n-gram
+        `drafts` the slice is [last, *drafts], with logits on every row for the verification."""
         step_request = StepRequest(
-            slice=RequestSlice([req.output_ids[-1]], req.kv_len, req.page_table),
+            slice=RequestSlice(
+                [req.output_ids[-1], *(drafts or ())],
+                req.kv_len,
+                req.page_table,
+                0 if drafts else None,
+            ),
             sampling=req.sampling,
             prompt_ids=req.prompt_ids,
             output_ids=req.output_ids,
             sample=True,
             return_logprob=req.return_logprob,
             top_logprobs_num=req.top_logprobs_num,
+            draft_token_ids=drafts or None,
         )
-        return ScheduledSlice(req, 1, False, step_request)
+        return ScheduledSlice(req, 1 + len(drafts or ()), False, step_request)
 
     def _drafts(self, req: Req) -> list[int]:
         """N-gram drafts for a decode, when speculation is on and exact for this request:
@@ -202,18 +209,6 @@ class BatchBuilder:
         if drafts and req.grammar is not None:
             drafts = drafts[: req.grammar.valid_prefix_len(drafts)]
         return drafts
-
-    def _speculative_slice(self, req: Req, drafts: list[int]) -> ScheduledSlice:
-        """The last token plus the drafts, with logits on every row for the verification."""
-        step_request = StepRequest(
-            slice=RequestSlice([req.output_ids[-1], *drafts], req.kv_len, req.page_table, 0),
-            sampling=req.sampling,
-            prompt_ids=req.prompt_ids,
-            output_ids=req.output_ids,
-            sample=True,
-            draft_token_ids=drafts,
-        )
-        return ScheduledSlice(req, 1 + len(drafts), False, step_request)
 
     def _slice(self, req: Req, extend_len: int) -> ScheduledSlice:
         fill_len = req.fill_len
