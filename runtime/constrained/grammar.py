@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import functools
 import json
-import threading
 from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
@@ -134,17 +133,16 @@ class GrammarBackend:
         self._eos = sorted(eos_token_ids)
         self._ll_tokenizer: Any = None
         self._executor: Any = None
-        self._lock = threading.Lock()
 
     def _tokenizer(self) -> Any:
-        with self._lock:
-            if self._ll_tokenizer is None:
-                import llguidance.hf
+        # Only the scheduler's thread builds matchers, so first use needs no lock.
+        if self._ll_tokenizer is None:
+            import llguidance.hf
 
-                self._ll_tokenizer = llguidance.hf.from_tokenizer(
-                    self._tokenizer_factory(), n_vocab=self.vocab_size, eos_token=self._eos
-                )
-            return self._ll_tokenizer
+            self._ll_tokenizer = llguidance.hf.from_tokenizer(
+                self._tokenizer_factory(), n_vocab=self.vocab_size, eos_token=self._eos
+            )
+        return self._ll_tokenizer
 
     def allowed_tokens_bitmasks(self, matchers: Sequence[GrammarMatcher]) -> torch.Tensor:
         """[n, W] int32, row i allowing what matchers[i] allows next. The rows are computed in

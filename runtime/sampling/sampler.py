@@ -101,7 +101,8 @@ class Sampler:
 
     @staticmethod
     def _scores(logits: torch.Tensor, info: SamplingBatchInfo) -> torch.Tensor:
-        """What the draw ranks: penalized logits, with a grammar's forbidden tokens at -inf."""
+        """What the draw ranks: penalized logits plus any logit bias, with banned tokens and a
+        grammar's forbidden tokens at -inf."""
         scores = logits if info.penalties is None else info.penalties.apply(logits)
         if info.logit_adjustments is not None:  # logit_bias; EOS banned before min_new_tokens
             rows, tokens, values = info.logit_adjustments
