@@ -2,7 +2,7 @@
 
 from setuptools import find_packages, setup
 
-SUBPACKAGE_FOLDERS = ("runtime", "radix_cache", "frontend_lang", "kernels")
+SUBPACKAGE_FOLDERS = ("runtime", "radix_cache", "frontend_lang", "kernels", "utils")
 
 package_dir = {"radixserve": "radixserve"}
 packages = ["radixserve"]

@@ -14,8 +14,8 @@ import time
 
 import torch
 
-from radixserve.runtime.engine import Engine
-from radixserve.runtime.model_loader.source import resolve_model_source
+from radixserve.runtime.config.model_source import resolve_model_source
+from radixserve.runtime.entrypoints.engine import Engine
 
 PROMPTS = [
     "The history of the printing press begins",

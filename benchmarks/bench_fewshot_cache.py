@@ -14,7 +14,7 @@ import argparse
 import time
 
 from benchmarks.fewshot_data import few_shot_prefix, few_shot_prompt, load_examples
-from radixserve.runtime.engine import Engine
+from radixserve.runtime.entrypoints.engine import Engine
 
 
 def run(engine: Engine, prompts: list[str], new_tokens: int) -> tuple[int, float, list[str]]:

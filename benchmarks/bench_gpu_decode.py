@@ -22,11 +22,11 @@ import torch
 
 from radixserve.kernels import fused
 from radixserve.radix_cache import RadixCache
-from radixserve.runtime.io_struct import GenerateReq
-from radixserve.runtime.model_runner import ModelRunner
-from radixserve.runtime.sampling import SamplingParams
+from radixserve.runtime.config.server_args import ServerArgs
+from radixserve.runtime.model_executor.model_runner import ModelRunner
 from radixserve.runtime.scheduler.scheduler import Scheduler, SchedulerConfig
-from radixserve.runtime.server_args import ServerArgs
+from radixserve.runtime.wire.messages import GenerateReq
+from radixserve.runtime.wire.sampling_params import SamplingParams
 
 LLAMA_31_8B = {
     "architectures": ["LlamaForCausalLM"],

@@ -25,7 +25,7 @@ from benchmarks.bench_gpu_decode import (  # noqa: E402
     run_scheduler,
     write_model_dir,
 )
-from radixserve.runtime.tp_worker import create_model_runner  # noqa: E402
+from radixserve.runtime.model_executor.tp_worker import create_model_runner  # noqa: E402
 
 
 def main() -> None:

@@ -1,8 +1,8 @@
-"""The scheduler's own CPU time per step, with a stand-in engine that does no work.
+"""The scheduler's own CPU time per step, with a stand-in model runner that does no work.
 
 256 requests decode together (after their prefills), so each step schedules 256 decodes,
 allocates pages, appends tokens, checks stops and builds outputs. The figure is the step's time
-minus the engine call: what the scheduler adds to every forward pass. Target: median < 1 ms.
+minus the runner call: what the scheduler adds to every forward pass. Target: median < 1 ms.
 
     python benchmarks/bench_scheduler_overhead.py [--running 256] [--steps 300]
 """
@@ -15,14 +15,14 @@ import statistics
 from collections.abc import Sequence
 
 from radixserve.radix_cache import RadixCache
-from radixserve.runtime.gc_tuning import freeze_startup_objects
-from radixserve.runtime.io_struct import GenerateReq
-from radixserve.runtime.sampling import SamplingParams
 from radixserve.runtime.scheduler.scheduler import Scheduler, SchedulerConfig
-from radixserve.runtime.step import StepRequest, StepResult
+from radixserve.runtime.scheduler.step import StepRequest, StepResult
+from radixserve.runtime.wire.messages import GenerateReq
+from radixserve.runtime.wire.sampling_params import SamplingParams
+from radixserve.utils.gc_tuning import freeze_startup_objects
 
 
-class NullEngine:
+class NullRunner:
     """Returns a fixed token for every request that samples; costs (almost) nothing."""
 
     def step(self, requests: Sequence[StepRequest]) -> list[StepResult]:
@@ -39,7 +39,7 @@ def main() -> None:
     rng = random.Random(0)
     num_pages = 65536
     scheduler = Scheduler(
-        NullEngine(),
+        NullRunner(),
         RadixCache(num_pages, page_size=args.page_size),
         SchedulerConfig(
             page_size=args.page_size,

@@ -15,7 +15,7 @@ import time
 
 import torch
 
-from radixserve.runtime.engine import Engine
+from radixserve.runtime.entrypoints.engine import Engine
 
 PASSAGE = (
     "The scheduler matches each prompt against the radix tree, locks the matched path, and "

@@ -21,7 +21,7 @@ import time
 
 import torch
 
-from radixserve.runtime.engine import Engine
+from radixserve.runtime.entrypoints.engine import Engine
 
 # Long keys and enums: the kind of schema a tool-calling agent fills, where much is forced.
 SCHEMA = {

@@ -5,18 +5,18 @@ Names follow SGLang's frontend language, so its programs port with `import radix
 
 from __future__ import annotations
 
-from radixserve.frontend_lang.backend.base import (
+from .backend.base import (
     BackendError,
     BaseBackend,
     get_default_backend,
     set_default_backend,
 )
-from radixserve.frontend_lang.backend.endpoint import RuntimeEndpoint
-from radixserve.frontend_lang.backend.runtime import Runtime
-from radixserve.frontend_lang.chat_template import ChatTemplate
-from radixserve.frontend_lang.executor import ProgramError
-from radixserve.frontend_lang.function import SglFunction, function
-from radixserve.frontend_lang.ir import (
+from .backend.endpoint import RuntimeEndpoint
+from .backend.runtime import Runtime
+from .chat_template import ChatTemplate
+from .executor import ProgramError
+from .function import SglFunction, function
+from .ir import (
     assistant,
     assistant_begin,
     assistant_end,
@@ -32,7 +32,7 @@ from radixserve.frontend_lang.ir import (
     user_begin,
     user_end,
 )
-from radixserve.frontend_lang.state import ProgramState, ProgramStateGroup
+from .state import ProgramState, ProgramStateGroup
 
 __all__ = [
     "BackendError",

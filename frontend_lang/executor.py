@@ -14,9 +14,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from radixserve.frontend_lang.backend.base import BaseBackend
-from radixserve.frontend_lang.chat_template import ChatTemplate
-from radixserve.frontend_lang.ir import (
+from .backend.base import BaseBackend
+from .chat_template import ChatTemplate
+from .ir import (
     Expr,
     Gen,
     RoleBegin,

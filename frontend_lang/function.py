@@ -20,7 +20,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from radixserve.frontend_lang.backend.base import (
+from .backend.base import (
     BaseBackend,
     ChoiceScores,
     GenOutput,
@@ -28,9 +28,9 @@ from radixserve.frontend_lang.backend.base import (
     as_backend,
     get_default_backend,
 )
-from radixserve.frontend_lang.chat_template import ChatTemplate
-from radixserve.frontend_lang.executor import StreamExecutor
-from radixserve.frontend_lang.state import ProgramState
+from .chat_template import ChatTemplate
+from .executor import StreamExecutor
+from .state import ProgramState
 
 MAX_AUTO_THREADS = 64
 

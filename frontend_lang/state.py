@@ -6,8 +6,8 @@ import contextlib
 from collections.abc import Iterator, Sequence
 from typing import Any, overload
 
-from radixserve.frontend_lang.executor import Snapshot, StreamExecutor
-from radixserve.frontend_lang.ir import RoleBegin, RoleEnd, role_block, to_expr
+from .executor import Snapshot, StreamExecutor
+from .ir import RoleBegin, RoleEnd, role_block, to_expr
 
 JOIN_MODES = ("gather_variable", "concate_and_append")
 

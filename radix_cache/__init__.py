@@ -10,8 +10,8 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from radixserve.radix_cache.allocator import PageAllocator
-from radixserve.radix_cache.base import (
+from .allocator import PageAllocator
+from .base import (
     CacheStats,
     InsertResult,
     IntegrityError,
@@ -19,15 +19,15 @@ from radixserve.radix_cache.base import (
     NodeRef,
     PrefixCache,
 )
-from radixserve.radix_cache.eviction import (
+from .eviction import (
     EVICTION_POLICIES,
     EvictionPolicy,
     LFUPolicy,
     LRUPolicy,
     PriorityPolicy,
 )
-from radixserve.radix_cache.naive_cache import NaiveCache
-from radixserve.radix_cache.radix_cache import RadixCache
+from .naive_cache import NaiveCache
+from .radix_cache import RadixCache
 
 CACHE_REGISTRY: dict[str, str] = {
     "radix": "radixserve.radix_cache.radix_cache:RadixCache",

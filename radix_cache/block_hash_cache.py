@@ -24,8 +24,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from radixserve.radix_cache.allocator import PageAllocator
-from radixserve.radix_cache.base import (
+from .allocator import PageAllocator
+from .base import (
     CacheStats,
     InsertResult,
     IntegrityError,
@@ -33,8 +33,8 @@ from radixserve.radix_cache.base import (
     PrefixCache,
     hit_rate,
 )
-from radixserve.radix_cache.inspection import check_partition
-from radixserve.radix_cache.node import as_token_list
+from .inspection import check_partition
+from .node import as_token_list
 
 SEED_HASH = 0x5EED
 

@@ -15,7 +15,7 @@ import heapq
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 
-from radixserve.radix_cache.node import TreeNode
+from .node import TreeNode
 
 OrderKey = tuple[int, ...]
 

@@ -10,12 +10,12 @@ from collections.abc import Iterable, Iterator
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
-from radixserve.radix_cache.base import CacheStats, IntegrityError, hit_rate
-from radixserve.radix_cache.eviction import is_evictable
-from radixserve.radix_cache.node import TreeNode, child_key
+from .base import CacheStats, IntegrityError, hit_rate
+from .eviction import is_evictable
+from .node import TreeNode, child_key
 
 if TYPE_CHECKING:
-    from radixserve.radix_cache.radix_cache import RadixCache
+    from .radix_cache import RadixCache
 
 MAX_INDENT = 16
 

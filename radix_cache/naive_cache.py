@@ -24,8 +24,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from radixserve.radix_cache.allocator import PageAllocator
-from radixserve.radix_cache.base import (
+from .allocator import PageAllocator
+from .base import (
     CacheStats,
     InsertResult,
     IntegrityError,
@@ -33,7 +33,7 @@ from radixserve.radix_cache.base import (
     PrefixCache,
     hit_rate,
 )
-from radixserve.radix_cache.inspection import check_partition
+from .inspection import check_partition
 
 _ids = itertools.count(1)
 

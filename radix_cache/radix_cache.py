@@ -15,22 +15,22 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from radixserve.radix_cache.allocator import PageAllocator
-from radixserve.radix_cache.base import (
+from .allocator import PageAllocator
+from .base import (
     CacheStats,
     InsertResult,
     IntegrityError,
     MatchResult,
     PrefixCache,
 )
-from radixserve.radix_cache.eviction import EvictableHeap, EvictionPolicy, make_policy
-from radixserve.radix_cache.inspection import (
+from .eviction import EvictableHeap, EvictionPolicy, make_policy
+from .inspection import (
     check_tree_integrity,
     tree_dump,
     tree_stats,
     tree_to_dict,
 )
-from radixserve.radix_cache.node import (
+from .node import (
     TreeNode,
     aligned_common_prefix,
     as_token_list,

@@ -10,9 +10,9 @@ import importlib
 from typing import Any
 
 _LAZY = {
-    "Engine": "radixserve.runtime.engine:Engine",
-    "ServerArgs": "radixserve.runtime.server_args:ServerArgs",
-    "SamplingParams": "radixserve.runtime.sampling:SamplingParams",
+    "Engine": "radixserve.runtime.entrypoints.engine:Engine",
+    "ServerArgs": "radixserve.runtime.config.server_args:ServerArgs",
+    "SamplingParams": "radixserve.runtime.wire.sampling_params:SamplingParams",
     # The frontend language (no torch import).
     "BackendError": "radixserve.frontend_lang:BackendError",
     "ProgramState": "radixserve.frontend_lang:ProgramState",

@@ -6,7 +6,7 @@ source scripts/gpu_env.sh
 # NVLink multicast stays off (the lease's rule); set here too in case the environment lacks them.
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 # Logs go to $OUT as they are written, so a run cut off by the time limit still reports.
-timeout ${TP_TEST_TIMEOUT:-200} python3 -m pytest -q -m gpu tests/runtime/test_gpu_engine.py \
+timeout ${TP_TEST_TIMEOUT:-200} python3 -m pytest -q -m gpu tests/runtime/model_executor/test_gpu_engine.py \
   -k "${TP_TEST_FILTER:-}" -p no:cacheprovider -o faulthandler_timeout=150 > "$OUT/tp_test.log" 2>&1
 tail -15 "$OUT/tp_test.log"
 grep -q " passed" "$OUT/tp_test.log" && ! grep -q " failed" "$OUT/tp_test.log" || exit 1

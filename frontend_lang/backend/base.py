@@ -13,7 +13,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from radixserve.frontend_lang.chat_template import ChatTemplate
+from ..chat_template import ChatTemplate
 
 
 class BackendError(RuntimeError):

@@ -16,14 +16,14 @@ from typing import Any
 
 import httpx
 
-from radixserve.frontend_lang.backend.base import (
+from ..chat_template import CHATML, ChatTemplate, ChatTemplateError
+from .base import (
     BackendError,
     BaseBackend,
     ChoiceScores,
     GenOutput,
     StreamDelta,
 )
-from radixserve.frontend_lang.chat_template import CHATML, ChatTemplate, ChatTemplateError
 
 logger = logging.getLogger(__name__)
 DEFAULT_TIMEOUT_S = 600.0
@@ -199,24 +199,49 @@ def _message_of(body: Any) -> str | None:
 
 
 def _local_template(model_path: str | None, tokenizer_path: str | None) -> ChatTemplate | None:
-    """The template from the tokenizer files, when the server's model is on this machine."""
-    try:
-        from radixserve.runtime.model_loader.source import EMBEDDED_MODEL_NAME, resolve_model_source
-        from radixserve.runtime.model_loader.weights import load_tokenizer
+    """The template in the tokenizer files, when the server's model is an HF directory on this
+    machine (a server that does not report its template, such as SGLang's). Reads the files
+    directly: the DSL never imports the runtime."""
+    for directory in (tokenizer_path, model_path):
+        if not directory or not os.path.isdir(directory):
+            continue
+        found = read_template_files(directory)
+        if found is None:
+            continue
+        template, tokens = found
+        try:
+            return ChatTemplate.from_jinja(template, tokens, source=directory)
+        except ChatTemplateError as exc:
+            logger.warning("cannot use the local chat template: %s", exc)
+            return None
+    return None
 
-        path = None if model_path in (None, "", EMBEDDED_MODEL_NAME) else model_path
-        # A GGUF model reports its file as the tokenizer path too; only a separate directory is
-        # a tokenizer of its own.
-        separate = tokenizer_path if tokenizer_path and os.path.isdir(tokenizer_path) else None
-        tokenizer = load_tokenizer(resolve_model_source(path), separate)
-    except Exception as exc:  # not on this machine, or not loadable: fall back to ChatML
-        logger.debug("no local tokenizer for %r: %s", model_path, exc)
+
+def read_template_files(directory: str) -> tuple[str, dict[str, str]] | None:
+    """(chat template, {bos_token, eos_token}) from an HF tokenizer directory: the template from
+    chat_template.jinja or tokenizer_config.json (its "default" entry when it holds several)."""
+    config: dict[str, Any] = {}
+    config_path = os.path.join(directory, "tokenizer_config.json")
+    if os.path.isfile(config_path):
+        with open(config_path, encoding="utf-8") as f:
+            config = json.load(f)
+    jinja_path = os.path.join(directory, "chat_template.jinja")
+    template: Any = None
+    if os.path.isfile(jinja_path):
+        with open(jinja_path, encoding="utf-8") as f:
+            template = f.read()
+    else:
+        template = config.get("chat_template")
+    if isinstance(template, list):  # [{"name": ..., "template": ...}]
+        named = {t.get("name"): t.get("template") for t in template if isinstance(t, dict)}
+        template = named.get("default")
+    if not isinstance(template, str) or not template:
         return None
-    if not tokenizer.chat_template:
-        return None
-    tokens = {"bos_token": tokenizer.bos_token or "", "eos_token": tokenizer.eos_token or ""}
-    try:
-        return ChatTemplate.from_jinja(tokenizer.chat_template, tokens, source=str(model_path))
-    except ChatTemplateError as exc:
-        logger.warning("cannot use the local chat template: %s", exc)
-        return None
+    return template, {key: _token_text(config.get(key)) for key in ("bos_token", "eos_token")}
+
+
+def _token_text(value: Any) -> str:
+    """A special token as tokenizer_config.json writes it: a string or {"content": ...}."""
+    if isinstance(value, dict):
+        value = value.get("content")
+    return value if isinstance(value, str) else ""

@@ -23,7 +23,7 @@ from typing import Any
 
 import httpx
 
-from radixserve.frontend_lang.backend.endpoint import RuntimeEndpoint
+from .endpoint import RuntimeEndpoint
 
 STARTUP_TIMEOUT_S = 300.0
 SHUTDOWN_GRACE_S = 10.0

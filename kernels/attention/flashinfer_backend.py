@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from radixserve.kernels.attention.base import AttentionBackend, AttentionShape, PagedBatchLayout
+from .base import AttentionBackend, AttentionShape, PagedBatchLayout
 
 WORKSPACE_BYTES = 256 * 1024 * 1024
 

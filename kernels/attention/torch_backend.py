@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from radixserve.kernels.attention.base import AttentionBackend, PagedBatchLayout
+from .base import AttentionBackend, PagedBatchLayout
 
 
 @dataclass(slots=True)

@@ -31,13 +31,13 @@ def available(x: torch.Tensor) -> bool:
 def rms_norm(
     x: torch.Tensor, weight: torch.Tensor, eps: float, residual: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    from radixserve.kernels.fused.rmsnorm import rms_norm as run
+    from .rmsnorm import rms_norm as run
 
     return run(x, weight, eps, residual)
 
 
 def silu_and_mul(gate_up: torch.Tensor) -> torch.Tensor:
-    from radixserve.kernels.fused.activation import silu_and_mul as run
+    from .activation import silu_and_mul as run
 
     return run(gate_up)
 
@@ -49,6 +49,6 @@ def rotary(
     cos_table: torch.Tensor,
     sin_table: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    from radixserve.kernels.fused.rope import rotary as run
+    from .rope import rotary as run
 
     return run(positions, q, k, cos_table, sin_table)

@@ -16,8 +16,9 @@ from typing import Any
 
 import zmq
 
-from radixserve.runtime.detokenizer.incremental import IncrementalDetokenizer
-from radixserve.runtime.io_struct import (
+from ..config.server_args import ServerArgs
+from ..wire.ipc import IpcPaths, Receiver, Sender
+from ..wire.messages import (
     ControlOut,
     FinishReason,
     ReadyOut,
@@ -26,8 +27,7 @@ from radixserve.runtime.io_struct import (
     TokenBatchOut,
     TokenOut,
 )
-from radixserve.runtime.ipc import IpcPaths, Receiver, Sender
-from radixserve.runtime.server_args import ServerArgs
+from .incremental import IncrementalDetokenizer
 
 logger = logging.getLogger(__name__)
 POLL_MS = 200
@@ -40,8 +40,8 @@ def run_detokenizer_process(args: ServerArgs, paths: IpcPaths, ready: Connection
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     parent = os.getppid()
     try:
-        from radixserve.runtime.model_loader.source import resolve_model_source
-        from radixserve.runtime.model_loader.weights import load_tokenizer
+        from ..config.model_source import resolve_model_source
+        from ..config.tokenizer import load_tokenizer
 
         tokenizer = load_tokenizer(resolve_model_source(args.model_path), args.tokenizer_path)
     except Exception as exc:

@@ -12,11 +12,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from radixserve.runtime.scheduler.kv_manager import RequestKVManager, pages_for
-from radixserve.runtime.scheduler.ngram import propose_drafts
-from radixserve.runtime.scheduler.policy import order_waiting
-from radixserve.runtime.scheduler.request import Req
-from radixserve.runtime.step import RequestSlice, StepRequest
+from .kv_manager import RequestKVManager, pages_for
+from .ngram import propose_drafts
+from .policy import order_waiting
+from .request import Req
+from .step import RequestSlice, StepRequest
 
 INIT_NEW_TOKEN_RATIO = 0.7
 MIN_NEW_TOKEN_RATIO = 0.1
@@ -159,7 +159,7 @@ class BatchBuilder:
     def _headroom(self) -> int:
         return self.cache.num_free_pages + self.cache.num_evictable_pages
 
-    # --- building the engine's view ------------------------------------------------------------
+    # --- building the runner's view ------------------------------------------------------------
 
     def _decode_slice(self, req: Req, drafts: list[int] | None = None) -> ScheduledSlice:
         """The common case, built directly: one new token after outputs, so no prompt logprobs

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from radixserve.runtime.scheduler.request import Req
+from .request import Req
 
 
 def pages_for(tokens: int, page_size: int) -> int:

@@ -13,7 +13,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 
-from radixserve.runtime.scheduler.request import Req
+from .request import Req
 
 SCHEDULE_POLICIES = ("lpm", "fcfs", "dfs-weight")
 LPM_QUEUE_LIMIT = 128

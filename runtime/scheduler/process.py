@@ -15,8 +15,10 @@ from multiprocessing.connection import Connection
 
 import zmq
 
-from radixserve.runtime.gc_tuning import freeze_startup_objects
-from radixserve.runtime.io_struct import (
+from ...utils.gc_tuning import freeze_startup_objects
+from ..config.server_args import ServerArgs
+from ..wire.ipc import IpcPaths, Receiver, Sender
+from ..wire.messages import (
     AbortReq,
     ControlOut,
     FinishReason,
@@ -29,9 +31,7 @@ from radixserve.runtime.io_struct import (
     TokenBatchOut,
     TokenOut,
 )
-from radixserve.runtime.ipc import IpcPaths, Receiver, Sender
-from radixserve.runtime.scheduler.scheduler import Scheduler
-from radixserve.runtime.server_args import ServerArgs
+from .scheduler import Scheduler
 
 logger = logging.getLogger(__name__)
 IDLE_POLL_MS = 50
@@ -46,7 +46,7 @@ def run_scheduler_process(
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent owns Ctrl-C and shuts us down
     parent = os.getppid()
     try:
-        from radixserve.runtime.runtime_state import build_runtime
+        from ..entrypoints.components import build_runtime
 
         state = build_runtime(args)
     except Exception as exc:  # any start-up failure is reported, never a hang

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from radixserve.runtime.io_struct import FinishReason, GenerateReq, TopLogprobs
+from ..wire.messages import FinishReason, GenerateReq, TopLogprobs
 
 
 @dataclass(slots=True, eq=False)

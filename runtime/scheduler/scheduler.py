@@ -6,9 +6,9 @@ Each `step()`:
   3. continues running prefills in chunks under the step's token budget;
   4. admits waiting requests in policy order (match + lock their cached prefix) while the budget,
      `max_running_requests` and a reservation for their expected new tokens allow;
-  5. runs the engine once over the mixed batch, appends sampled tokens, checks stops, and moves
+  5. runs the model runner once over the mixed batch, appends sampled tokens, checks stops, and moves
      computed pages into the radix tree so later requests share them.
-The engine is anything with `step(list[StepRequest]) -> list[StepResult]`, so tests can stand one in.
+The runner is anything with `step(list[StepRequest]) -> list[StepResult]`, so tests can stand one in.
 """
 
 from __future__ import annotations
@@ -19,11 +19,11 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
-from radixserve.runtime.io_struct import DetokenizeSpec, FinishReason, GenerateReq, TokenOut
-from radixserve.runtime.scheduler.batch_builder import BatchBuilder, ScheduledSlice
-from radixserve.runtime.scheduler.kv_manager import RequestKVManager
-from radixserve.runtime.scheduler.request import Req
-from radixserve.runtime.scheduler.stats import SchedulerCounters, StepStats
+from ..wire.messages import DetokenizeSpec, FinishReason, GenerateReq, TokenOut
+from .batch_builder import BatchBuilder, ScheduledSlice
+from .kv_manager import RequestKVManager
+from .request import Req
+from .stats import SchedulerCounters, StepStats
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ class SchedulerConfig:
 class Scheduler:
     def __init__(
         self,
-        engine: Any,
+        runner: Any,
         cache: Any,
         config: SchedulerConfig,
         eos_token_ids: Collection[int],
@@ -52,7 +52,7 @@ class Scheduler:
         grammar_backend: Any = None,
         jump_forward: bool = True,
     ) -> None:
-        self.engine = engine
+        self.runner = runner
         self.cache = cache
         self.config = config
         self.eos_token_ids = frozenset(eos_token_ids)
@@ -117,12 +117,12 @@ class Scheduler:
         self._ban_early_stops(plan.slices)
         if plan.slices:
             forward_start = time.perf_counter()
-            results = self.engine.step([s.step_request for s in plan.slices])
+            results = self.runner.step([s.step_request for s in plan.slices])
             stats.forward_seconds = time.perf_counter() - forward_start
             for scheduled, result in zip(plan.slices, results, strict=True):
                 self._apply(scheduled, result)
             outputs.extend(self._collect_outputs([s.req for s in plan.slices]))
-        # Everything but the engine's forward pass is the scheduler's own CPU cost.
+        # Everything but the runner's forward pass is the scheduler's own CPU cost.
         stats.schedule_seconds = time.perf_counter() - started - stats.forward_seconds
         stats.queue_depth, stats.running = len(self.waiting), len(self.running)
         stats.kv_usage = 1.0 - self.cache.num_free_pages / max(self.cache.num_pages, 1)

@@ -249,7 +249,7 @@ def test_gen_grammar_arguments_reach_the_sampling_params() -> None:
     import json
     import re
 
-    from radixserve.runtime.sampling import SamplingParams
+    from radixserve.runtime.wire.sampling_params import SamplingParams
 
     schema = {"type": "object", "properties": {"a": {"type": "integer"}}}
     assert rs.gen("x", json_schema=schema).sampling["json_schema"] == json.dumps(schema)

@@ -11,9 +11,10 @@ import random
 import pytest
 import torch
 
-from radixserve.kernels.attention import AttentionShape, create_attention_backend
-from radixserve.runtime.forward_batch import ForwardBatch
-from radixserve.runtime.step import RequestSlice
+from radixserve.kernels.attention import create_attention_backend
+from radixserve.kernels.attention.base import AttentionShape
+from radixserve.runtime.model_executor.forward_batch import ForwardBatch
+from radixserve.runtime.scheduler.step import RequestSlice
 
 HEADS, KV_HEADS, DIM = 8, 2, 128  # DIM as in Llama 3: the kernels the benchmark uses too
 

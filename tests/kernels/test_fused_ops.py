@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from radixserve.kernels import fused
-from radixserve.runtime.model_config import RopeConfig
-from radixserve.runtime.models.layers.activation import silu_and_mul
-from radixserve.runtime.models.layers.norm import RMSNorm
-from radixserve.runtime.models.layers.rotary import RotaryEmbedding
+from radixserve.runtime.model_executor.model_config import RopeConfig
+from radixserve.runtime.model_executor.models.layers.activation import silu_and_mul
+from radixserve.runtime.model_executor.models.layers.norm import RMSNorm
+from radixserve.runtime.model_executor.models.layers.rotary import RotaryEmbedding
 
 pytestmark = pytest.mark.gpu
 TOLERANCE = {torch.bfloat16: 2e-2, torch.float32: 1e-5}

@@ -8,8 +8,8 @@ from typing import Any
 
 @functools.cache
 def smollm2_tokenizer() -> Any:
-    from radixserve.runtime.model_loader.source import resolve_model_source
-    from radixserve.runtime.model_loader.weights import load_tokenizer
+    from radixserve.runtime.config.model_source import resolve_model_source
+    from radixserve.runtime.config.tokenizer import load_tokenizer
 
     return load_tokenizer(resolve_model_source(None))
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from radixserve.runtime.constrained import apply_token_bitmask, bitmask_words
-from radixserve.runtime.sampling import Sampler, SamplingParams
-from radixserve.runtime.sampling.batch_info import stack_vocab_masks
-from tests.runtime.sampling.helpers import build
+from radixserve.runtime.constrained.bitmask import apply_token_bitmask, bitmask_words
+from radixserve.runtime.model_executor.sampling import Sampler
+from radixserve.runtime.model_executor.sampling.batch_info import stack_vocab_masks
+from radixserve.runtime.wire.sampling_params import SamplingParams
+from tests.runtime.model_executor.sampling.helpers import build
 
 
 def bitmask_of(allowed: torch.Tensor) -> torch.Tensor:

@@ -7,8 +7,9 @@ import json
 import pytest
 import torch
 
-from radixserve.runtime.constrained import GrammarBackend, GrammarError, compile_grammar
-from radixserve.runtime.sampling import SamplingParams, SamplingParamsError
+from radixserve.runtime.constrained.grammar import GrammarError, compile_grammar
+from radixserve.runtime.constrained.matcher import GrammarBackend
+from radixserve.runtime.wire.sampling_params import SamplingParams, SamplingParamsError
 from tests.runtime.smollm2 import smollm2_tokenizer
 
 VOCAB = 49152

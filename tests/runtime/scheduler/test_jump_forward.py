@@ -1,19 +1,19 @@
-"""Grammar-constrained requests in the scheduler with a stand-in engine and a stand-in grammar.
+"""Grammar-constrained requests in the scheduler with a stand-in runner and a stand-in grammar.
 
 The stand-in grammar forces two tokens after every sampled one. Jump-forward appends them at once
 and the next step feeds them with the sampled token as one chunk; the outputs must equal a
 token-by-token run of the same rule, under sharing, chunking and memory pressure, with fewer
-engine steps and every page accounted for.
+runner steps and every page accounted for.
 """
 
 from __future__ import annotations
 
 import pytest
 
-from radixserve.runtime.io_struct import GenerateReq
-from radixserve.runtime.sampling import SamplingParams
 from radixserve.runtime.scheduler.scheduler import Scheduler
-from tests.runtime.scheduler.fake_engine import next_token
+from radixserve.runtime.wire.messages import GenerateReq
+from radixserve.runtime.wire.sampling_params import SamplingParams
+from tests.runtime.scheduler.stand_in_runner import next_token
 from tests.runtime.scheduler.test_scheduler import (
     VOCAB,
     make_scheduler,
@@ -60,7 +60,7 @@ class ForcingBackend:
         self.finish_after = finish_after
 
     def allowed_tokens_bitmasks(self, matchers: list[ForcingGrammar]) -> list[None]:
-        return [None] * len(matchers)  # the stand-in engine ignores masks
+        return [None] * len(matchers)  # the stand-in runner ignores masks
 
     def matcher(self, kind: str, text: str) -> ForcingGrammar:
         assert kind == "regex"
@@ -112,13 +112,13 @@ def test_jump_forward_outputs_match_token_by_token(num_pages: int) -> None:
     assert scheduler.cache.num_free_pages == scheduler.cache.num_pages
 
 
-def test_one_engine_step_per_sampled_token() -> None:
+def test_one_runner_step_per_sampled_token() -> None:
     # Without jump-forward each forced token would cost a decode step of its own (60 steps).
     prompt = shared_prefix_prompts(1)[0]
     scheduler = make(512, jump_forward=True)
     scheduler.add_request(constrained("c", prompt, 60))
     assert run_all(scheduler)["c"][0] == expected_constrained(prompt, 60)
-    assert scheduler.engine.steps == 60 // (1 + FORCED_PER_TOKEN)
+    assert scheduler.runner.steps == 60 // (1 + FORCED_PER_TOKEN)
     assert scheduler.counters.jump_forward_tokens == 40
 
 
@@ -130,7 +130,7 @@ def test_jump_forward_chunks_under_a_small_prefill_budget() -> None:
 
 
 def test_mixed_with_plain_requests_leaves_them_unchanged() -> None:
-    from tests.runtime.scheduler.fake_engine import expected_output
+    from tests.runtime.scheduler.stand_in_runner import expected_output
 
     prompts = shared_prefix_prompts(8, seed=3)
     scheduler = make(512, jump_forward=True)

@@ -1,4 +1,4 @@
-"""Scheduler behaviour with a stand-in engine: batching, sharing, chunking, pressure, abort."""
+"""Scheduler behaviour with a stand-in runner: batching, sharing, chunking, pressure, abort."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ from typing import Any
 import pytest
 
 from radixserve.radix_cache import NaiveCache, RadixCache
-from radixserve.runtime.io_struct import GenerateReq
-from radixserve.runtime.sampling import SamplingParams
 from radixserve.runtime.scheduler.scheduler import Scheduler, SchedulerConfig
-from tests.runtime.scheduler.fake_engine import FakeEngine, expected_output
+from radixserve.runtime.wire.messages import GenerateReq
+from radixserve.runtime.wire.sampling_params import SamplingParams
+from tests.runtime.scheduler.stand_in_runner import StandInRunner, expected_output
 
 VOCAB = 997
 EOS = 10_000  # outside the fake vocabulary: never sampled
@@ -24,11 +24,11 @@ def make_scheduler(
     policy: str = "lpm",
     radix: bool = True,
     max_running: int = 256,
-    engine_type: type[FakeEngine] = FakeEngine,
+    runner_type: type[StandInRunner] = StandInRunner,
     num_draft_tokens: int = 0,
     **scheduler_options: Any,
 ) -> Scheduler:
-    """A scheduler over a stand-in engine; `scheduler_options` go to Scheduler (grammar_backend,
+    """A scheduler over a stand-in runner; `scheduler_options` go to Scheduler (grammar_backend,
     jump_forward)."""
     cache = (
         RadixCache(num_pages, page_size=page_size)
@@ -44,8 +44,8 @@ def make_scheduler(
         schedule_policy=policy,
         num_draft_tokens=num_draft_tokens,
     )
-    engine = engine_type(num_pages, page_size, VOCAB)
-    return Scheduler(engine, cache, config, [EOS], sharing=radix, **scheduler_options)
+    runner = runner_type(num_pages, page_size, VOCAB)
+    return Scheduler(runner, cache, config, [EOS], sharing=radix, **scheduler_options)
 
 
 def request(rid: str, prompt: list[int], max_new: int) -> GenerateReq:
@@ -107,7 +107,7 @@ def test_shared_prefix_waiting_together_is_computed_once() -> None:
         scheduler.add_request(request(f"r{i}", prefix + [600 + i], 2))
     run_all(scheduler)
     # 500 prefix tokens once (+ the unaligned tail recomputed by each), not eight times.
-    assert scheduler.engine.prefill_tokens < 500 + 8 * 32, scheduler.engine.prefill_tokens
+    assert scheduler.runner.prefill_tokens < 500 + 8 * 32, scheduler.runner.prefill_tokens
 
 
 def test_memory_pressure_evicts_and_retracts() -> None:
@@ -134,7 +134,7 @@ def test_chunked_prefill_matches_unchunked() -> None:
         scheduler = make_scheduler(chunk=chunk)
         scheduler.add_request(request("r", prompt, 8))
         outs.append(run_all(scheduler)["r"][0])
-        assert scheduler.engine.steps >= (1024 // chunk) + 7
+        assert scheduler.runner.steps >= (1024 // chunk) + 7
     assert outs[0] == outs[1] == expected_output(prompt, 8, VOCAB)
 
 

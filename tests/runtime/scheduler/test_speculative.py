@@ -1,9 +1,9 @@
-"""N-gram speculative decoding in the scheduler with a stand-in engine.
+"""N-gram speculative decoding in the scheduler with a stand-in runner.
 
 The stand-in's next token usually repeats what followed the last token's previous occurrence
 (so context lookups often guess right) and otherwise is a hash (so some drafts are rejected).
 Outputs must equal one-token-at-a-time decoding under every page size, draft width, stop and
-memory pressure, with fewer engine steps and every page accounted for.
+memory pressure, with fewer runner steps and every page accounted for.
 """
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ from collections.abc import Sequence
 
 import pytest
 
-from radixserve.runtime.io_struct import GenerateReq
-from radixserve.runtime.sampling import SamplingParams
 from radixserve.runtime.scheduler.ngram import propose_drafts
 from radixserve.runtime.scheduler.scheduler import Scheduler
-from tests.runtime.scheduler.fake_engine import FakeEngine
+from radixserve.runtime.wire.messages import GenerateReq
+from radixserve.runtime.wire.sampling_params import SamplingParams
+from tests.runtime.scheduler.stand_in_runner import StandInRunner
 from tests.runtime.scheduler.test_scheduler import (
     VOCAB,
     make_scheduler,
@@ -37,7 +37,7 @@ def copying_next(sequence: Sequence[int]) -> int:
     return digest % VOCAB
 
 
-class CopyingEngine(FakeEngine):
+class CopyingRunner(StandInRunner):
     def next_token(self, sequence: Sequence[int]) -> int:
         return copying_next(sequence)
 
@@ -55,7 +55,7 @@ def reference(prompt: list[int], max_new: int, stop: int | None = None) -> list[
 
 def make(num_pages: int, page_size: int, drafts: int, chunk: int = 256) -> Scheduler:
     return make_scheduler(
-        num_pages, page_size, chunk, engine_type=CopyingEngine, num_draft_tokens=drafts
+        num_pages, page_size, chunk, runner_type=CopyingRunner, num_draft_tokens=drafts
     )
 
 
@@ -88,7 +88,7 @@ def test_fewer_steps_for_the_same_tokens() -> None:
         scheduler = make(512, 16, drafts)
         scheduler.add_request(greedy("r", prompt, 120))
         assert run_all(scheduler)["r"][0] == reference(prompt, 120)
-        steps[drafts] = scheduler.engine.steps
+        steps[drafts] = scheduler.runner.steps
     assert steps[0] == 120
     assert steps[4] < 90, steps
 

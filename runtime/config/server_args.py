@@ -1,0 +1,100 @@
+"""Every option of the runtime in one dataclass; the CLI's flags and defaults are read from it.
+
+Field names follow SGLang's server arguments, so `--chunked-prefill-size` is `chunked_prefill_size`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+SCHEDULE_POLICIES = ("lpm", "fcfs", "dfs-weight")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+LOAD_FORMATS = ("auto", "safetensors", "gguf", "dummy")
+
+
+@dataclass(slots=True)
+class ServerArgs:
+    model_path: str | None = field(
+        default=None,
+        metadata={"help": "HF model directory or GGUF file (default: embedded SmolLM2)"},
+    )
+    tokenizer_path: str | None = field(default=None, metadata={"help": "tokenizer directory"})
+    served_model_name: str | None = field(default=None, metadata={"help": "model id in the API"})
+    dtype: str = field(
+        default="auto",
+        metadata={"help": "weights/activations dtype; auto = float32 on CPU, bfloat16 on GPU"},
+    )
+    device: str = field(default="auto", metadata={"help": "cpu, cuda, or auto"})
+    load_format: str = field(default="auto", metadata={"help": "auto, safetensors, gguf, dummy"})
+    context_length: int | None = field(
+        default=None, metadata={"help": "max tokens per request (default: the model's)"}
+    )
+    page_size: int = field(default=16, metadata={"help": "tokens per KV page"})
+    max_total_tokens: int | None = field(
+        default=None, metadata={"help": "KV pool size in tokens (default: from memory)"}
+    )
+    mem_fraction_static: float = field(
+        default=0.85, metadata={"help": "GPU memory fraction for weights + KV pool"}
+    )
+    cpu_kv_cache_gib: float = field(default=2.0, metadata={"help": "KV pool size on the CPU, GiB"})
+    chunked_prefill_size: int = field(
+        default=2048, metadata={"help": "max prompt tokens per chunk"}
+    )
+    max_prefill_tokens: int = field(default=8192, metadata={"help": "token budget of one step"})
+    max_running_requests: int = field(default=256, metadata={"help": "max concurrent requests"})
+    schedule_policy: str = field(default="lpm", metadata={"help": "lpm, fcfs, or dfs-weight"})
+    disable_radix_cache: bool = field(default=False, metadata={"help": "no prefix sharing"})
+    attention_backend: str = field(default="auto", metadata={"help": "torch, flashinfer, or auto"})
+    tp_size: int = field(
+        default=1, metadata={"help": "tensor-parallel ranks: one process per GPU (gloo on the CPU)"}
+    )
+    dp_size: int = field(
+        default=1, metadata={"help": "data-parallel scheduler replicas, each with its own cache"}
+    )
+    load_balance_method: str = field(
+        default="cache_aware",
+        metadata={"help": "routing over dp replicas: cache_aware, shortest_queue, round_robin"},
+    )
+    base_gpu_id: int = field(default=0, metadata={"help": "first GPU this runtime uses"})
+    disable_cuda_graph: bool = field(
+        default=False, metadata={"help": "run decode steps eagerly instead of as CUDA graphs"}
+    )
+    cuda_graph_max_bs: int | None = field(
+        default=None,
+        metadata={
+            "help": "largest decode batch captured as a CUDA graph (default: min(256, max running))"
+        },
+    )
+    grammar_backend: str = field(
+        default="llguidance",
+        metadata={"help": "structured output (regex, json_schema, ebnf): llguidance or none"},
+    )
+    disable_jump_forward: bool = field(
+        default=False,
+        metadata={"help": "decode grammar-forced tokens one step each instead of in one chunk"},
+    )
+    speculative_algorithm: str | None = field(
+        default=None,
+        metadata={"help": "speculative decoding: ngram (drafts looked up in the context) or off"},
+    )
+    speculative_num_draft_tokens: int = field(
+        default=4, metadata={"help": "draft tokens checked per decode step"}
+    )
+    speculative_ngram_max: int = field(
+        default=3, metadata={"help": "longest suffix n-gram looked up for drafts"}
+    )
+    random_seed: int = field(default=0, metadata={"help": "seed for unseeded sampling"})
+    stats_log_interval: int = field(
+        default=200, metadata={"help": "scheduler steps between telemetry log lines; 0 = none"}
+    )
+    host: str = field(default="127.0.0.1", metadata={"help": "HTTP host"})
+    port: int = field(default=30000, metadata={"help": "HTTP port"})
+    api_key: str | None = field(default=None, metadata={"help": "require Bearer KEY"})
+    log_level: str = field(default="info", metadata={"help": "logging level"})
+
+    def replace(self, **changes: object) -> ServerArgs:
+        unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
+        if unknown:
+            raise TypeError(f"unknown option(s): {sorted(unknown)}")
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]

@@ -1,0 +1,260 @@
+"""CUDA graphs for decode steps: one captured forward pass per padded batch size, replayed.
+
+A decode step of a large model at small batch is bound by kernel launches (hundreds per step),
+not by the GPU: replaying a captured graph launches them all at once. Graphs need fixed shapes
+and fixed addresses, so every input lives in a static buffer and a batch of n decodes runs the
+graph captured for the smallest size bs >= n, with rows n..bs-1 padded:
+
+    rows        | r0 | r1 | ... | r(n-1) | pad ... pad |      (bs rows)
+    input id      t0   t1         t(n-1)   0 ..... 0
+    position      p0   p1         p(n-1)   0 ..... 0
+    KV slot       real slots               scratch page, offset 0 (KVPool keeps one spare page)
+    KV pages      each request's pages     [scratch]      (kv_last_page_len = 1)
+
+The padded rows attend to one token of the scratch page and write only there, so they never touch
+a real request's KV; their logits are dropped. Attention metadata is planned on the host before
+each replay (FlashInfer copies it into the wrapper's fixed buffers), which the graph then reads.
+Only pure-decode batches run as graphs; anything with a prefill chunk runs eagerly.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from ...kernels.attention.base import AttentionBackend, AttentionShape, PagedBatchLayout
+from ..scheduler.step import RequestSlice
+from .forward_batch import ForwardBatch
+from .kv_pool import KVPool
+from .models.layers.attention import ForwardContext
+
+logger = logging.getLogger(__name__)
+
+# Small sizes one by one (most agentic traffic), then coarser steps: padding adds < 25% rows.
+BASE_BATCH_SIZES = (
+    *range(1, 9),
+    *range(10, 17, 2),
+    *range(20, 33, 4),
+    *range(40, 65, 8),
+    *range(80, 257, 16),
+)
+
+
+def graph_batch_sizes(max_bs: int) -> list[int]:
+    """The captured sizes: BASE_BATCH_SIZES up to max_bs, and max_bs itself."""
+    if max_bs < 1:
+        raise ValueError(f"the largest CUDA-graph batch must be >= 1, got {max_bs}")
+    sizes = [bs for bs in BASE_BATCH_SIZES if bs < max_bs]
+    return [*sizes, max_bs]
+
+
+@dataclass(slots=True)
+class PaddedDecode:
+    """Host-side inputs of one padded decode batch (see the module docstring's diagram)."""
+
+    input_ids: list[int]
+    positions: list[int]
+    out_cache_loc: list[int]
+    kv_indptr: list[int]
+    kv_page_indices: list[int]
+    kv_last_page_len: list[int]
+
+
+def pad_decode_batch(
+    slices: Sequence[RequestSlice], bs: int, page_size: int, scratch_page: int
+) -> PaddedDecode:
+    """Lays out n decode slices (extend_len 1 each) as a batch of bs >= n rows (n may be 0:
+    the all-padding batch graphs are captured on)."""
+    if len(slices) > bs:
+        raise ValueError(f"{len(slices)} decodes do not fit a graph of batch size {bs}")
+    batch = PaddedDecode([], [], [], [0], [], [])
+    for s in slices:
+        if s.extend_len != 1:
+            raise ValueError("a CUDA-graph batch holds decodes only (one new token each)")
+        position = s.prefix_len
+        num_pages = position // page_size + 1
+        batch.input_ids.append(s.input_ids[0])
+        batch.positions.append(position)
+        slot = s.page_table[position // page_size] * page_size + position % page_size
+        batch.out_cache_loc.append(slot)
+        batch.kv_page_indices.extend(s.page_table[:num_pages])
+        batch.kv_indptr.append(len(batch.kv_page_indices))
+        batch.kv_last_page_len.append(position % page_size + 1)
+    for _ in range(bs - len(slices)):
+        batch.input_ids.append(0)
+        batch.positions.append(0)
+        batch.out_cache_loc.append(scratch_page * page_size)
+        batch.kv_page_indices.append(scratch_page)
+        batch.kv_indptr.append(len(batch.kv_page_indices))
+        batch.kv_last_page_len.append(1)
+    return batch
+
+
+class _GraphDecodeAttention(AttentionBackend):
+    """FlashInfer batch decode over fixed buffers: the attention a captured graph replays."""
+
+    def __init__(self, shape: AttentionShape, wrapper: object) -> None:
+        super().__init__(shape)
+        self.wrapper = wrapper
+
+    def plan(self, layout: PagedBatchLayout) -> None:  # planned by the runner before replay
+        pass
+
+    def forward(
+        self, q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, scaling: float
+    ) -> torch.Tensor:
+        out = self.wrapper.run(q.contiguous(), (k_cache, v_cache))  # type: ignore[attr-defined]
+        return out.reshape(q.shape[0], -1)
+
+
+@dataclass(slots=True)
+class _Graph:
+    graph: torch.cuda.CUDAGraph
+    wrapper: object
+    layout: PagedBatchLayout  # the captured batch's layout (over all bs rows)
+
+
+class DecodeGraphRunner:
+    """Captures decode graphs for `graph_batch_sizes(max_bs)` at start-up and replays them."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        kv_pool: KVPool,
+        shape: AttentionShape,
+        scaling: float,
+        max_bs: int,
+        max_pages_per_request: int,
+    ) -> None:
+        import flashinfer  # the GPU build only
+
+        self.model = model
+        self.kv_pool = kv_pool
+        self.shape = shape
+        self.scaling = scaling
+        self.page_size = kv_pool.page_size
+        self.sizes = graph_batch_sizes(max_bs)
+        self.max_bs = self.sizes[-1]
+        device = shape.device
+        i64 = {"dtype": torch.int64, "device": device}
+        i32 = {"dtype": torch.int32, "device": device}
+        self.input_ids = torch.zeros(self.max_bs, **i64)
+        self.positions = torch.zeros(self.max_bs, **i64)
+        self.out_cache_loc = torch.zeros(self.max_bs, **i64)
+        self.logits_rows = torch.arange(self.max_bs, **i64)
+        self.kv_indptr = torch.zeros(self.max_bs + 1, **i32)
+        self.kv_page_indices = torch.zeros(self.max_bs * max_pages_per_request, **i32)
+        self.kv_last_page_len = torch.ones(self.max_bs, **i32)
+        vocab_size = model.config.vocab_size  # type: ignore[union-attr]
+        self.logits = torch.zeros(self.max_bs, vocab_size, dtype=torch.float32, device=device)
+        # One float workspace for all sizes: only one graph runs at a time.
+        self.workspace = torch.zeros(128 * 1024 * 1024, dtype=torch.uint8, device=device)
+        self._flashinfer = flashinfer
+        self.pool = torch.cuda.graph_pool_handle()
+        self.graphs: dict[int, _Graph] = {}
+        for bs in reversed(self.sizes):  # largest first: the smaller ones reuse its memory
+            self.graphs[bs] = self._capture(bs)
+        logger.info("captured decode CUDA graphs for batch sizes %s", self.sizes)
+
+    def can_run(self, slices: Sequence[RequestSlice]) -> bool:
+        return 0 < len(slices) <= self.max_bs and all(s.extend_len == 1 for s in slices)
+
+    def _wrapper(self, bs: int) -> object:
+        s = self.shape
+        return self._flashinfer.BatchDecodeWithPagedKVCacheWrapper(
+            self.workspace,
+            "NHD",
+            use_cuda_graph=True,
+            use_tensor_cores=s.num_heads // s.num_kv_heads >= 4,
+            paged_kv_indptr_buffer=self.kv_indptr[: bs + 1],
+            paged_kv_indices_buffer=self.kv_page_indices,
+            paged_kv_last_page_len_buffer=self.kv_last_page_len[:bs],
+        )
+
+    def _plan(self, wrapper: object, padded: PaddedDecode) -> None:
+        s = self.shape
+        as_host = lambda values: torch.tensor(values, dtype=torch.int32)  # noqa: E731
+        wrapper.plan(  # type: ignore[attr-defined]
+            as_host(padded.kv_indptr),
+            as_host(padded.kv_page_indices),
+            as_host(padded.kv_last_page_len),
+            s.num_heads,
+            s.num_kv_heads,
+            s.head_dim,
+            self.page_size,
+            q_data_type=s.dtype,
+            kv_data_type=self.kv_pool.k_buffers[0].dtype,
+            sm_scale=self.scaling,
+        )
+
+    def _load_inputs(self, padded: PaddedDecode) -> None:
+        bs = len(padded.input_ids)
+        for buffer, values in (
+            (self.input_ids, padded.input_ids),
+            (self.positions, padded.positions),
+            (self.out_cache_loc, padded.out_cache_loc),
+        ):
+            buffer[:bs].copy_(torch.tensor(values, dtype=torch.int64), non_blocking=True)
+
+    def _context(self, bs: int, wrapper: object) -> ForwardContext:
+        layout = PagedBatchLayout(
+            page_size=self.page_size,
+            qo_indptr=self.logits_rows[: bs + 1].to(torch.int32),
+            kv_indptr=self.kv_indptr[: bs + 1],
+            kv_page_indices=self.kv_page_indices,
+            kv_last_page_len=self.kv_last_page_len[:bs],
+            seq_lens_cpu=[1] * bs,
+            extend_lens_cpu=[1] * bs,
+        )
+        batch = ForwardBatch(
+            input_ids=self.input_ids[:bs],
+            positions=self.positions[:bs],
+            out_cache_loc=self.out_cache_loc[:bs],
+            layout=layout,
+            logits_rows=self.logits_rows[:bs],
+            logits_ranges=[(i, i + 1) for i in range(bs)],
+        )
+        return ForwardContext(batch, self.kv_pool, _GraphDecodeAttention(self.shape, wrapper))
+
+    @torch.inference_mode()
+    def _capture(self, bs: int) -> _Graph:
+        wrapper = self._wrapper(bs)
+        padded = pad_decode_batch([], bs, self.page_size, self.kv_pool.scratch_page)
+        self._load_inputs(padded)
+        self._plan(wrapper, padded)
+        ctx = self._context(bs, wrapper)
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            for _ in range(2):  # warm-up outside the graph: lazy inits, autotuning
+                self.model(ctx)
+        torch.cuda.current_stream().wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=self.pool):
+            # Into the shared buffer: the model's own output is pool memory the next capture reuses.
+            self.logits[:bs].copy_(self.model(ctx))
+        return _Graph(graph, wrapper, ctx.batch.layout)
+
+    @torch.inference_mode()
+    def replay(self, slices: Sequence[RequestSlice]) -> tuple[ForwardBatch, torch.Tensor]:
+        """Runs n decodes through the graph of the smallest size >= n; returns n logits rows."""
+        n = len(slices)
+        bs = next(size for size in self.sizes if size >= n)
+        entry = self.graphs[bs]
+        padded = pad_decode_batch(slices, bs, self.page_size, self.kv_pool.scratch_page)
+        self._load_inputs(padded)
+        self._plan(entry.wrapper, padded)
+        entry.graph.replay()
+        # The caller reads the n real rows: their inputs, logits and one logits row each.
+        batch = ForwardBatch(
+            input_ids=self.input_ids[:n],
+            positions=self.positions[:n],
+            out_cache_loc=self.out_cache_loc[:n],
+            layout=entry.layout,
+            logits_rows=self.logits_rows[:n],
+            logits_ranges=[(i, i + 1) for i in range(n)],
+        )
+        return batch, self.logits[:n]

@@ -1,0 +1,183 @@
+"""Tensor parallelism over `--tp-size` processes, one per GPU (or CPU process, over gloo).
+
+Rank 0 lives in the scheduler's process and is what the scheduler sees as its model runner; ranks
+1..N-1 are worker processes started here. Each step:
+
+    rank 0: broadcast the step's request slices --> every rank: the same forward pass
+            (row-parallel layers all-reduce, the LM head all-gathers the vocabulary)
+    rank 0: samples from the full logits; the workers drop theirs
+
+Workers are plain subprocesses (`python -m radixserve.runtime.tp_worker`): the scheduler process
+is a daemon and may not have multiprocessing children. They die with their parent
+(PR_SET_PDEATHSIG), and rank 0 checks them before every step, so a lost worker ends the
+runtime with a clear error instead of a collective that never completes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import dataclasses
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import Sequence
+from typing import Any
+
+from ..config.server_args import ServerArgs
+from ..scheduler.step import RequestSlice, StepRequest, StepResult
+from .device import resolve_device
+from .distributed import (
+    destroy_tensor_parallel,
+    forget_tensor_parallel,
+    init_tensor_parallel,
+    tp_group,
+    use_loopback_sockets,
+)
+
+PR_SET_PDEATHSIG = 1
+STOP = "stop"
+
+
+class WorkerLostError(RuntimeError):
+    """A tensor-parallel worker exited: the group cannot run another step."""
+
+    fatal = True  # the scheduler loop ends the runtime instead of aborting and going on
+
+
+def _die_with_parent() -> None:
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+class TensorParallelRunner:
+    """Rank 0's model runner, driving the worker ranks; otherwise a `ModelRunner` to its users."""
+
+    def __init__(self, args: ServerArgs) -> None:
+        from .model_runner import ModelRunner
+
+        self.size = args.tp_size
+        self._dir = tempfile.mkdtemp(prefix="radixserve-tp-")
+        init_file = os.path.join(self._dir, "rendezvous")
+        device_type = resolve_device(args).type
+        payload = json.dumps(dataclasses.asdict(args))
+        use_loopback_sockets()  # before the workers start: they inherit the environment
+        self.workers = [
+            subprocess.Popen(
+                [sys.executable, "-m", "radixserve.runtime.model_executor.tp_worker"]
+                + ["--rank", str(rank), "--init-file", init_file, "--args", payload],
+                preexec_fn=_die_with_parent,
+            )
+            for rank in range(1, self.size)
+        ]
+        try:
+            init_tensor_parallel(0, self.size, init_file, device_type, args.base_gpu_id)
+            self.runner = ModelRunner(args)
+        except BaseException:
+            self.shutdown()
+            raise
+
+    def __getattr__(self, name: str) -> Any:
+        # kv_pool, config, context_len, vocab_size, source, ...: rank 0's runner answers.
+        runner = self.__dict__.get("runner")
+        if runner is None:
+            raise AttributeError(name)
+        return getattr(runner, name)
+
+    def _check_workers(self) -> None:
+        lost = [(w.pid, w.poll()) for w in self.workers if w.poll() is not None]
+        if lost:
+            raise WorkerLostError(f"tensor-parallel worker(s) exited (pid, status): {lost}")
+
+    def _send_to_workers(self, slices: list[RequestSlice]) -> None:
+        """The workers run the same forward pass over these slices."""
+        self._check_workers()
+        tp_group().broadcast_object(slices)
+
+    def forward(self, slices: Sequence[RequestSlice]) -> Any:
+        self._send_to_workers(list(slices))
+        return self.runner.forward(slices)
+
+    def step(self, requests: Sequence[StepRequest]) -> list[StepResult]:
+        self._send_to_workers([r.slice for r in requests])
+        return self.runner.step(requests)
+
+    def shutdown(self) -> None:
+        """Stops the workers and leaves the group.
+
+        With every worker alive: a stop message, then all ranks tear the group down together
+        (NCCL's teardown waits for its peers, so rank 0 must not wait for the workers' exit
+        first). With a worker lost, the group cannot be torn down cleanly: the workers are
+        killed and this rank just forgets the group (its process is about to end).
+        """
+        healthy = all(w.poll() is None for w in self.workers) and tp_group().size > 1
+        if healthy:
+            try:
+                tp_group().broadcast_object(STOP)
+            except Exception:  # noqa: BLE001 - a broken group is handled as unhealthy
+                healthy = False
+        if healthy:
+            destroy_tensor_parallel()
+        for worker in self.workers:
+            try:
+                worker.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+                worker.wait()
+            if not healthy and worker.poll() is None:
+                worker.kill()
+        if not healthy:
+            forget_tensor_parallel()
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+
+def create_model_runner(args: ServerArgs) -> Any:
+    """A `ModelRunner`, or rank 0 of a tensor-parallel group when `tp_size` > 1."""
+    if args.tp_size < 1:
+        raise ValueError(f"tp_size must be >= 1, got {args.tp_size}")
+    if args.tp_size > 1 and resolve_device(args).type == "cuda":
+        import torch
+
+        if args.base_gpu_id + args.tp_size > torch.cuda.device_count():
+            raise ValueError(
+                f"tp_size={args.tp_size} from GPU {args.base_gpu_id} needs more GPUs than the "
+                f"{torch.cuda.device_count()} visible"
+            )
+    if args.tp_size > 1:
+        return TensorParallelRunner(args)
+    from .model_runner import ModelRunner
+
+    return ModelRunner(args)
+
+
+def worker_main(rank: int, init_file: str, args: ServerArgs) -> None:
+    from .model_runner import ModelRunner
+
+    device_type = resolve_device(args).type
+    init_tensor_parallel(rank, args.tp_size, init_file, device_type, args.base_gpu_id)
+    runner = ModelRunner(args)
+    group = tp_group()
+    while True:
+        slices = group.broadcast_object()
+        if slices == STOP:
+            break
+        runner.forward(slices)  # rank 0 samples; this rank contributes its shard
+    destroy_tensor_parallel()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="a tensor-parallel worker rank (internal)")
+    parser.add_argument("--rank", type=int, required=True)
+    parser.add_argument("--init-file", required=True)
+    parser.add_argument("--args", required=True, help="ServerArgs as JSON")
+    ns = parser.parse_args()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the runtime shuts us down
+    worker_main(ns.rank, ns.init_file, ServerArgs(**json.loads(ns.args)))
+
+
+if __name__ == "__main__":
+    main()

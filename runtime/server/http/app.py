@@ -1,0 +1,99 @@
+"""The starlette application: routes, API-key check, error handlers, and the lifespan that
+connects the tokenizer manager to the already-running scheduler and detokenizer."""
+
+from __future__ import annotations
+
+import contextlib
+import hmac
+from collections.abc import AsyncIterator
+
+from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.applications import Starlette
+from starlette.datastructures import Headers
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from ..tokenizer_manager import TokenizerManager
+from . import native
+from .body import ClientDisconnected
+from .errors import EXCEPTION_HANDLERS, ApiError
+from .openai_api import list_models
+from .openai_chat import chat_completions
+from .openai_completions import completions
+from .state import ServerState
+
+# Liveness probes must work without the key (load balancers do not hold it).
+OPEN_PATHS = frozenset({"/health"})
+CLIENT_CLOSED_REQUEST = 499  # nginx's status for "the client went away"
+
+
+class ApiKeyMiddleware:
+    """Every path but OPEN_PATHS needs `Authorization: Bearer KEY` (401 otherwise)."""
+
+    def __init__(self, app: ASGIApp, api_key: str) -> None:
+        self.app = app
+        self.key = api_key.encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] not in OPEN_PATHS:
+            scheme, _, token = Headers(scope=scope).get("authorization", "").partition(" ")
+            valid = scheme.lower() == "bearer" and hmac.compare_digest(
+                token.strip().encode(), self.key
+            )
+            if not valid:
+                error = ApiError(401, "missing or wrong API key", code="invalid_api_key")
+                await error.response()(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+async def metrics(request: Request) -> Response:
+    state = native.state_of(request)
+    if state.healthy:
+        await state.scheduler_stats()  # scheduler figures as of this scrape
+    return Response(state.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+
+async def client_closed(request: Request, exc: Exception) -> Response:
+    return Response(status_code=CLIENT_CLOSED_REQUEST)
+
+
+ROUTES = [
+    Route("/health", native.health, methods=["GET"]),
+    Route("/health_generate", native.health_generate, methods=["GET"]),
+    Route("/get_model_info", native.get_model_info, methods=["GET"]),
+    Route("/get_server_info", native.get_server_info, methods=["GET"]),
+    Route("/flush_cache", native.flush_cache, methods=["POST"]),
+    Route("/abort_request", native.abort_request, methods=["POST"]),
+    Route("/generate", native.generate, methods=["POST"]),
+    Route("/metrics", metrics, methods=["GET"]),
+    Route("/v1/models", list_models, methods=["GET"]),
+    Route("/v1/completions", completions, methods=["POST"]),
+    Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+]
+
+
+def create_app(state: ServerState) -> Starlette:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        tm = TokenizerManager(state.children)
+        tm.on_death.append(state.on_runtime_death)
+        tm.start()
+        state.tm = tm
+        try:
+            yield
+        finally:
+            await tm.close()
+
+    middleware = [Middleware(ApiKeyMiddleware, api_key=state.args.api_key)]
+    app = Starlette(
+        routes=ROUTES,
+        middleware=middleware if state.args.api_key else [],
+        exception_handlers={**EXCEPTION_HANDLERS, ClientDisconnected: client_closed},
+        lifespan=lifespan,
+    )
+    app.state.server = state
+    return app

@@ -1,0 +1,94 @@
+"""What every handler shares: the tokenizer manager, request builder, metrics and limits."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ...config.server_args import ServerArgs
+from ..request_builder import RequestBuilder
+from ..tokenizer_manager import TokenizerManager
+from .config import HttpConfig
+from .errors import ApiError
+from .metrics import ServerMetrics
+from .token_text import TokenTexts
+
+
+@dataclass(slots=True)
+class ServerState:
+    args: ServerArgs
+    children: Any  # ChildProcesses (or a stand-in with paths, args, info, dead_child() in tests)
+    info: dict[str, Any]  # what the children reported at start-up: context_len, vocab_size...
+    tokenizer: Any
+    model_path: str = ""  # resolved: the GGUF file or HF directory actually loaded
+    tokenizer_path: str = ""
+    config: HttpConfig = field(default_factory=HttpConfig)
+    metrics: ServerMetrics = field(default_factory=ServerMetrics)
+    builder: RequestBuilder = field(init=False)
+    token_texts: TokenTexts = field(init=False)
+    tm: TokenizerManager | None = None
+    user_aborted: set[str] = field(default_factory=set)  # rids /abort_request was asked to end
+    death_reason: str | None = None
+    request_shutdown: Callable[[], None] | None = None  # stops the HTTP server (runtime died)
+    # True once a signal asked the server to stop: children dying then (a SIGTERM to the whole
+    # process group reaches them too) is the shutdown itself, not a failure.
+    shutting_down: Callable[[], bool] = lambda: False
+
+    def __post_init__(self) -> None:
+        self.builder = RequestBuilder(
+            tokenizer=self.tokenizer,
+            vocab_size=int(self.info["vocab_size"]),
+            context_len=int(self.info["context_len"]),
+            pool_tokens=int(self.info["pool_tokens"]),
+        )
+        self.token_texts = TokenTexts(self.tokenizer)
+
+    @property
+    def model_name(self) -> str:
+        return str(self.args.served_model_name or self.info.get("model_name") or "default")
+
+    @property
+    def healthy(self) -> bool:
+        return self.tm is not None and self.tm.healthy and self.death_reason is None
+
+    def manager(self) -> TokenizerManager:
+        """The tokenizer manager, or 503 once the runtime behind it has died."""
+        if self.tm is None or not self.healthy:
+            reason = self.death_reason or (self.tm.error if self.tm else "not started")
+            raise ApiError(503, f"the runtime is not available: {reason}", code="unavailable")
+        return self.tm
+
+    def on_runtime_death(self, reason: str) -> None:
+        """Called by the tokenizer manager's watchdog (in the event loop) when a child dies."""
+        if self.shutting_down():
+            return
+        self.death_reason = reason
+        if self.request_shutdown is not None:
+            # A short delay lets health checkers see the 503 and its reason before we exit.
+            loop = asyncio.get_running_loop()
+            loop.call_later(self.config.death_grace_s, self.request_shutdown)
+
+    @staticmethod
+    def new_rid(prefix: str) -> str:
+        return f"{prefix}-{uuid.uuid4().hex}"
+
+    async def scheduler_stats(self) -> dict[str, Any]:
+        """Fresh scheduler stats (also fed to the metrics collector); the last ones on timeout."""
+        try:
+            reply = await asyncio.wait_for(
+                self.manager().control("stats"), self.config.stats_timeout_s
+            )
+        except (asyncio.TimeoutError, ApiError, RuntimeError):
+            return self.metrics.scheduler.stats
+        self.metrics.scheduler.stats = dict(reply.payload)
+        return self.metrics.scheduler.stats
+
+    def public_args(self) -> dict[str, Any]:
+        args = dataclasses.asdict(self.args)
+        if args.get("api_key"):
+            args["api_key"] = "<set>"  # never echo the secret
+        return args

@@ -1,0 +1,77 @@
+"""The app in-process with no model behind it: when a child process dies, in-flight requests
+get 503 at once, /health answers 503 with the reason, and the server is asked to shut down."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+
+from starlette.testclient import TestClient
+
+from radixserve.runtime.config.server_args import ServerArgs
+from radixserve.runtime.server.http.app import create_app
+from radixserve.runtime.server.http.config import HttpConfig
+from radixserve.runtime.server.http.state import ServerState
+from radixserve.runtime.wire.ipc import IpcPaths
+
+INFO = {"context_len": 64, "vocab_size": 100, "pool_tokens": 1024, "model_name": "fake"}
+
+
+@dataclass
+class FakeChildren:
+    """No processes: the scheduler socket has no reader, so requests wait forever."""
+
+    paths: IpcPaths = field(default_factory=IpcPaths.create)
+    args: ServerArgs = field(default_factory=ServerArgs)
+    info: dict[str, object] = field(default_factory=lambda: dict(INFO))
+    dead: str | None = None
+
+    def dead_child(self) -> str | None:
+        return self.dead
+
+
+def test_child_death_gives_503_and_requests_shutdown() -> None:
+    children = FakeChildren()
+    shutdown = threading.Event()
+    state = ServerState(
+        ServerArgs(), children, INFO, tokenizer=None, config=HttpConfig(death_grace_s=0.05)
+    )
+    state.request_shutdown = shutdown.set
+    try:
+        with TestClient(create_app(state)) as client:
+            assert client.get("/health").json() == {"status": "ok"}
+            results: list[int] = []
+            body = {"input_ids": [1, 2, 3], "sampling_params": {"max_new_tokens": 4}}
+            worker = threading.Thread(
+                target=lambda: results.append(client.post("/generate", json=body).status_code)
+            )
+            worker.start()
+            time.sleep(0.3)  # the request is now waiting on the scheduler that never answers
+            children.dead = "scheduler process died (exit code -9)"
+            worker.join(10)
+            assert results == [503]
+            health = client.get("/health")
+            assert health.status_code == 503 and "scheduler process died" in health.text
+            later = client.post("/generate", json=body)
+            assert later.status_code == 503 and later.json()["error"]["code"] == "unavailable"
+            assert shutdown.wait(5)
+    finally:
+        children.paths.remove()
+
+
+def test_api_key_guards_everything_but_health() -> None:
+    children = FakeChildren()
+    state = ServerState(ServerArgs(api_key="s3cret"), children, INFO, tokenizer=None)
+    try:
+        with TestClient(create_app(state)) as client:
+            assert client.get("/health").status_code == 200
+            assert client.get("/v1/models").status_code == 401
+            assert (
+                client.get("/v1/models", headers={"Authorization": "Basic s3cret"}).status_code
+                == 401
+            )
+            ok = client.get("/v1/models", headers={"Authorization": "Bearer s3cret"})
+            assert ok.status_code == 200 and ok.json()["data"][0]["id"] == "fake"
+    finally:
+        children.paths.remove()
