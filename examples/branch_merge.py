@@ -11,8 +11,6 @@ cache), then the branches sample their drafts concurrently, each from the cached
 from __future__ import annotations
 
 import argparse
-import contextlib
-from collections.abc import Iterator
 
 import radixserve as rs
 
@@ -39,23 +37,13 @@ def branch_merge(s, topic, branches=3):
     return {"drafts": drafts, "best": best, "final": s["final"].strip()}
 
 
-@contextlib.contextmanager
-def connect(url: str | None, **server_args: object) -> Iterator[rs.RuntimeEndpoint]:
-    """An endpoint for `url`, or a local server for the duration."""
-    if url:
-        yield rs.RuntimeEndpoint(url)
-        return
-    with rs.Runtime(**server_args) as runtime:
-        yield runtime.endpoint
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", default=None, help="a running server (default: start one)")
     parser.add_argument("--branches", type=int, default=3)
     args = parser.parse_args()
 
-    with connect(args.url) as backend:
+    with rs.connect(args.url) as backend:
         batch = [{"topic": t, "branches": args.branches} for t in TOPICS]
         states = branch_merge.run_batch(batch, backend=backend, progress_bar=True)
     for topic, state in zip(TOPICS, states, strict=True):

@@ -13,12 +13,10 @@ Tasks whose answers are a few labels (A-D) are answered with `rs.select`, others
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib.util
 import json
 import os
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import radixserve as rs
@@ -128,16 +126,6 @@ def evaluate(
     )
 
 
-@contextlib.contextmanager
-def connect(url: str | None, **server_args: object) -> Iterator[rs.RuntimeEndpoint]:
-    """An endpoint for `url`, or a local server for the duration."""
-    if url:
-        yield rs.RuntimeEndpoint(url)
-        return
-    with rs.Runtime(**server_args) as runtime:
-        yield runtime.endpoint
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--task", default="largest_country")
@@ -146,7 +134,7 @@ def main() -> None:
     parser.add_argument("--url", default=None, help="a running server (default: start one)")
     args = parser.parse_args()
 
-    with connect(args.url) as backend:
+    with rs.connect(args.url) as backend:
         report = evaluate(backend, args.task, args.shots, args.questions)
     later = report.coverage[1:]
     print(f"task {args.task}: {args.shots} shots, {len(report.answers)} questions")

@@ -13,9 +13,8 @@ from __future__ import annotations
 
 import argparse
 import ast
-import contextlib
 import operator
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import radixserve as rs
 
@@ -113,23 +112,13 @@ def react_agent(s, question, max_steps=4):
     return {"answer": None, "trace": trace}
 
 
-@contextlib.contextmanager
-def connect(url: str | None, **server_args: object) -> Iterator[rs.RuntimeEndpoint]:
-    """An endpoint for `url`, or a local server for the duration."""
-    if url:
-        yield rs.RuntimeEndpoint(url)
-        return
-    with rs.Runtime(**server_args) as runtime:
-        yield runtime.endpoint
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", default=None, help="a running server (default: start one)")
     parser.add_argument("--max-steps", type=int, default=4)
     args = parser.parse_args()
 
-    with connect(args.url) as backend:
+    with rs.connect(args.url) as backend:
         batch = [{"question": q, "max_steps": args.max_steps} for q in QUESTIONS]
         states = react_agent.run_batch(batch, backend=backend, temperature=0, progress_bar=True)
     for question, state in zip(QUESTIONS, states, strict=True):

@@ -14,7 +14,6 @@ import argparse
 import json
 
 import radixserve as rs
-from examples.branch_merge import connect
 
 ORDER_SCHEMA = {
     "type": "object",
@@ -49,7 +48,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", default=None, help="a running server (default: start one)")
     args = parser.parse_args()
-    with connect(args.url) as endpoint:
+    with rs.connect(args.url) as endpoint:
         rs.set_default_backend(endpoint)
         states = extract.run_batch([{"order": o} for o in ORDERS], num_threads=4)
         for order, state in zip(ORDERS, states, strict=True):

@@ -12,7 +12,7 @@ from .backend.base import (
     set_default_backend,
 )
 from .backend.endpoint import RuntimeEndpoint
-from .backend.runtime import Runtime
+from .backend.runtime import Runtime, connect
 from .chat_template import ChatTemplate
 from .executor import ProgramError
 from .function import SglFunction, function
@@ -47,6 +47,7 @@ __all__ = [
     "assistant",
     "assistant_begin",
     "assistant_end",
+    "connect",
     "function",
     "gen",
     "get_default_backend",

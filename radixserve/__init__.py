@@ -21,6 +21,7 @@ _LAZY = {
     "assistant": "radixserve.frontend_lang:assistant",
     "assistant_begin": "radixserve.frontend_lang:assistant_begin",
     "assistant_end": "radixserve.frontend_lang:assistant_end",
+    "connect": "radixserve.frontend_lang:connect",
     "function": "radixserve.frontend_lang:function",
     "gen": "radixserve.frontend_lang:gen",
     "get_default_backend": "radixserve.frontend_lang:get_default_backend",

@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -166,3 +167,20 @@ def group_alive(group: int) -> bool:
 def _signal_group(group: int, sig: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(group, sig)
+
+
+@contextlib.contextmanager
+def connect(
+    url: str | None = None, api_key: str | None = None, **server_args: Any
+) -> Iterator[RuntimeEndpoint]:
+    """An endpoint for a running server at `url`, or a local server started for the duration
+    of the block (`server_args` are its flags) when `url` is None:
+
+        with rs.connect(args.url) as backend:
+            rs.set_default_backend(backend)
+    """
+    if url:
+        yield RuntimeEndpoint(url, api_key=api_key)
+        return
+    with Runtime(api_key=api_key, **server_args) as runtime:
+        yield runtime.endpoint

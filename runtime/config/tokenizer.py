@@ -136,9 +136,8 @@ def _convert(gguf_path: str, target: str) -> None:
 def _child_env() -> dict[str, str]:
     """This environment, with the folder that holds the `radixserve` package first on the path,
     so the child imports the same package whether it was installed or run from a checkout."""
-    import radixserve
-
-    package_parent = os.path.dirname(os.path.abspath(list(radixserve.__path__)[0]))
+    root_package = sys.modules[__name__.split(".")[0]]  # `radixserve`, imported before us
+    package_parent = os.path.dirname(os.path.abspath(list(root_package.__path__)[0]))
     paths = [package_parent, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
     return {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
 

@@ -59,3 +59,27 @@ def test_error_message_prefers_the_servers_text() -> None:
     body = {"error": {"message": "the prompt is empty", "type": "invalid_request_error"}}
     assert error_message(httpx.Response(400, json=body)) == "HTTP 400: the prompt is empty"
     assert error_message(httpx.Response(502, text="bad gateway")) == "HTTP 502: bad gateway"
+
+
+def test_template_files_are_read_like_the_tokenizer_reads_them(tmp_path) -> None:
+    """A server that does not report its template (SGLang's) but serves an HF directory on this
+    machine: the DSL reads the template from the files, without the runtime or transformers."""
+    import json
+
+    from radixserve.frontend_lang.backend.endpoint import _local_template, read_template_files
+
+    config = {"bos_token": {"content": "<|begin_of_text|>"}, "eos_token": "<|eot_id|>"}
+    (tmp_path / "tokenizer_config.json").write_text(
+        json.dumps({**config, "chat_template": [{"name": "default", "template": LLAMA3_TEMPLATE}]})
+    )
+    template, tokens = read_template_files(str(tmp_path))
+    assert template == LLAMA3_TEMPLATE
+    assert tokens == {"bos_token": "<|begin_of_text|>", "eos_token": "<|eot_id|>"}
+    (tmp_path / "chat_template.jinja").write_text(SMOLLM2_TEMPLATE)  # takes precedence
+    assert read_template_files(str(tmp_path))[0] == SMOLLM2_TEMPLATE
+    chat = _local_template(str(tmp_path), None)
+    assert chat is not None and chat.begin("user") == "<|im_start|>user\n"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert read_template_files(str(empty)) is None
+    assert _local_template(str(tmp_path / "nowhere"), None) is None

@@ -24,6 +24,13 @@ def test_gen_captures_and_appends(runtime: rs.Runtime) -> None:
     assert meta["finish_reason"]["type"] in ("stop", "length") and meta["prompt_tokens"] > 0
 
 
+def test_connect_to_a_running_server(runtime: rs.Runtime) -> None:
+    with rs.connect(runtime.url) as backend:
+        state = capital.run(country="France", temperature=0, backend=backend)
+        assert state["city"].strip() == "Paris"
+        assert backend.model_info["model_path"]
+
+
 @rs.function
 def two_turns(s, first, second):
     s += rs.system("You are a helpful assistant. Answer in a few words.")

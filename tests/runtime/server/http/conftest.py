@@ -82,10 +82,15 @@ def alive(pid: int) -> bool:
         return False
 
 
-def start_server(*flags: str, api_key: str | None = API_KEY) -> ServerProcess:
+def start_server(
+    *flags: str, api_key: str | None = API_KEY, main_code: str | None = None
+) -> ServerProcess:
+    """`main_code`: Python run as `python -c` in place of `-m radixserve.launch_server` (it gets
+    the flags in sys.argv[1:])."""
     port = free_port()
     log = tempfile.NamedTemporaryFile(prefix="radixserve-http-", suffix=".log", delete=False)
-    command = [sys.executable, "-m", "radixserve.launch_server", "--port", str(port)]
+    entry = ["-c", main_code] if main_code else ["-m", "radixserve.launch_server"]
+    command = [sys.executable, *entry, "--port", str(port)]
     command += [*SERVER_FLAGS, *flags] + (["--api-key", api_key] if api_key else [])
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
     server = ServerProcess(process, port, log.name, api_key)
