@@ -144,7 +144,7 @@ class SglFunction:
 
         with (
             ThreadPoolExecutor(max(workers, 1)) as pool,
-            tqdm(total=total, disable=not progress_bar, desc=self.__name__) as bar,
+            tqdm(total=total, disable=not progress_bar, desc=self.func.__name__) as bar,
         ):
             futures = [pool.submit(one, 0)]
             first_call.wait()

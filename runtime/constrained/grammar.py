@@ -10,11 +10,19 @@ from __future__ import annotations
 
 import functools
 import json
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from llguidance._lib import JsonCompileOptions
 
 GRAMMAR_KINDS = ("regex", "json_schema", "ebnf")
 # JSON as a small model writes it best: one canonical spacing, no free whitespace (a model may
 # otherwise emit newlines forever inside an object), so more of each object is forced.
-JSON_OPTIONS = {"item_separator": ", ", "key_separator": ": ", "whitespace_flexible": False}
+JSON_OPTIONS: JsonCompileOptions = {
+    "item_separator": ", ",
+    "key_separator": ": ",
+    "whitespace_flexible": False,
+}
 
 
 class GrammarError(ValueError):
