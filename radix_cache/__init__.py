@@ -1,15 +1,14 @@
 """The radix tree of paged KV blocks, its page allocator and eviction policies.
 
 Pure Python data structures: no torch, no model, so the cache is tested and benchmarked alone.
-`CACHE_REGISTRY` maps a cache's name to "module:Class" (looked up by `cache_class`, imported on
-first use); `EVICTION_POLICIES` maps a policy's name to its class. The CLI's choices are their keys.
+Two registries (utils/registry.py) name the choices, and the CLI's flags offer exactly their keys:
+`CACHE_REGISTRY` the prefix caches (`--prefix-cache`), `EVICTION_POLICIES` the radix cache's
+eviction orders (`--radix-eviction-policy`).
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
+from ..utils.registry import Registry
 from .allocator import PageAllocator
 from .base import (
     CacheStats,
@@ -19,34 +18,31 @@ from .base import (
     NodeRef,
     PrefixCache,
 )
-from .eviction import (
-    EVICTION_POLICIES,
-    EvictionPolicy,
-    LFUPolicy,
-    LRUPolicy,
-    PriorityPolicy,
-)
+from .eviction import EVICTION_POLICIES, EvictionPolicy, LFUPolicy, LRUPolicy
 from .naive_cache import NaiveCache
 from .radix_cache import RadixCache
 
-CACHE_REGISTRY: dict[str, str] = {
-    "radix": "radixserve.radix_cache.radix_cache:RadixCache",
-    "naive": "radixserve.radix_cache.naive_cache:NaiveCache",
-    "block_hash": "radixserve.radix_cache.block_hash_cache:BlockHashCache",
-}
+CACHE_REGISTRY: Registry[PrefixCache] = Registry(
+    "prefix cache",
+    {
+        "radix": ".radix_cache:RadixCache",
+        "block_hash": ".block_hash_cache:BlockHashCache",  # vLLM's design, one hash per block
+        "naive": ".naive_cache:NaiveCache",  # shares nothing: --disable-radix-cache
+    },
+    package=__name__,
+    base=PrefixCache,
+)
 
 
 def cache_class(name: str) -> type[PrefixCache]:
-    if name not in CACHE_REGISTRY:
-        raise ValueError(f"unknown prefix cache {name!r}; choose one of {sorted(CACHE_REGISTRY)}")
-    module_name, class_name = CACHE_REGISTRY[name].split(":")
-    return getattr(importlib.import_module(module_name), class_name)
+    return CACHE_REGISTRY.load(name)
 
 
-def create_cache(name: str, num_pages: int, page_size: int = 1, **options: Any) -> PrefixCache:
-    """`create_cache("radix", 4096, 16, policy="lfu")`; options go to the class (only the radix
-    cache takes `policy`)."""
-    return cache_class(name)(num_pages, page_size, **options)
+def create_cache(name: str, num_pages: int, page_size: int = 1, policy: str = "lru") -> PrefixCache:
+    """`create_cache("radix", 4096, 16, policy="lfu")`. Only the radix cache has a choice of
+    eviction order (EVICTION_POLICIES); the others evict least recently used first and refuse
+    any other policy with a ValueError."""
+    return cache_class(name)(num_pages, page_size, policy)
 
 
 __all__ = [
@@ -63,7 +59,6 @@ __all__ = [
     "NodeRef",
     "PageAllocator",
     "PrefixCache",
-    "PriorityPolicy",
     "RadixCache",
     "cache_class",
     "create_cache",

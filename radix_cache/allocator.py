@@ -79,3 +79,28 @@ class PageAllocator:
             if not 0 <= page < self.num_pages or not self._is_free[page]:
                 return f"free-list page {page} is out of range or not flagged free"
         return None
+
+
+def partition_problem(
+    num_pages: int, free: list[int], cached: list[int], held: list[int] | None
+) -> str | None:
+    """A description of the first way free, cached and held pages fail to be in range and
+    pairwise disjoint (and, with `held` given, to make up exactly the pool), or None."""
+    places = {"free": free, "cached": cached}
+    if held is not None:
+        places["held"] = held
+    seen: dict[int, str] = {}
+    for place, pages in places.items():
+        for page in pages:
+            if not 0 <= page < num_pages:
+                return f"page {page} ({place}) is outside the pool of {num_pages}"
+            if page in seen:
+                return f"page {page} is both {seen[page]} and {place}"
+            seen[page] = place
+    if held is not None and len(seen) != num_pages:
+        missing = sorted(set(range(num_pages)) - set(seen))
+        return (
+            f"free + cached + held = {len(seen)} of {num_pages} pages; "
+            f"lost {len(missing)}, e.g. {missing[:8]}"
+        )
+    return None

@@ -31,8 +31,10 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from typing import Any, TypeAlias
+from dataclasses import asdict, dataclass
+from typing import Any, ClassVar, TypeAlias
+
+from .allocator import PageAllocator, partition_problem
 
 NodeRef: TypeAlias = Any
 """An opaque node handle to pass back to lock/unlock. Every cache has a root handle: what an empty
@@ -77,15 +79,55 @@ class CacheStats:
     duplicate_pages_freed: int = 0  # caller pages that insert found already cached
 
 
-def hit_rate(hit_tokens: int, total_match_tokens: int) -> float:
-    return hit_tokens / total_match_tokens if total_match_tokens else 0.0
+@dataclass(slots=True, frozen=True)
+class Recount:
+    """What a cache's own structure holds, counted by walking it (for `check_integrity`)."""
+
+    pages: list[int]  # every cached page, once per place it appears
+    locked_pages: int
+    num_nodes: int  # the root included
 
 
 class PrefixCache(ABC):
-    """A cache of KV pages keyed by token-id prefixes, owning the pool's free list."""
+    """A cache of KV pages keyed by token-id prefixes, owning the pool's free list.
 
-    page_size: int
-    num_pages: int  # pages in the pool: ids 0..num_pages-1
+    The base keeps what every cache shares: the free list, a flag per page the cache owns, the
+    counters, allocation with eviction, statistics and the page-partition half of the integrity
+    check. A cache adds its structure (match, insert, lock, unlock), its eviction order
+    (`_evict_next`) and a walk that recounts it (`_recount`). Every page a cache takes goes
+    through `_own` and every page it gives back through `_disown`, which keep the flags and the
+    cached-page count exact; the cache itself maintains `num_nodes` and `_locked_pages`.
+    """
+
+    kind: ClassVar[str]  # the registry's name for this cache: to_dict's "kind"
+    holder: ClassVar[str] = "cache"  # how error messages name the owner of cached pages
+    shares_prefixes: ClassVar[bool] = True  # False: nothing ever matches (inserting is optional)
+
+    def __init__(self, num_pages: int, page_size: int = 1, policy: str = "lru") -> None:
+        """A cache without a choice of eviction order evicts least recently used first: it takes
+        only `policy="lru"` (the radix cache takes any of EVICTION_POLICIES)."""
+        if page_size < 1:
+            raise ValueError(f"page_size must be >= 1, got {page_size}")
+        if policy != "lru":
+            raise ValueError(
+                f"the {self.kind} cache evicts least recently used first; eviction policy "
+                f"{policy!r} needs the radix cache"
+            )
+        self.num_pages = num_pages
+        self.page_size = page_size
+        self.allocator = PageAllocator(num_pages)
+        self._owned = bytearray(num_pages)  # 1 where the cache owns the page: catches bad frees
+        self._cached_pages = 0
+        self._locked_pages = 0
+        self.num_nodes = 1  # tree nodes or entries, the root included
+        self.hit_tokens = 0
+        self.total_match_tokens = 0
+        self.num_matches = 0
+        self.num_inserts = 0
+        self.evicted_pages = 0
+        self.duplicate_pages_freed = 0
+
+    # --- the cache's own structure -------------------------------------------------------------
 
     @abstractmethod
     def match_prefix(self, token_ids: Sequence[int]) -> MatchResult:
@@ -119,62 +161,185 @@ class PrefixCache(ABC):
         """-1 reference on the node and its ancestors; raises IntegrityError below zero."""
 
     @abstractmethod
+    def _evict_next(self) -> list[int]:
+        """Takes the first unlocked leaf in eviction order out of the structure and returns its
+        pages, still flagged owned: `evict` disowns a whole batch at once. [] when none is left."""
+
+    @abstractmethod
+    def _recount(self) -> Recount:
+        """Checks the cache's own structure (raising IntegrityError) and recounts it: reference
+        counts never negative, every node's key length equal to its pages times page_size, the
+        eviction structure listing exactly the evictable nodes."""
+
+    @abstractmethod
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able view of the whole cache (for an HTTP debug endpoint): "kind",
+        "page_size", "num_pages", "stats" (see `_header`) and the cache's own entries."""
+
+    @abstractmethod
+    def dump(self) -> str:
+        """A compact human-readable text view of the whole cache (first line: `summary`)."""
+
+    # --- pages ---------------------------------------------------------------------------------
+
+    def _own(self, pages: list[int]) -> None:
+        """Pages handed to the cache by insert."""
+        owned = self._owned
+        for page in pages:
+            owned[page] = 1
+        self._cached_pages += len(pages)
+
+    def _disown(self, pages: list[int]) -> None:
+        """Cached pages going back to the free list (evicted or released)."""
+        owned = self._owned
+        for page in pages:
+            owned[page] = 0
+        self.allocator.free(pages)
+        self._cached_pages -= len(pages)
+
+    def _check_handed_over(self, pages: list[int]) -> None:
+        """ValueError unless `pages` are held privately by the caller: distinct, in range, neither
+        free nor the cache's own."""
+        self.allocator.check_not_free(pages, "insert")
+        if any(map(self._owned.__getitem__, pages)):
+            raise ValueError(f"insert was given a page the {self.holder} owns for other tokens")
+
+    def _free_duplicates(self, pages: list[int]) -> None:
+        """Frees the caller's pages that insert found already cached (under other page ids)."""
+        if pages:
+            self.allocator.free(pages)
+            self.duplicate_pages_freed += len(pages)
+
+    def _check_insert_shape(self, num_tokens: int, num_pages: int) -> None:
+        if num_tokens % self.page_size or num_pages != num_tokens // self.page_size:
+            raise ValueError(
+                f"insert needs whole pages: {num_tokens} tokens, {num_pages} pages, "
+                f"page_size {self.page_size}"
+            )
+
     def alloc_pages(self, num_pages: int) -> list[int] | None:
         """`num_pages` private pages from the free list, evicting unlocked leaves in policy order
         (LRU by default) when it is short. Returns None and evicts nothing when even evicting
         everything evictable would not be enough. `alloc_pages(0)` is `[]`."""
+        if num_pages < 0:
+            raise ValueError(f"cannot allocate {num_pages} pages")
+        short = num_pages - self.allocator.num_free
+        if short > 0:
+            if short > self.num_evictable_pages:
+                return None  # evict nothing: a failed allocation must not cost the cache
+            self.evict(short)
+        return self.allocator.alloc(num_pages)
 
-    @abstractmethod
     def free_pages(self, pages: Iterable[int]) -> None:
         """Returns privately held pages to the free list (never pages the cache owns).
         Raises ValueError for a page out of range or already free."""
+        pages = list(pages)
+        if pages and (min(pages) < 0 or max(pages) >= self.num_pages):
+            raise ValueError(f"free_pages was given a page outside the pool of {self.num_pages}")
+        if any(map(self._owned.__getitem__, pages)):
+            raise ValueError(
+                f"free_pages was given a page the {self.holder} owns: unlock it instead"
+            )
+        self.allocator.free(pages)
 
-    @abstractmethod
     def evict(self, num_pages: int) -> int:
         """Evicts whole unlocked leaves in policy order until at least `num_pages` pages are
         freed or nothing evictable is left; returns the pages freed (may exceed the ask)."""
+        freed: list[int] = []
+        while len(freed) < num_pages:
+            pages = self._evict_next()
+            if not pages:
+                break
+            freed += pages
+        self._disown(freed)
+        self.evicted_pages += len(freed)
+        return len(freed)
 
-    @abstractmethod
     def flush(self) -> int:
         """Evicts everything unlocked; returns the pages freed. Locked paths stay."""
+        return self.evict(self.num_evictable_pages)
+
+    # --- accounting ----------------------------------------------------------------------------
 
     @property
-    @abstractmethod
-    def num_free_pages(self) -> int: ...
+    def num_free_pages(self) -> int:
+        return self.allocator.num_free
 
     @property
-    @abstractmethod
-    def num_cached_pages(self) -> int: ...
+    def num_cached_pages(self) -> int:
+        return self._cached_pages
 
     @property
-    @abstractmethod
-    def num_locked_pages(self) -> int: ...
+    def num_locked_pages(self) -> int:
+        return self._locked_pages
 
     @property
     def num_evictable_pages(self) -> int:
         """Cached pages no one has locked: what eviction could free."""
-        return self.num_cached_pages - self.num_locked_pages
+        return self._cached_pages - self._locked_pages
 
     @property
     def num_available_pages(self) -> int:
         """The most one `alloc_pages` call could return right now."""
-        return self.num_free_pages + self.num_evictable_pages
+        return self.allocator.num_free + self.num_evictable_pages
 
-    @abstractmethod
-    def stats(self) -> CacheStats: ...
+    def stats(self) -> CacheStats:
+        ps = self.page_size
+        return CacheStats(
+            num_pages=self.num_pages,
+            page_size=ps,
+            free_pages=self.allocator.num_free,
+            cached_tokens=self._cached_pages * ps,
+            evictable_tokens=self.num_evictable_pages * ps,
+            locked_tokens=self._locked_pages * ps,
+            hit_tokens=self.hit_tokens,
+            total_match_tokens=self.total_match_tokens,
+            hit_rate=self.hit_tokens / self.total_match_tokens if self.total_match_tokens else 0.0,
+            evicted_pages=self.evicted_pages,
+            num_nodes=self.num_nodes,
+            num_matches=self.num_matches,
+            num_inserts=self.num_inserts,
+            duplicate_pages_freed=self.duplicate_pages_freed,
+        )
 
-    @abstractmethod
+    def summary(self) -> str:
+        """One line: a dump's header."""
+        return (
+            f"page_size={self.page_size}, {self.num_pages} pages ({self.num_free_pages} free, "
+            f"{self._cached_pages} cached, {self._locked_pages} locked), {self.num_nodes} nodes"
+        )
+
+    def _header(self) -> dict[str, Any]:
+        """to_dict's shared keys."""
+        return {
+            "kind": self.kind,
+            "page_size": self.page_size,
+            "num_pages": self.num_pages,
+            "stats": asdict(self.stats()),
+        }
+
     def check_integrity(self, held_pages: Iterable[int] | None = None) -> None:
         """Raises IntegrityError unless the bookkeeping is consistent: free, cached and held
         pages pairwise disjoint and in range (with `held_pages` given, together exactly the pool),
         reference counts never negative, every node's key length equal to its pages times
         page_size, cached counters equal to a recount, and the eviction structure listing
         exactly the evictable nodes. Costs a walk over the whole cache: for tests and debugging."""
-
-    @abstractmethod
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-able view of the whole cache (for an HTTP debug endpoint)."""
-
-    @abstractmethod
-    def dump(self) -> str:
-        """A compact human-readable text view of the whole cache."""
+        recount = self._recount()
+        for name, counted, recounted in (
+            ("node count", self.num_nodes, recount.num_nodes),
+            ("cached page count", self._cached_pages, len(recount.pages)),
+            ("locked page count", self._locked_pages, recount.locked_pages),
+        ):
+            if counted != recounted:
+                raise IntegrityError(f"{name} is {counted} but the {self.holder} has {recounted}")
+        flagged = {page for page, flag in enumerate(self._owned) if flag}
+        if flagged != set(recount.pages):
+            wrong = sorted(flagged ^ set(recount.pages))
+            raise IntegrityError(f"owned-page flags disagree with the {self.holder} on {wrong}")
+        held = None if held_pages is None else list(held_pages)
+        free = self.allocator.free_list()
+        problem = self.allocator.check() or partition_problem(
+            self.num_pages, free, recount.pages, held
+        )
+        if problem:
+            raise IntegrityError(problem)

@@ -21,19 +21,10 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
-from .allocator import PageAllocator
-from .base import (
-    CacheStats,
-    InsertResult,
-    IntegrityError,
-    MatchResult,
-    PrefixCache,
-    hit_rate,
-)
-from .inspection import check_partition
+from .base import InsertResult, IntegrityError, MatchResult, PrefixCache, Recount
 from .node import as_token_list
 
 SEED_HASH = 0x5EED
@@ -46,24 +37,15 @@ class BlockChain:
 
 
 class BlockHashCache(PrefixCache):
-    def __init__(self, num_pages: int, page_size: int = 1) -> None:
-        if page_size < 1:
-            raise ValueError(f"page_size must be >= 1, got {page_size}")
-        self.num_pages = num_pages
-        self.page_size = page_size
-        self.allocator = PageAllocator(num_pages)
+    kind: ClassVar[str] = "block_hash"
+
+    def __init__(self, num_pages: int, page_size: int = 1, policy: str = "lru") -> None:
+        super().__init__(num_pages, page_size, policy)
         self.root = BlockChain((), ())
         self._table: dict[int, int] = {}  # block hash -> page
         self._hash_of: list[int | None] = [None] * num_pages
         self._ref = [0] * num_pages
         self._lru: OrderedDict[int, None] = OrderedDict()  # cached pages at ref 0, oldest first
-        self._locked_pages = 0
-        self.hit_tokens = 0
-        self.total_match_tokens = 0
-        self.num_matches = 0
-        self.num_inserts = 0
-        self.evicted_pages = 0
-        self.duplicate_pages_freed = 0
 
     def _touch(self, pages: Iterable[int]) -> None:
         # Reversed, so the first block of a prefix ends up the most recent: tails go first.
@@ -91,34 +73,28 @@ class BlockHashCache(PrefixCache):
 
     def insert(self, token_ids: Sequence[int], pages: Sequence[int]) -> InsertResult:
         tokens, ps = as_token_list(token_ids), self.page_size
-        if len(tokens) % ps or len(pages) != len(tokens) // ps:
-            raise ValueError(
-                f"insert needs whole pages: {len(tokens)} tokens, {len(pages)} pages, "
-                f"page_size {ps}"
-            )
+        self._check_insert_shape(len(tokens), len(pages))
         h, hashes, found = SEED_HASH, [], []
         for i in range(len(pages)):
             h = hash((h, tuple(tokens[i * ps : (i + 1) * ps])))
             hashes.append(h)
             found.append(self._table.get(h))
         # Only pages the caller hands over need checking; the rest are the cache's own.
-        handed_over = [m for m, theirs in zip(pages, found, strict=True) if m != theirs]
-        self.allocator.check_not_free(handed_over, "insert")
-        if any(self._hash_of[mine] is not None for mine in handed_over):
-            raise ValueError("insert was given a page cached for other tokens")
+        self._check_handed_over([m for m, theirs in zip(pages, found, strict=True) if m != theirs])
         cached_len = next((i for i, page in enumerate(found) if page is None), len(found)) * ps
         result = list(pages)
-        duplicates = []
+        duplicates, new_pages = [], []
         for i, (mine, theirs) in enumerate(zip(pages, found, strict=True)):
             if theirs is None:
                 self._table[hashes[i]] = mine
                 self._hash_of[mine] = hashes[i]
+                new_pages.append(mine)
             elif theirs != mine:
                 duplicates.append(mine)
                 result[i] = theirs
-        if duplicates:
-            self.allocator.free(duplicates)
-            self.duplicate_pages_freed += len(duplicates)
+        self._own(new_pages)
+        self.num_nodes += len(new_pages)
+        self._free_duplicates(duplicates)
         self._touch(result)
         self.num_inserts += 1
         return InsertResult(cached_len, result, BlockChain(tuple(result), tuple(hashes)))
@@ -143,68 +119,16 @@ class BlockHashCache(PrefixCache):
                 self._locked_pages -= 1
                 self._lru[page] = None
 
-    def alloc_pages(self, num_pages: int) -> list[int] | None:
-        if num_pages < 0:
-            raise ValueError(f"cannot allocate {num_pages} pages")
-        short = num_pages - self.allocator.num_free
-        if short > 0:
-            if short > len(self._lru):
-                return None
-            self.evict(short)
-        return self.allocator.alloc(num_pages)
+    def _evict_next(self) -> list[int]:
+        if not self._lru:
+            return []
+        page, _ = self._lru.popitem(last=False)
+        del self._table[self._hash_of[page]]  # type: ignore[index]
+        self._hash_of[page] = None
+        self.num_nodes -= 1
+        return [page]
 
-    def free_pages(self, pages: Iterable[int]) -> None:
-        pages = list(pages)
-        if any(self._hash_of[page] is not None for page in pages if 0 <= page < self.num_pages):
-            raise ValueError("free_pages was given a cached block: unlock it instead")
-        self.allocator.free(pages)
-
-    def evict(self, num_pages: int) -> int:
-        freed = []
-        while len(freed) < num_pages and self._lru:
-            page, _ = self._lru.popitem(last=False)
-            del self._table[self._hash_of[page]]  # type: ignore[index]
-            self._hash_of[page] = None
-            freed.append(page)
-        self.allocator.free(freed)
-        self.evicted_pages += len(freed)
-        return len(freed)
-
-    def flush(self) -> int:
-        return self.evict(len(self._lru))
-
-    @property
-    def num_free_pages(self) -> int:
-        return self.allocator.num_free
-
-    @property
-    def num_cached_pages(self) -> int:
-        return len(self._table)
-
-    @property
-    def num_locked_pages(self) -> int:
-        return self._locked_pages
-
-    def stats(self) -> CacheStats:
-        ps = self.page_size
-        return CacheStats(
-            num_pages=self.num_pages,
-            page_size=ps,
-            free_pages=self.num_free_pages,
-            cached_tokens=len(self._table) * ps,
-            evictable_tokens=len(self._lru) * ps,
-            locked_tokens=self._locked_pages * ps,
-            hit_tokens=self.hit_tokens,
-            total_match_tokens=self.total_match_tokens,
-            hit_rate=hit_rate(self.hit_tokens, self.total_match_tokens),
-            evicted_pages=self.evicted_pages,
-            num_nodes=1 + len(self._table),
-            num_matches=self.num_matches,
-            num_inserts=self.num_inserts,
-            duplicate_pages_freed=self.duplicate_pages_freed,
-        )
-
-    def check_integrity(self, held_pages: Iterable[int] | None = None) -> None:
+    def _recount(self) -> Recount:
         for h, page in self._table.items():
             if self._hash_of[page] != h:
                 raise IntegrityError(f"block {page} is in the table under another hash")
@@ -221,31 +145,16 @@ class BlockHashCache(PrefixCache):
         idle = {page for page in cached if self._ref[page] == 0}
         if set(self._lru) != idle:
             raise IntegrityError("the LRU queue is not exactly the unreferenced cached blocks")
-        if self._locked_pages != len(cached) - len(idle):
-            raise IntegrityError(f"locked count {self._locked_pages} != {len(cached) - len(idle)}")
-        problem = self.allocator.check()
-        if problem:
-            raise IntegrityError(problem)
-        check_partition(self.num_pages, self.allocator.free_list(), list(cached), held_pages)
+        return Recount(list(self._table.values()), len(cached) - len(idle), 1 + len(self._table))
 
     def to_dict(self) -> dict[str, Any]:
         blocks = [
             {"page": page, "hash": h, "ref": self._ref[page]} for h, page in self._table.items()
         ]
-        return {
-            "kind": "block_hash",
-            "page_size": self.page_size,
-            "num_pages": self.num_pages,
-            "stats": asdict(self.stats()),
-            "blocks": blocks,
-        }
+        return {**self._header(), "blocks": blocks}
 
     def dump(self) -> str:
-        lines = [
-            f"block hash cache: page_size={self.page_size}, {self.num_pages} pages "
-            f"({self.num_free_pages} free, {len(self._table)} cached, "
-            f"{self._locked_pages} referenced)"
-        ]
+        lines = [f"block hash cache: {self.summary()}"]
         for h, page in list(self._table.items())[:200]:
             lines.append(f"  {h & 0xFFFFFFFF:08x}.. -> page {page}, ref {self._ref[page]}")
         return "\n".join(lines)

@@ -15,6 +15,7 @@ import heapq
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 
+from ..utils.registry import Registry
 from .node import TreeNode
 
 OrderKey = tuple[int, ...]
@@ -22,7 +23,8 @@ OrderKey = tuple[int, ...]
 
 class EvictionPolicy(ABC):
     """Orders evictable leaves. Keys must depend only on node fields the cache updates through
-    its own methods (last_access, hits, priority), or the heap would go stale silently."""
+    its own methods (last_access, hits), or the heap would go stale silently; a key on a field
+    set from outside (`priority`) needs the node pushed again after each change."""
 
     name: str = ""
 
@@ -49,31 +51,20 @@ class LFUPolicy(EvictionPolicy):
         return (node.hits, node.last_access)
 
 
-class PriorityPolicy(EvictionPolicy):
-    """Lowest priority first (set with `RadixCache.set_priority`), least recently used among
-    equals: the hook for program-aware pinning."""
-
-    name = "priority"
-
-    def order_key(self, node: TreeNode) -> OrderKey:
-        return (node.priority, node.last_access)
-
-
-EVICTION_POLICIES: dict[str, type[EvictionPolicy]] = {
-    "lru": LRUPolicy,
-    "lfu": LFUPolicy,
-    "priority": PriorityPolicy,
-}
+# The `--radix-eviction-policy` choices. A policy object of one's own (an EvictionPolicy) can be
+# passed to RadixCache directly; tests/radix_cache/priority.py pins paths that way.
+EVICTION_POLICIES: Registry[EvictionPolicy] = Registry(
+    "eviction policy",
+    {"lru": ".eviction:LRUPolicy", "lfu": ".eviction:LFUPolicy"},
+    package=__package__,
+    base=EvictionPolicy,
+)
 
 
 def make_policy(policy: str | EvictionPolicy) -> EvictionPolicy:
     if isinstance(policy, EvictionPolicy):
         return policy
-    if policy not in EVICTION_POLICIES:
-        raise ValueError(
-            f"unknown eviction policy {policy!r}; choose one of {sorted(EVICTION_POLICIES)}"
-        )
-    return EVICTION_POLICIES[policy]()
+    return EVICTION_POLICIES.load(policy)()
 
 
 def is_evictable(node: TreeNode) -> bool:

@@ -1,4 +1,4 @@
-"""Looking inside a radix tree: the integrity check, a text dump and a JSON-able dict.
+"""Looking inside a radix tree: the integrity check's walk, a text dump and a JSON-able list.
 
 Every walk here is iterative: a long multi-turn conversation makes a deep chain of nodes, and
 recursion would hit Python's limit long before memory does.
@@ -6,11 +6,10 @@ recursion would hit Python's limit long before memory does.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
-from dataclasses import asdict
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from .base import CacheStats, IntegrityError, hit_rate
+from .base import IntegrityError, Recount
 from .eviction import is_evictable
 from .node import TreeNode, child_key
 
@@ -33,7 +32,9 @@ def _fail(message: str) -> None:
     raise IntegrityError(message)
 
 
-def check_tree_integrity(cache: RadixCache, held_pages: Iterable[int] | None) -> None:
+def recount_tree(cache: RadixCache) -> Recount:
+    """Checks every node and the eviction heap (raising IntegrityError); recounts the tree for
+    the base's comparison with its counters, flags and free list."""
     ps, root = cache.page_size, cache.root
     if root.key or root.pages or root.parent is not None or root.lock_ref != 0:
         _fail(f"the root must be empty, parentless and unlocked: {root!r}")
@@ -49,18 +50,7 @@ def check_tree_integrity(cache: RadixCache, held_pages: Iterable[int] | None) ->
             locked_pages += len(node.pages)
         if is_evictable(node):
             evictable.add(node.node_id)
-    for name, counted, recounted in (
-        ("node count", cache.num_nodes, num_nodes),
-        ("cached page count", cache.num_cached_pages, len(tree_pages)),
-        ("locked page count", cache.num_locked_pages, locked_pages),
-    ):
-        if counted != recounted:
-            _fail(f"{name} is {counted} but the tree has {recounted}")
-    flagged = {page for page, flag in enumerate(cache._in_tree) if flag}
-    if flagged != set(tree_pages):
-        _fail(f"in-tree flags disagree with the tree on pages {sorted(flagged ^ set(tree_pages))}")
-    check_partition(cache.num_pages, cache.allocator.free_list(), tree_pages, held_pages)
-    problem = cache.allocator.check() or cache._heap.check_heap_order()
+    problem = cache._heap.check_heap_order()
     if problem:
         _fail(problem)
     live = {node.node_id for node in cache._heap.live_nodes()}
@@ -69,6 +59,7 @@ def check_tree_integrity(cache: RadixCache, held_pages: Iterable[int] | None) ->
             f"eviction heap lists nodes {sorted(live - evictable)} that are not evictable and "
             f"misses evictable nodes {sorted(evictable - live)}"
         )
+    return Recount(tree_pages, locked_pages, num_nodes)
 
 
 def _check_node(node: TreeNode, ps: int, seen_ids: set[int]) -> None:
@@ -91,53 +82,6 @@ def _check_node(node: TreeNode, ps: int, seen_ids: set[int]) -> None:
         _fail(f"{node!r} was accessed before one of its children (t={newest_child})")
 
 
-def check_partition(
-    num_pages: int,
-    free: list[int],
-    cached: list[int],
-    held_pages: Iterable[int] | None,
-) -> None:
-    """Free, cached and held pages are in range and pairwise disjoint; with `held_pages` given
-    they are exactly the pool."""
-    places = {"free": free, "cached": cached}
-    if held_pages is not None:
-        places["held"] = list(held_pages)
-    seen: dict[int, str] = {}
-    for place, pages in places.items():
-        for page in pages:
-            if not 0 <= page < num_pages:
-                _fail(f"page {page} ({place}) is outside the pool of {num_pages}")
-            if page in seen:
-                _fail(f"page {page} is both {seen[page]} and {place}")
-            seen[page] = place
-    if held_pages is not None and len(seen) != num_pages:
-        missing = sorted(set(range(num_pages)) - set(seen))
-        _fail(
-            f"free + cached + held = {len(seen)} of {num_pages} pages; "
-            f"lost {len(missing)}, e.g. {missing[:8]}"
-        )
-
-
-def tree_stats(cache: RadixCache) -> CacheStats:
-    ps = cache.page_size
-    return CacheStats(
-        num_pages=cache.num_pages,
-        page_size=ps,
-        free_pages=cache.num_free_pages,
-        cached_tokens=cache.num_cached_pages * ps,
-        evictable_tokens=cache.num_evictable_pages * ps,
-        locked_tokens=cache.num_locked_pages * ps,
-        hit_tokens=cache.hit_tokens,
-        total_match_tokens=cache.total_match_tokens,
-        hit_rate=hit_rate(cache.hit_tokens, cache.total_match_tokens),
-        evicted_pages=cache.evicted_pages,
-        num_nodes=cache.num_nodes,
-        num_matches=cache.num_matches,
-        num_inserts=cache.num_inserts,
-        duplicate_pages_freed=cache.duplicate_pages_freed,
-    )
-
-
 def _preview(values: list[int], limit: int) -> str:
     head = " ".join(map(str, values[:limit]))
     return head + (" ..." if len(values) > limit else "")
@@ -153,12 +97,7 @@ def tree_dump(cache: RadixCache, token_preview: int = 8, max_nodes: int = 2000) 
     |   `-- #2 [7 8] 2 tok, pages [2], lock 1, t 3
     `-- ...
     """
-    lines = [
-        f"radix tree: page_size={cache.page_size}, {cache.num_pages} pages "
-        f"({cache.num_free_pages} free, {cache.num_cached_pages} cached, "
-        f"{cache.num_locked_pages} locked), {cache.num_nodes} nodes, clock {cache._clock}",
-        "root",
-    ]
+    lines = [f"radix tree: {cache.summary()}, clock {cache._clock}", "root"]
     stack: list[tuple[TreeNode, str, bool, int]] = [
         (c, "", i == 0, 1) for i, c in enumerate(_sorted_children(cache.root, reverse=True))
     ]
@@ -189,12 +128,12 @@ def _sorted_children(node: TreeNode, reverse: bool) -> list[TreeNode]:
     return sorted(node.children.values(), key=lambda c: c.key[:8], reverse=reverse)
 
 
-def tree_to_dict(cache: RadixCache, token_preview: int = 16) -> dict[str, Any]:
-    """{"kind", "page_size", "num_pages", "policy", "stats", "nodes"}: the nodes as a flat list,
-    parents before children, each with its id and its parent's id. Flat because a long chat is
-    a chain thousands of nodes deep, which nested JSON encoders (recursive) cannot serialise."""
+def tree_nodes_dict(root: TreeNode, token_preview: int = 16) -> list[dict[str, Any]]:
+    """The nodes as a flat list, parents before children, each with its id and its parent's id.
+    Flat because a long chat is a chain thousands of nodes deep, which nested JSON encoders
+    (recursive) cannot serialise."""
     nodes = []
-    stack = [(cache.root, None)]
+    stack: list[tuple[TreeNode, int | None]] = [(root, None)]
     while stack:
         node, parent_id = stack.pop()
         nodes.append(
@@ -213,11 +152,4 @@ def tree_to_dict(cache: RadixCache, token_preview: int = 16) -> dict[str, Any]:
         )
         children = _sorted_children(node, reverse=True)
         stack.extend((child, node.node_id) for child in children)
-    return {
-        "kind": "radix",
-        "page_size": cache.page_size,
-        "num_pages": cache.num_pages,
-        "policy": cache.policy.name or type(cache.policy).__name__,
-        "stats": asdict(cache.stats()),
-        "nodes": nodes,
-    }
+    return nodes

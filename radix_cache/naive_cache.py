@@ -20,20 +20,11 @@ A scheduler that skips `insert` altogether for this cache (every page private un
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
-from .allocator import PageAllocator
-from .base import (
-    CacheStats,
-    InsertResult,
-    IntegrityError,
-    MatchResult,
-    PrefixCache,
-    hit_rate,
-)
-from .inspection import check_partition
+from .base import InsertResult, IntegrityError, MatchResult, PrefixCache, Recount
 
 _ids = itertools.count(1)
 
@@ -50,20 +41,14 @@ class NaiveNode:
 class NaiveCache(PrefixCache):
     """The pool's free list plus private, never matched page chains (see the module docstring)."""
 
-    def __init__(self, num_pages: int, page_size: int = 1) -> None:
-        if page_size < 1:
-            raise ValueError(f"page_size must be >= 1, got {page_size}")
-        self.num_pages = num_pages
-        self.page_size = page_size
-        self.allocator = PageAllocator(num_pages)
+    kind: ClassVar[str] = "naive"
+    shares_prefixes: ClassVar[bool] = False
+
+    def __init__(self, num_pages: int, page_size: int = 1, policy: str = "lru") -> None:
+        super().__init__(num_pages, page_size, policy)
         self.root = NaiveNode([], None, node_id=0)
         self._owner: dict[int, NaiveNode] = {}  # page -> the handle holding it
         self._evictable: dict[int, NaiveNode] = {}  # unlocked leaves by node_id, oldest first
-        self._locked_pages = 0
-        self.total_match_tokens = 0
-        self.num_matches = 0
-        self.num_inserts = 0
-        self.evicted_pages = 0
 
     def match_prefix(self, token_ids: Sequence[int]) -> MatchResult:
         self.total_match_tokens += len(token_ids)
@@ -71,21 +56,14 @@ class NaiveCache(PrefixCache):
         return MatchResult([], 0, self.root)
 
     def insert(self, token_ids: Sequence[int], pages: Sequence[int]) -> InsertResult:
-        ps = self.page_size
-        if len(token_ids) % ps or len(pages) != len(token_ids) // ps:
-            raise ValueError(
-                f"insert needs whole pages: {len(token_ids)} tokens, {len(pages)} pages, "
-                f"page_size {ps}"
-            )
-        self.allocator.check_not_free(pages, "insert")
+        self._check_insert_shape(len(token_ids), len(pages))
         node, done = self._follow_chain(list(pages))
         new_pages = list(pages[done:])
-        if any(page in self._owner for page in new_pages):
-            raise ValueError("insert was given a page another handle holds")
+        self._check_handed_over(new_pages)
         if new_pages:
             node = self._add_leaf(node, new_pages)
         self.num_inserts += 1
-        return InsertResult(done * ps, list(pages), node)
+        return InsertResult(done * self.page_size, list(pages), node)
 
     def _follow_chain(self, pages: list[int]) -> tuple[NaiveNode, int]:
         """The handle ending the longest prefix of `pages` already held as a chain, splitting a
@@ -117,6 +95,7 @@ class NaiveCache(PrefixCache):
         for page in upper.pages:
             self._owner[page] = upper
         node.pages, node.parent = node.pages[at:], upper
+        self.num_nodes += 1
         return upper
 
     def _add_leaf(self, parent: NaiveNode, pages: list[int]) -> NaiveNode:
@@ -125,6 +104,8 @@ class NaiveCache(PrefixCache):
         self._evictable.pop(parent.node_id, None)
         for page in pages:
             self._owner[page] = leaf
+        self._own(pages)
+        self.num_nodes += 1
         self._evictable[leaf.node_id] = leaf
         return leaf
 
@@ -154,82 +135,33 @@ class NaiveCache(PrefixCache):
         # Nothing is kept for reuse: free every handle no one needs any more, bottom up.
         while bottom is not self.root and bottom.lock_ref == 0 and bottom.num_children == 0:
             parent = bottom.parent
-            self._remove(bottom)  # a release, not an eviction: not counted
-            bottom = parent  # type: ignore[assignment]
+            assert parent is not None  # every handle in the cache has one
+            self._disown(self._detach(bottom))  # a release, not an eviction: not counted
+            bottom = parent
 
-    def _remove(self, node: NaiveNode) -> int:
+    def _detach(self, node: NaiveNode) -> list[int]:
+        """Takes the handle out of the cache; returns its pages (still flagged owned)."""
         parent = node.parent
         assert parent is not None
         self._evictable.pop(node.node_id, None)
         for page in node.pages:
             del self._owner[page]
-        self.allocator.free(node.pages)
+        self.num_nodes -= 1
         node.parent = None
         parent.num_children -= 1
         if parent is not self.root and parent.lock_ref == 0 and parent.num_children == 0:
             self._evictable[parent.node_id] = parent
-        return len(node.pages)
+        return node.pages
 
-    def alloc_pages(self, num_pages: int) -> list[int] | None:
-        if num_pages < 0:
-            raise ValueError(f"cannot allocate {num_pages} pages")
-        short = num_pages - self.allocator.num_free
-        if short > 0:
-            if short > self.num_evictable_pages:
-                return None
-            self.evict(short)
-        return self.allocator.alloc(num_pages)
-
-    def free_pages(self, pages: Iterable[int]) -> None:
-        pages = list(pages)
-        if any(page in self._owner for page in pages):
-            raise ValueError("free_pages was given a page an inserted handle holds: unlock it")
-        self.allocator.free(pages)
-
-    def evict(self, num_pages: int) -> int:
-        freed = 0
-        while freed < num_pages and self._evictable:
-            freed += self._remove(next(iter(self._evictable.values())))
-        self.evicted_pages += freed
-        return freed
-
-    def flush(self) -> int:
-        return self.evict(self.num_evictable_pages)
-
-    @property
-    def num_free_pages(self) -> int:
-        return self.allocator.num_free
-
-    @property
-    def num_cached_pages(self) -> int:
-        return len(self._owner)
-
-    @property
-    def num_locked_pages(self) -> int:
-        return self._locked_pages
+    def _evict_next(self) -> list[int]:
+        if not self._evictable:
+            return []
+        return self._detach(next(iter(self._evictable.values())))
 
     def _nodes(self) -> list[NaiveNode]:
         return list({node.node_id: node for node in self._owner.values()}.values())
 
-    def stats(self) -> CacheStats:
-        ps = self.page_size
-        return CacheStats(
-            num_pages=self.num_pages,
-            page_size=ps,
-            free_pages=self.num_free_pages,
-            cached_tokens=self.num_cached_pages * ps,
-            evictable_tokens=self.num_evictable_pages * ps,
-            locked_tokens=self._locked_pages * ps,
-            hit_tokens=0,
-            total_match_tokens=self.total_match_tokens,
-            hit_rate=hit_rate(0, self.total_match_tokens),
-            evicted_pages=self.evicted_pages,
-            num_nodes=1 + len(self._nodes()),
-            num_matches=self.num_matches,
-            num_inserts=self.num_inserts,
-        )
-
-    def check_integrity(self, held_pages: Iterable[int] | None = None) -> None:
+    def _recount(self) -> Recount:
         nodes = self._nodes()
         node_ids = {node.node_id for node in nodes}
         children: dict[int, list[NaiveNode]] = {}
@@ -251,13 +183,9 @@ class NaiveCache(PrefixCache):
             locked += len(node.pages) if node.lock_ref > 0 else 0
             if (node.lock_ref == 0 and not below) != (node.node_id in self._evictable):
                 raise IntegrityError(f"handle {node.node_id} and the evictable set disagree")
-        if locked != self._locked_pages or len(self._evictable) > len(nodes):
-            raise IntegrityError(f"locked page count {self._locked_pages}, recounted {locked}")
-        problem = self.allocator.check()
-        if problem:
-            raise IntegrityError(problem)
-        free = self.allocator.free_list()
-        check_partition(self.num_pages, free, list(self._owner), held_pages)
+        if len(self._evictable) > len(nodes):
+            raise IntegrityError("the evictable set lists handles that hold no pages")
+        return Recount(list(self._owner), locked, 1 + len(nodes))
 
     def to_dict(self) -> dict[str, Any]:
         handles = [
@@ -269,20 +197,10 @@ class NaiveCache(PrefixCache):
             }
             for n in self._nodes()
         ]
-        return {
-            "kind": "naive",
-            "page_size": self.page_size,
-            "num_pages": self.num_pages,
-            "stats": asdict(self.stats()),
-            "handles": handles,
-        }
+        return {**self._header(), "handles": handles}
 
     def dump(self) -> str:
-        lines = [
-            f"naive cache (no sharing): page_size={self.page_size}, {self.num_pages} pages "
-            f"({self.num_free_pages} free, {self.num_cached_pages} in handles, "
-            f"{self._locked_pages} locked)"
-        ]
+        lines = [f"naive cache (no sharing): {self.summary()}"]
         for n in sorted(self._nodes(), key=lambda n: n.node_id):
             parent = n.parent.node_id if n.parent is not None else "-"
             lines.append(f"  handle #{n.node_id} <- #{parent}: pages {n.pages}, lock {n.lock_ref}")

@@ -28,7 +28,7 @@ class TreeNode:
     last_access: int = 0  # the cache clock at the last match/insert through this node
     lock_ref: int = 0  # requests whose locked path runs through this node
     hits: int = 0  # matches through this node (the LFU policy's count)
-    priority: int = 0  # the priority policy's key: lower is evicted first
+    priority: int = 0  # free for a policy object's own key (tests pin paths with it); kept on split
     children: dict[Any, TreeNode] = field(default_factory=dict)
     node_id: int = field(default_factory=lambda: next(_ids))
 

@@ -12,24 +12,18 @@ this makes leaf-by-leaf eviction free pages oldest first across the whole tree.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, ClassVar
 
-from .allocator import PageAllocator
 from .base import (
-    CacheStats,
     InsertResult,
     IntegrityError,
     MatchResult,
     PrefixCache,
+    Recount,
 )
 from .eviction import EvictableHeap, EvictionPolicy, make_policy
-from .inspection import (
-    check_tree_integrity,
-    tree_dump,
-    tree_stats,
-    tree_to_dict,
-)
+from .inspection import recount_tree, tree_dump, tree_nodes_dict
 from .node import (
     TreeNode,
     aligned_common_prefix,
@@ -42,28 +36,17 @@ from .node import (
 class RadixCache(PrefixCache):
     """A compressed radix tree over token ids whose values are KV page ids, plus the free list."""
 
+    kind: ClassVar[str] = "radix"
+    holder: ClassVar[str] = "tree"
+
     def __init__(
         self, num_pages: int, page_size: int = 1, policy: str | EvictionPolicy = "lru"
     ) -> None:
-        if page_size < 1:
-            raise ValueError(f"page_size must be >= 1, got {page_size}")
-        self.num_pages = num_pages
-        self.page_size = page_size
-        self.allocator = PageAllocator(num_pages)
+        super().__init__(num_pages, page_size)
         self.policy = make_policy(policy)
         self.root = new_root()
         self._heap = EvictableHeap(self.policy)
-        self._in_tree = bytearray(num_pages)  # 1 where a node owns the page: catches bad frees
         self._clock = 0
-        self.num_nodes = 1
-        self._cached_pages = 0
-        self._locked_pages = 0
-        self.hit_tokens = 0
-        self.total_match_tokens = 0
-        self.num_matches = 0
-        self.num_inserts = 0
-        self.evicted_pages = 0
-        self.duplicate_pages_freed = 0
 
     # --- lookups -------------------------------------------------------------------------------
 
@@ -140,11 +123,7 @@ class RadixCache(PrefixCache):
     def insert(self, token_ids: Sequence[int], pages: Sequence[int]) -> InsertResult:
         ps = self.page_size
         tokens = as_token_list(token_ids)
-        if len(tokens) % ps or len(pages) != len(tokens) // ps:
-            raise ValueError(
-                f"insert needs whole pages: {len(tokens)} tokens, {len(pages)} pages, "
-                f"page_size {ps}"
-            )
+        self._check_insert_shape(len(tokens), len(pages))
         self._clock += 1
         # The walk may split an edge before the pages are checked below; a split alone changes
         # nothing a caller can observe, so a rejected insert leaves an equivalent tree.
@@ -159,21 +138,13 @@ class RadixCache(PrefixCache):
         )
         new_pages = list(pages[num_matched:])
         # Only pages the caller hands over need checking; the rest are the tree's own.
-        handed_over = duplicates + new_pages
-        self.allocator.check_not_free(handed_over, "insert")
-        if any(map(self._in_tree.__getitem__, handed_over)):
-            raise ValueError("insert was given a page the tree owns for other tokens")
-        if duplicates:
-            self.allocator.free(duplicates)
-            self.duplicate_pages_freed += len(duplicates)
+        self._check_handed_over(duplicates + new_pages)
+        self._free_duplicates(duplicates)
         if new_pages:
             leaf = TreeNode(tokens[matched:], new_pages, node, last_access=self._clock)
             node.children[child_key(leaf.key, 0, ps)] = leaf
-            in_tree = self._in_tree
-            for page in new_pages:
-                in_tree[page] = 1
+            self._own(new_pages)
             self.num_nodes += 1
-            self._cached_pages += len(new_pages)
             self._heap.push(leaf, self.num_nodes)
             tree_pages += new_pages
             node = leaf
@@ -208,87 +179,29 @@ class RadixCache(PrefixCache):
                 self._heap.push(node, self.num_nodes)
             node = node.parent  # type: ignore[assignment]
 
-    def set_priority(self, node: TreeNode, priority: int) -> None:
-        """Sets the node's priority for the "priority" policy (lower is evicted first) and raises
-        each ancestor's to at least `priority`, so a pinned path is kept as a whole: a child
-        never outranks the ancestors it needs. New nodes start at 0."""
-        node.priority = priority
-        self._heap.push(node, self.num_nodes)
-        ancestor = node.parent
-        while ancestor is not None and ancestor is not self.root:
-            if ancestor.priority < priority:
-                ancestor.priority = priority
-                self._heap.push(ancestor, self.num_nodes)
-            ancestor = ancestor.parent
+    # --- eviction ------------------------------------------------------------------------------
 
-    # --- pages ---------------------------------------------------------------------------------
-
-    def alloc_pages(self, num_pages: int) -> list[int] | None:
-        if num_pages < 0:
-            raise ValueError(f"cannot allocate {num_pages} pages")
-        short = num_pages - self.allocator.num_free
-        if short > 0:
-            if short > self.num_evictable_pages:
-                return None  # evict nothing: a failed allocation must not cost the cache
-            self.evict(short)
-        return self.allocator.alloc(num_pages)
-
-    def free_pages(self, pages: Iterable[int]) -> None:
-        pages = list(pages)
-        if pages and (min(pages) < 0 or max(pages) >= self.num_pages):
-            raise ValueError(f"free_pages was given a page outside the pool of {self.num_pages}")
-        if any(map(self._in_tree.__getitem__, pages)):
-            raise ValueError("free_pages was given a page the tree owns: unlock it instead")
-        self.allocator.free(pages)
-
-    def evict(self, num_pages: int) -> int:
-        freed = 0
-        while freed < num_pages:
-            leaf = self._heap.pop()
-            if leaf is None:
-                break
-            freed += self._remove_leaf(leaf)
-        self.evicted_pages += freed
-        return freed
-
-    def _remove_leaf(self, leaf: TreeNode) -> int:
+    def _evict_next(self) -> list[int]:
+        leaf = self._heap.pop()
+        if leaf is None:
+            return []
         parent = leaf.parent
         assert parent is not None
         del parent.children[child_key(leaf.key, 0, self.page_size)]
         leaf.parent = None  # marks it detached: its heap entries are dead, lock() refuses it
-        for page in leaf.pages:
-            self._in_tree[page] = 0
-        self.allocator.free(leaf.pages)
-        self._cached_pages -= len(leaf.pages)
         self.num_nodes -= 1
         self._heap.push(parent, self.num_nodes)  # it may have just become an evictable leaf
-        return len(leaf.pages)
+        return leaf.pages
 
-    def flush(self) -> int:
-        return self.evict(self.num_evictable_pages)
+    # --- inspection ----------------------------------------------------------------------------
 
-    # --- accounting ----------------------------------------------------------------------------
-
-    @property
-    def num_free_pages(self) -> int:
-        return self.allocator.num_free
-
-    @property
-    def num_cached_pages(self) -> int:
-        return self._cached_pages
-
-    @property
-    def num_locked_pages(self) -> int:
-        return self._locked_pages
-
-    def stats(self) -> CacheStats:
-        return tree_stats(self)
-
-    def check_integrity(self, held_pages: Iterable[int] | None = None) -> None:
-        check_tree_integrity(self, held_pages)
+    def _recount(self) -> Recount:
+        return recount_tree(self)
 
     def to_dict(self) -> dict[str, Any]:
-        return tree_to_dict(self)
+        """The shared keys plus "policy" and "nodes" (see `tree_nodes_dict`)."""
+        policy = self.policy.name or type(self.policy).__name__
+        return {**self._header(), "policy": policy, "nodes": tree_nodes_dict(self.root)}
 
     def dump(self) -> str:
         return tree_dump(self)

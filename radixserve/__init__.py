@@ -6,8 +6,9 @@ programs that only talk to a server.
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
+
+from .utils.registry import import_target
 
 _LAZY = {
     "Engine": "radixserve.runtime.entrypoints.engine:Engine",
@@ -44,5 +45,4 @@ __all__ = sorted(_LAZY)
 def __getattr__(name: str) -> Any:
     if name not in _LAZY:
         raise AttributeError(f"module 'radixserve' has no attribute {name!r}")
-    module_name, attr = _LAZY[name].split(":")
-    return getattr(importlib.import_module(module_name), attr)
+    return import_target(_LAZY[name])

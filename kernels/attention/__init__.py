@@ -7,32 +7,28 @@ seam itself (`AttentionBackend`, `AttentionShape`, `PagedBatchLayout`) is in `ba
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
+
+from ...utils.registry import Registry
 
 if TYPE_CHECKING:
     from .base import AttentionBackend, AttentionShape
 
-
-ATTENTION_BACKENDS: dict[str, str] = {
-    "torch": "radixserve.kernels.attention.torch_backend:TorchAttentionBackend",
-    "flashinfer": "radixserve.kernels.attention.flashinfer_backend:FlashInferAttentionBackend",
-}
+# No `base=`: importing base.py would import torch; the annotation types what `load` returns.
+ATTENTION_BACKENDS: Registry[AttentionBackend] = Registry(
+    "attention backend",
+    {
+        "torch": ".torch_backend:TorchAttentionBackend",
+        "flashinfer": ".flashinfer_backend:FlashInferAttentionBackend",
+    },
+    package=__name__,
+)
 
 
 def create_attention_backend(name: str, shape: AttentionShape) -> AttentionBackend:
-    """An instance of the backend registered as `name`; ValueError for an unknown or
-    unavailable one."""
-    if name not in ATTENTION_BACKENDS:
-        raise ValueError(
-            f"unknown attention backend {name!r}; choose one of {sorted(ATTENTION_BACKENDS)}"
-        )
-    module_name, class_name = ATTENTION_BACKENDS[name].split(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ValueError(f"attention backend {name!r} is not available here: {exc}") from exc
-    return getattr(module, class_name)(shape)
+    """An instance of the backend registered as `name`; ValueError for an unknown one, or one
+    that cannot be imported here (the message lists the choices)."""
+    return ATTENTION_BACKENDS.load(name)(shape)
 
 
 __all__ = ["ATTENTION_BACKENDS", "create_attention_backend"]

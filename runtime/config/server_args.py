@@ -45,6 +45,20 @@ class ServerArgs:
     max_running_requests: int = field(default=256, metadata={"help": "max concurrent requests"})
     schedule_policy: str = field(default="lpm", metadata={"help": "lpm, fcfs, or dfs-weight"})
     disable_radix_cache: bool = field(default=False, metadata={"help": "no prefix sharing"})
+    prefix_cache: str = field(
+        default="radix",
+        metadata={
+            "help": "prefix cache: radix (a radix tree), block_hash (vLLM-style, a hash per "
+            "block), or naive (no sharing, what --disable-radix-cache selects)"
+        },
+    )
+    radix_eviction_policy: str = field(
+        default="lru",
+        metadata={
+            "help": "which unlocked cached prefixes the radix cache evicts first: lru (least "
+            "recently used) or lfu (least frequently matched)"
+        },
+    )
     attention_backend: str = field(default="auto", metadata={"help": "torch, flashinfer, or auto"})
     tp_size: int = field(
         default=1, metadata={"help": "tensor-parallel ranks: one process per GPU (gloo on the CPU)"}

@@ -5,27 +5,28 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ...radix_cache import NaiveCache, RadixCache
+from ...radix_cache import PrefixCache, create_cache
 from ..config.server_args import ServerArgs
 from ..config.tokenizer import load_tokenizer
 from ..constrained.matcher import GrammarBackend
 from ..model_executor.model_runner import ModelRunner
-from ..model_executor.tp_worker import create_model_runner
+from ..model_executor.tp_worker import TensorParallelRunner, create_model_runner
 from ..scheduler.scheduler import Scheduler, SchedulerConfig
+from ..scheduler.step import StepRunner
 from ..server.request_builder import RequestBuilder
 
 
 @dataclass(slots=True)
 class RuntimeState:
     args: ServerArgs
-    runner: ModelRunner
+    runner: StepRunner
     tokenizer: Any
-    cache: Any
+    cache: PrefixCache
     scheduler: Scheduler
     request_builder: RequestBuilder
 
 
-def eos_token_ids(runner: ModelRunner, tokenizer: Any) -> set[int]:
+def eos_token_ids(runner: ModelRunner | TensorParallelRunner, tokenizer: Any) -> set[int]:
     ids = set(runner.config.eos_token_ids)
     if getattr(tokenizer, "eos_token_id", None) is not None:
         ids.add(int(tokenizer.eos_token_id))
@@ -54,14 +55,33 @@ def num_draft_tokens(args: ServerArgs) -> int:
     return args.speculative_num_draft_tokens
 
 
+def prefix_cache_name(args: ServerArgs) -> str:
+    """The registry name of the prefix cache the flags select (SGLang's --disable-radix-cache
+    means the naive cache)."""
+    if not args.disable_radix_cache:
+        return args.prefix_cache
+    if args.prefix_cache not in ("radix", "naive"):
+        raise ValueError(
+            f"--disable-radix-cache selects the naive cache; it conflicts with --prefix-cache "
+            f"{args.prefix_cache}"
+        )
+    return "naive"
+
+
+def build_cache(args: ServerArgs, num_pages: int) -> PrefixCache:
+    """The prefix cache over a pool of `num_pages` pages; ValueError for an unknown cache or
+    policy, or a policy the cache does not implement (only the radix cache takes lfu)."""
+    return create_cache(
+        prefix_cache_name(args), num_pages, args.page_size, policy=args.radix_eviction_policy
+    )
+
+
 def build_runtime(args: ServerArgs) -> RuntimeState:
+    build_cache(args, num_pages=1)  # a bad cache flag fails now, not after the slow model load
     runner = create_model_runner(args)
     tokenizer = load_tokenizer(runner.source, args.tokenizer_path)
-    num_pages = runner.kv_pool.num_pages
-    if args.disable_radix_cache:
-        cache: Any = NaiveCache(num_pages, page_size=args.page_size)
-    else:
-        cache = RadixCache(num_pages, page_size=args.page_size)
+    num_pages = runner.num_kv_pages
+    cache = build_cache(args, num_pages)
     config = SchedulerConfig(
         page_size=args.page_size,
         context_len=runner.context_len,
@@ -79,7 +99,7 @@ def build_runtime(args: ServerArgs) -> RuntimeState:
         cache,
         config,
         eos,
-        sharing=not args.disable_radix_cache,
+        sharing=cache.shares_prefixes,
         grammar_backend=grammar_backend(args, tokenizer, runner.vocab_size, eos),
         jump_forward=not args.disable_jump_forward,
     )

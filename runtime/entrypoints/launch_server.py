@@ -28,6 +28,7 @@ LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 
 def _choices() -> dict[str, Sequence[str]]:
+    from ...radix_cache import CACHE_REGISTRY, EVICTION_POLICIES
     from ..server.dp_router import LOAD_BALANCE_METHODS
 
     return {
@@ -35,6 +36,8 @@ def _choices() -> dict[str, Sequence[str]]:
         "schedule_policy": SCHEDULE_POLICIES,
         "load_format": LOAD_FORMATS,
         "attention_backend": ("auto", *ATTENTION_BACKENDS),
+        "prefix_cache": tuple(CACHE_REGISTRY),
+        "radix_eviction_policy": tuple(EVICTION_POLICIES),
         "log_level": LOG_LEVELS,
         "load_balance_method": LOAD_BALANCE_METHODS,
     }

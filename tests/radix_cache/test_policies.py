@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 
 from radixserve.radix_cache import EVICTION_POLICIES, EvictionPolicy, RadixCache
 from radixserve.radix_cache.node import TreeNode, aligned_common_prefix
+from tests.radix_cache.priority import PriorityPolicy, set_priority
 
 
 def fill(cache: RadixCache, *sequences: list[int]) -> list[TreeNode]:
@@ -24,7 +25,12 @@ def surviving(cache: RadixCache, *sequences: list[int]) -> list[bool]:
 
 
 def test_policy_registry_names() -> None:
-    assert sorted(EVICTION_POLICIES) == ["lfu", "lru", "priority"]
+    # Priority eviction has no flag or caller in the runtime: it lives in tests/ (priority.py).
+    assert sorted(EVICTION_POLICIES) == ["lfu", "lru"]
+    assert [type(RadixCache(4, policy=name).policy).__name__ for name in ("lru", "lfu")] == [
+        "LRUPolicy",
+        "LFUPolicy",
+    ]
 
 
 def test_lfu_evicts_the_least_matched_leaf_first() -> None:
@@ -42,10 +48,10 @@ def test_lfu_evicts_the_least_matched_leaf_first() -> None:
 
 
 def test_priority_policy_keeps_pinned_paths_longest() -> None:
-    cache = RadixCache(16, page_size=1, policy="priority")
+    cache = RadixCache(16, page_size=1, policy=PriorityPolicy())
     pinned, a, b = [1, 1], [2, 2], [3, 3]
     nodes = fill(cache, pinned, a, b)
-    cache.set_priority(nodes[0], 10)  # the oldest: LRU alone would evict it first
+    set_priority(cache, nodes[0], 10)  # the oldest: LRU alone would evict it first
     cache.evict(2)
     assert surviving(cache, pinned, a, b) == [True, False, True]
     cache.evict(2)
@@ -54,14 +60,14 @@ def test_priority_policy_keeps_pinned_paths_longest() -> None:
 
 
 def test_priority_raises_ancestors_and_survives_splits() -> None:
-    cache = RadixCache(16, page_size=1, policy="priority")
+    cache = RadixCache(16, page_size=1, policy=PriorityPolicy())
     (deep,) = fill(cache, [1, 2, 3, 4])
-    cache.set_priority(deep, 5)
+    set_priority(cache, deep, 5)
     cache.match_prefix([1, 2, 9])  # splits [1 2 | 3 4]: the upper half keeps priority 5
     upper = deep.parent
     assert upper is not None and upper.priority == deep.priority == 5
     fill(cache, [1, 2, 7, 7])  # a new child at the default priority 0
-    cache.set_priority(upper, 1)  # lowering the node itself is allowed
+    set_priority(cache, upper, 1)  # lowering the node itself is allowed
     assert upper.priority == 1 and deep.priority == 5
     cache.evict(1)
     assert [c.key for c in upper.children.values()] == [[3, 4]]

@@ -5,34 +5,34 @@ Values are "module:Class" strings so looking a model up imports only that model'
 
 from __future__ import annotations
 
-import importlib
-
 from torch import nn
 
+from ....utils.registry import Registry
 from ..model_config import ModelConfig
-
-_LLAMA = "radixserve.runtime.model_executor.models.llama:LlamaForCausalLM"
-
-MODEL_REGISTRY: dict[str, str] = {
-    "LlamaForCausalLM": _LLAMA,
-    "MistralForCausalLM": _LLAMA,
-    "Qwen2ForCausalLM": _LLAMA,
-    "Qwen3ForCausalLM": _LLAMA,
-}
 
 
 class UnsupportedArchitectureError(ValueError):
     pass
 
 
+_LLAMA = ".llama:LlamaForCausalLM"
+
+MODEL_REGISTRY: Registry[nn.Module] = Registry(
+    "model architecture",
+    {
+        "LlamaForCausalLM": _LLAMA,
+        "MistralForCausalLM": _LLAMA,
+        "Qwen2ForCausalLM": _LLAMA,
+        "Qwen3ForCausalLM": _LLAMA,
+    },
+    package=__name__,
+    base=nn.Module,
+    error=UnsupportedArchitectureError,
+)
+
+
 def model_class(architecture: str) -> type[nn.Module]:
-    if architecture not in MODEL_REGISTRY:
-        raise UnsupportedArchitectureError(
-            f"unsupported model architecture {architecture!r}; supported: "
-            + ", ".join(sorted(MODEL_REGISTRY))
-        )
-    module_name, class_name = MODEL_REGISTRY[architecture].split(":")
-    return getattr(importlib.import_module(module_name), class_name)
+    return MODEL_REGISTRY.load(architecture)
 
 
 def build_model(config: ModelConfig) -> nn.Module:
