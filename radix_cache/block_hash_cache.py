@@ -1,4 +1,4 @@
-r"""A hash-per-block prefix cache (the vLLM design), for comparison with the radix tree.
+r"""A hash-per-block prefix cache (the vLLM design): `--prefix-cache block_hash`, to compare.
 
 Each full block (page) of a prompt is keyed by the hash of (its parent block's hash, its tokens),
 so a block's hash names the whole prefix ending at it:

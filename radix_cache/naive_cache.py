@@ -1,4 +1,4 @@
-r"""A cache that shares nothing: the `--disable-radix-cache` mode.
+r"""A cache that shares nothing: `--prefix-cache naive`, what `--disable-radix-cache` selects.
 
 It keeps the PrefixCache protocol (see base.py) so the scheduler code is the same for both caches:
 

@@ -12,6 +12,7 @@ from radixserve.radix_cache import (
     CACHE_REGISTRY,
     IntegrityError,
     NaiveCache,
+    PrefixCache,
     RadixCache,
     cache_class,
     create_cache,
@@ -128,3 +129,71 @@ def test_the_library_imports_no_torch() -> None:
         "assert 'torch' not in sys.modules, 'torch was imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# --- the shared base: every cache's counters and page flags are checked ------------------------
+
+
+def shared_state(name: str) -> tuple[PrefixCache, list[int]]:
+    """Two inserted prefixes (one locked) and two private pages; integrity holds."""
+    cache = create_cache(name, 16, page_size=2)
+    first = cache.insert([1, 2, 3, 4], cache.alloc_pages(2))
+    cache.lock(first.node)
+    cache.insert([5, 6], cache.alloc_pages(1))
+    held = cache.alloc_pages(2)
+    assert held is not None
+    cache.check_integrity(held_pages=held)
+    return cache, held
+
+
+CORRUPTIONS = {
+    "node count": lambda cache: setattr(cache, "num_nodes", cache.num_nodes + 1),
+    "cached page count": lambda cache: setattr(cache, "_cached_pages", cache._cached_pages - 1),
+    "locked page count": lambda cache: setattr(cache, "_locked_pages", cache._locked_pages + 1),
+    "owned-page flags": lambda cache: cache._owned.__setitem__(cache._owned.index(1), 0),
+    "flagged free": lambda cache: cache.allocator._free.pop(),
+}
+
+
+@pytest.mark.parametrize("what", sorted(CORRUPTIONS))
+@pytest.mark.parametrize("name", sorted(CACHE_REGISTRY))
+def test_every_cache_checks_the_shared_bookkeeping(name: str, what: str) -> None:
+    cache, held = shared_state(name)
+    CORRUPTIONS[what](cache)
+    with pytest.raises(IntegrityError, match=what):
+        cache.check_integrity(held_pages=held)
+
+
+@pytest.mark.parametrize("name", sorted(CACHE_REGISTRY))
+def test_every_cache_checks_the_page_partition(name: str) -> None:
+    cache, held = shared_state(name)
+    with pytest.raises(IntegrityError, match="lost 1"):
+        cache.check_integrity(held_pages=held[:1])
+    with pytest.raises(IntegrityError, match="both"):
+        cache.check_integrity(held_pages=held + [held[0]])
+
+
+@pytest.mark.parametrize("name", sorted(CACHE_REGISTRY))
+def test_every_cache_shares_allocation_and_eviction(name: str) -> None:
+    cache, held = shared_state(name)
+    assert cache.num_cached_pages == 3 and cache.num_locked_pages == 2
+    assert cache.num_free_pages == 11 and cache.num_available_pages == 12
+    cached_page = [page for page in range(16) if cache._owned[page]][:1]
+    with pytest.raises(ValueError, match="owns: unlock it instead"):
+        cache.free_pages(cached_page)
+    assert cache.alloc_pages(13) is None and cache.stats().evicted_pages == 0  # nothing evicted
+    assert cache.alloc_pages(12) is not None  # evicts the unlocked prefix
+    stats = cache.stats()
+    assert (stats.evicted_pages, stats.cached_tokens, stats.locked_tokens) == (1, 4, 4)
+    assert cache.flush() == 0  # the rest is locked
+    assert cache.summary().startswith("page_size=2, 16 pages (0 free, 2 cached, 2 locked)")
+    json.dumps(cache.to_dict())
+    assert cache.to_dict()["kind"] == name
+
+
+@pytest.mark.parametrize("name", ["naive", "block_hash"])
+def test_only_the_radix_cache_takes_another_eviction_policy(name: str) -> None:
+    assert create_cache(name, 8, 2, policy="lru").stats().num_pages == 8
+    with pytest.raises(ValueError, match=f"the {name} cache evicts least recently used first"):
+        create_cache(name, 8, 2, policy="lfu")
+    assert cache_class(name).shares_prefixes == (name != "naive")
