@@ -1,9 +1,9 @@
 """The detokenizer process: token ids in from the scheduler, text deltas out to the server.
 
-It keeps one `IncrementalDetokenizer` per live request, created from the spec that arrives with
-the request's first output. When a stop string matches, the request's final output carries
-`finish=stop(matched=string)`; the server then aborts it in the scheduler, and outputs that were
-already in flight for it are dropped here.
+It keeps one `IncrementalDetokenizer` per live request (`DetokenizerManager`), created from the
+spec that arrives with the request's first output. When a stop string matches, the request's
+final output carries `finish=stop(matched=string)`; the server then sends the scheduler a
+`FinishReq`, and outputs that were already in flight for it are dropped here.
 """
 
 from __future__ import annotations
@@ -12,22 +12,13 @@ import logging
 import os
 import signal
 from multiprocessing.connection import Connection
-from typing import Any
 
 import zmq
 
 from ..config.server_args import ServerArgs
 from ..wire.ipc import IpcPaths, Receiver, Sender
-from ..wire.messages import (
-    ControlOut,
-    FinishReason,
-    ReadyOut,
-    SchedulerOutput,
-    TextOut,
-    TokenBatchOut,
-    TokenOut,
-)
-from .incremental import IncrementalDetokenizer
+from ..wire.messages import ControlOut, ReadyOut, SchedulerOutput, TokenBatchOut
+from .manager import DetokenizerManager
 
 logger = logging.getLogger(__name__)
 POLL_MS = 200
@@ -60,32 +51,3 @@ def run_detokenizer_process(args: ServerArgs, paths: IpcPaths, ready: Connection
         elif isinstance(message, ControlOut):
             send.send(message)
     ctx.destroy(linger=0)
-
-
-class DetokenizerManager:
-    def __init__(self, tokenizer: Any) -> None:
-        self.tokenizer = tokenizer
-        self.states: dict[str, IncrementalDetokenizer] = {}
-
-    def handle(self, batch: TokenBatchOut) -> list[TextOut]:
-        return [t for t in (self._one(out) for out in batch.outputs) if t is not None]
-
-    def _one(self, out: TokenOut) -> TextOut | None:
-        state = self.states.get(out.rid)
-        if state is None and out.spec is not None:
-            state = IncrementalDetokenizer(
-                self.tokenizer,
-                stop_strings=out.spec.stop,
-                skip_special_tokens=out.spec.skip_special_tokens,
-                spaces_between_special_tokens=out.spec.spaces_between_special_tokens,
-            )
-            self.states[out.rid] = state
-        if state is None:
-            # Finished here already (stop string) or refused before it ran: pass finals through.
-            return TextOut(rid=out.rid, text_delta="", token_out=out) if out.finish else None
-        result = state.add(out.new_token_ids, final=out.finish is not None)
-        if result.matched_stop is not None:
-            out.finish = FinishReason("stop", matched=result.matched_stop)
-        if out.finish is not None:
-            del self.states[out.rid]
-        return TextOut(rid=out.rid, text_delta=result.delta, token_out=out)

@@ -4,8 +4,9 @@
     out = engine.generate("The capital of France is", {"max_new_tokens": 8, "temperature": 0})
     out["text"], out["output_ids"], out["meta_info"]["cached_tokens"]
 
-It runs the same `Scheduler` as the server's scheduler process, so batching, chunked prefill,
-radix-cache sharing and eviction behave the same; only the transport is missing.
+It runs the same `Scheduler` as the server's scheduler process and the same `DetokenizerManager`
+as the detokenizer process, so batching, chunked prefill, radix-cache sharing, eviction and stop
+strings behave the same; only the transport is missing.
 """
 
 from __future__ import annotations
@@ -17,10 +18,10 @@ from typing import Any
 
 from ...utils.gc_tuning import freeze_startup_objects
 from ..config.server_args import ServerArgs
-from ..detokenizer.incremental import IncrementalDetokenizer
+from ..detokenizer.manager import DetokenizerManager
 from ..server.output import RequestOutputBuilder
 from ..server.request_builder import InvalidRequestError, RequestBuilder
-from ..wire.messages import FinishReason, GenerateReq, TokenOut
+from ..wire.messages import AbortCode, GenerateReq, TokenOut
 from .components import RuntimeState, build_runtime
 
 Prompt = str | Sequence[str] | None
@@ -41,7 +42,7 @@ class Engine:
         self.builder: RequestBuilder = self.state.request_builder
         self.scheduler = self.state.scheduler
         self._ids = itertools.count()
-        self._detokenizers: dict[str, IncrementalDetokenizer] = {}
+        self._detokenizer = DetokenizerManager(self.tokenizer)
 
     # --- public API ----------------------------------------------------------------------------
 
@@ -85,9 +86,7 @@ class Engine:
         return self.scheduler.flush_cache()
 
     def shutdown(self) -> None:
-        for rid in list(self.scheduler.requests):
-            self.scheduler.abort(rid, "engine shut down")
-        self.scheduler.step()
+        self._abort(list(self.scheduler.requests), "engine shut down", AbortCode.SHUTDOWN)
         stop_workers = getattr(self.state.runner, "shutdown", None)  # tensor-parallel ranks
         if stop_workers is not None:
             stop_workers()
@@ -101,7 +100,7 @@ class Engine:
     # --- the loop ------------------------------------------------------------------------------
 
     def _run(self, reqs: list[GenerateReq]) -> list[dict[str, Any]]:
-        builders = {r.rid: self._output_builder(r) for r in reqs}
+        builders = {r.rid: RequestOutputBuilder(r) for r in reqs}
         for req in reqs:
             self.scheduler.add_request(req)
         pending = set(builders)
@@ -113,14 +112,12 @@ class Engine:
                         if builders[out.rid].finished:
                             pending.discard(out.rid)
         except BaseException:
-            for rid in pending:
-                self.scheduler.abort(rid, "caller interrupted")
-            self.scheduler.step()
+            self._abort(list(pending), "caller interrupted", AbortCode.CLIENT)
             raise
         return [builders[r.rid].result() for r in reqs]
 
     def _stream(self, req: GenerateReq) -> Iterator[dict[str, Any]]:
-        builder = self._output_builder(req)
+        builder = RequestOutputBuilder(req)
         self.scheduler.add_request(req)
         try:
             while not builder.finished:
@@ -130,8 +127,7 @@ class Engine:
                         yield builder.result(text=delta)
         finally:
             if not builder.finished:
-                self.scheduler.abort(req.rid, "stream closed")
-                self.scheduler.step()
+                self._abort([req.rid], "stream closed", AbortCode.CLIENT)
 
     def _step(self) -> list[TokenOut]:
         if not self.scheduler.has_work:
@@ -139,27 +135,24 @@ class Engine:
         return self.scheduler.step()
 
     def _feed(self, builder: RequestOutputBuilder, out: TokenOut) -> str:
-        detokenizer = self._detokenizers[out.rid]
-        step = detokenizer.add(out.new_token_ids, final=out.finish is not None)
-        if step.matched_stop is not None:
-            # A stop string ends the request here, whatever the scheduler decided.
-            out.finish = FinishReason("stop", matched=step.matched_stop)
-            self.scheduler.finish_externally(out.rid, out.finish)
-        builder.add(step.delta, out)
-        if builder.finished:
-            del self._detokenizers[out.rid]
-        return step.delta
+        text_out = self._detokenizer.detokenize(out)
+        if text_out is None:  # in flight when a stop string ended the request
+            return ""
+        finish = text_out.token_out.finish
+        if finish is not None and finish.is_stop_string:
+            # What the server's FinishReq does: the scheduler frees it, counted as finished.
+            self.scheduler.finish_externally(out.rid, finish)
+        builder.add(text_out.text_delta, text_out.token_out)
+        return text_out.text_delta
+
+    def _abort(self, rids: list[str], message: str, code: AbortCode) -> None:
+        """Aborts the requests; their final outputs also end their detokenizer states."""
+        for rid in rids:
+            self.scheduler.abort(rid, message, code)
+        for out in self.scheduler.step():
+            self._detokenizer.detokenize(out)
 
     # --- inputs --------------------------------------------------------------------------------
-
-    def _output_builder(self, req: GenerateReq) -> RequestOutputBuilder:
-        self._detokenizers[req.rid] = IncrementalDetokenizer(
-            self.tokenizer,
-            stop_strings=req.sampling.stop_strings(),
-            skip_special_tokens=req.sampling.skip_special_tokens,
-            spaces_between_special_tokens=req.sampling.spaces_between_special_tokens,
-        )
-        return RequestOutputBuilder(req)
 
     def _new_rid(self) -> str:
         return f"engine-{uuid.uuid4().hex[:8]}-{next(self._ids)}"

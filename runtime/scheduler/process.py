@@ -1,8 +1,9 @@
 """The scheduler process: receives requests over ZeroMQ and runs the scheduling loop.
 
 No single request may take the loop down: a request the scheduler refuses is answered with an
-abort carrying the reason, and an exception inside a step aborts the requests of that step with
-the error and keeps serving. The process exits when told to, when its parent dies, or on SIGTERM.
+abort of code `rejected` carrying the reason, and an exception inside a step aborts the requests
+of that step (code `internal`) and keeps serving. The process exits when told to, when its parent
+dies, or on SIGTERM.
 """
 
 from __future__ import annotations
@@ -19,9 +20,11 @@ from ...utils.gc_tuning import freeze_startup_objects
 from ..config.server_args import ServerArgs
 from ..wire.ipc import IpcPaths, Receiver, Sender
 from ..wire.messages import (
+    AbortCode,
     AbortReq,
     ControlOut,
     FinishReason,
+    FinishReq,
     FlushCacheReq,
     GenerateReq,
     GetStatsReq,
@@ -108,12 +111,11 @@ class SchedulerLoop:
 
     def handle(self, message: object) -> None:
         if isinstance(message, GenerateReq):
-            try:
-                self.scheduler.add_request(message)
-            except ValueError as exc:
-                self.send.send(TokenBatchOut([rejected(message, str(exc))]))
+            self.admit(message)
         elif isinstance(message, AbortReq):
-            self.scheduler.abort(message.rid)
+            self.scheduler.abort(message.rid, code=AbortCode.CLIENT)
+        elif isinstance(message, FinishReq):
+            self.scheduler.finish_externally(message.rid, message.finish)
         elif isinstance(message, FlushCacheReq):
             ok = self.scheduler.flush_cache()
             self.send.send(ControlOut(kind="flush_cache", ok=ok, dp_rank=self.dp_rank))
@@ -123,24 +125,38 @@ class SchedulerLoop:
         elif isinstance(message, ShutdownReq):
             self.running = False
 
+    def admit(self, message: GenerateReq) -> None:
+        """Adds the request, or answers it at once with why not. `add_request` checks before it
+        changes anything, so a refused request leaves nothing behind."""
+        try:
+            self.scheduler.add_request(message)
+        except ValueError as exc:  # the request's own fault (GrammarError is a ValueError)
+            self.send.send(TokenBatchOut([rejected(message, AbortCode.REJECTED, str(exc))]))
+        except Exception as exc:  # our fault, but still only this request's
+            logger.error("admitting %s failed:\n%s", message.rid, traceback.format_exc())
+            reason = f"internal error: {type(exc).__name__}: {exc}"
+            self.send.send(TokenBatchOut([rejected(message, AbortCode.INTERNAL, reason)]))
+
     def safe_step(self) -> list[TokenOut]:
+        live = list(self.scheduler.requests.values())
         try:
             return self.scheduler.step()
         except Exception as exc:
             if getattr(exc, "fatal", False):  # e.g. a lost tensor-parallel worker: stop here
                 raise
             logger.error("step failed; aborting its requests:\n%s", traceback.format_exc())
-            for rid in list(self.scheduler.requests):
-                self.scheduler.abort(rid, f"internal error: {type(exc).__name__}: {exc}")
-            return self.scheduler.step()  # releases them; a second failure ends the process
+            reason = f"internal error: {type(exc).__name__}: {exc}"
+            # A failure while releasing them (a broken cache) ends the process.
+            return self.scheduler.abort_after_failure(live, reason)
 
 
-def rejected(message: GenerateReq, reason: str) -> TokenOut:
+def rejected(message: GenerateReq, code: AbortCode, reason: str) -> TokenOut:
+    """The final (and only) output of a request the scheduler never took in."""
     return TokenOut(
         rid=message.rid,
         new_token_ids=[],
         prompt_tokens=len(message.input_ids),
         cached_tokens=0,
         completion_tokens=0,
-        finish=FinishReason("abort", message=reason),
+        finish=FinishReason.abort(code, reason),
     )

@@ -19,7 +19,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
-from ..wire.messages import DetokenizeSpec, FinishReason, GenerateReq, TokenOut
+from ..wire.messages import AbortCode, DetokenizeSpec, FinishReason, GenerateReq, TokenOut
 from .batch_builder import BatchBuilder, ScheduledSlice
 from .kv_manager import RequestKVManager
 from .request import Req
@@ -88,12 +88,13 @@ class Scheduler:
         self.waiting.append(req)
         self.counters.prompt_tokens += len(req.prompt_ids)
 
-    def abort(self, rid: str, message: str = "aborted") -> None:
-        """Marks a request aborted; its resources go back at the start of the next step."""
+    def abort(self, rid: str, message: str = "aborted", code: AbortCode = AbortCode.CLIENT) -> None:
+        """Marks a request aborted; its resources go back at the start of the next step, whose
+        outputs carry its final abort (counted in `requests_aborted`)."""
         req = self.requests.get(rid)
         if req is not None and req.finish is None:
             req.aborted = True
-            req.finish = FinishReason("abort", message=message)
+            req.finish = FinishReason.abort(code, message)
 
     @property
     def has_work(self) -> bool:
@@ -213,7 +214,8 @@ class Scheduler:
                 if position == len(tokens) - 1:
                     req.finish = self._advance_grammar(req, token)  # may jump forward
                 elif not req.grammar.accept(token):
-                    req.finish = FinishReason("abort", message=f"the grammar rejected {token}")
+                    message = f"the grammar rejected {token}"
+                    req.finish = FinishReason.abort(AbortCode.GRAMMAR, message)
                 elif req.grammar.is_finished:
                     req.finish = FinishReason("stop")
             if req.finish is not None:
@@ -227,7 +229,7 @@ class Scheduler:
         one decode step each. Skipped for logprob requests, which need every token's logprob."""
         grammar = req.grammar
         if not grammar.accept(token):
-            return FinishReason("abort", message=f"the grammar rejected token {token}")
+            return FinishReason.abort(AbortCode.GRAMMAR, f"the grammar rejected token {token}")
         if grammar.is_finished:
             return FinishReason("stop")
         if not self.jump_forward or req.return_logprob:
@@ -237,7 +239,8 @@ class Scheduler:
         if not forced:
             return None
         if not grammar.accept_forced(forced):  # the matcher is now in an error state
-            return FinishReason("abort", message="the grammar rejected its own forced tokens")
+            message = "the grammar rejected its own forced tokens"
+            return FinishReason.abort(AbortCode.GRAMMAR, message)
         req.output_ids.extend(forced)
         req.pending_ids.extend(forced)
         self.counters.jump_forward_tokens += len(forced)
@@ -262,11 +265,35 @@ class Scheduler:
         return None
 
     def finish_externally(self, rid: str, finish: FinishReason) -> None:
-        """Ends a request for a reason found outside (a stop string matched by the detokenizer)."""
+        """Ends a request for a reason found outside: a stop string the detokenizer matched.
+
+        Called between steps (the server's `FinishReq`, the offline Engine directly). Its pages
+        and locks go back now and it counts as finished; no output follows, as whoever found
+        the reason has already sent the final one. A no-op if the request has ended already.
+        """
         req = self.requests.get(rid)
         if req is not None and req.finish is None:
             req.finish = finish
             self._retire(req)
+            self.counters.requests_finished += 1
+
+    def abort_after_failure(self, live: list[Req], message: str) -> list[TokenOut]:
+        """Ends `live` (the requests before a step that raised) with an `internal` abort.
+
+        The failed step may have left any of them half-applied: a finish already set, or retired
+        with its final output lost along with the step's return value. So every one of them is
+        retired here (a no-op for those retired already) and gets a final output, so no caller
+        waits forever and no page or lock stays held.
+        """
+        outputs = []
+        for req in live:
+            if req.rid in self.requests:  # not counted yet (finished or aborted) by the step
+                self.counters.requests_aborted += 1
+            req.aborted = True
+            req.finish = FinishReason.abort(AbortCode.INTERNAL, message)
+            self._retire(req)
+            outputs.append(self._token_out(req))
+        return outputs
 
     def _drop_aborted(self) -> list[TokenOut]:
         outputs = []

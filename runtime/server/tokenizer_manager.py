@@ -5,16 +5,17 @@ replica, aborts follow the request there, and control requests (flush, stats) go
 replica and are answered once all have replied.
 
 Every in-flight request has an asyncio queue. A receive task moves each `TextOut` from the
-detokenizer to its request's queue; a watchdog polls the child processes and, if one dies, puts the
-error into every queue at once and marks the runtime unhealthy.
+detokenizer to its request's queue; a watchdog polls the child processes. Nobody may wait forever:
+if a child dies or either task fails, `fail_all` puts the error into every queue and control
+waiter at once and marks the runtime unhealthy. A message that does not decode fails only the
+request it names, or everything when it names none.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
 import msgspec
@@ -25,9 +26,11 @@ from ..wire.messages import (
     AbortReq,
     ControlOut,
     DetokenizerOutput,
+    FinishReq,
     FlushCacheReq,
     GenerateReq,
     GetStatsReq,
+    SchedulerInput,
     TextOut,
 )
 from .dp_router import DataParallelRouter
@@ -39,6 +42,10 @@ WATCHDOG_INTERVAL_S = 0.2
 
 class RuntimeDiedError(RuntimeError):
     pass
+
+
+class BadMessageError(RuntimeError):
+    """A message from the detokenizer for this request did not decode."""
 
 
 class TokenizerManager:
@@ -64,7 +71,7 @@ class TokenizerManager:
         self.pull.setsockopt(zmq.LINGER, 0)
         self.pull.bind(children.paths.to_tokenizer)
         self.tasks: list[asyncio.Task[None]] = []
-        self.on_death: list[Any] = []
+        self.on_death: list[Callable[[str], None]] = []
 
     @staticmethod
     def _make_router(children: ChildProcesses) -> DataParallelRouter | None:
@@ -85,15 +92,21 @@ class TokenizerManager:
 
     def start(self) -> None:
         self.tasks = [
-            asyncio.create_task(self._receive_loop()),
-            asyncio.create_task(self._watchdog()),
+            asyncio.create_task(self._guard("receive loop", self._receive_loop())),
+            asyncio.create_task(self._guard("watchdog", self._watchdog())),
         ]
 
     async def close(self) -> None:
+        if self.ctx.closed:
+            return
         for task in self.tasks:
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        results = await asyncio.gather(*self.tasks, return_exceptions=True)
+        for task, result in zip(self.tasks, results, strict=True):
+            if isinstance(result, Exception):  # _guard handles its own: this is a bug there
+                logger.error("task %s failed", task.get_name(), exc_info=result)
+        if self.error is None:  # nobody may be left waiting on a closed manager
+            self._fail_waiters("the tokenizer manager was closed")
         for push in self.pushes:
             push.close(0)
         self.pull.close(0)
@@ -113,7 +126,7 @@ class TokenizerManager:
         self.replica_of[req.rid] = replica
         finished = False
         try:
-            await self.pushes[replica].send(self.encoder.encode(req))
+            await self._send(replica, req)
             while True:
                 item = await queue.get()
                 if isinstance(item, Exception):
@@ -121,8 +134,8 @@ class TokenizerManager:
                 finish = item.token_out.finish
                 if finish is not None:
                     finished = True
-                    if finish.type == "stop" and isinstance(finish.matched, str):
-                        await self.abort(req.rid)  # a stop string: the scheduler stops too
+                    if finish.is_stop_string:  # the detokenizer ended it: the scheduler stops too
+                        await self._send(replica, FinishReq(req.rid, finish))
                 yield item
                 if finished:
                     return
@@ -136,12 +149,17 @@ class TokenizerManager:
 
     async def abort(self, rid: str) -> None:
         replica = self.replica_of.get(rid)
-        targets = self.pushes if replica is None else [self.pushes[replica]]
-        for push in targets:  # an unknown rid: every replica checks (a no-op where absent)
-            await push.send(self.encoder.encode(AbortReq(rid)))
+        targets = range(len(self.pushes)) if replica is None else [replica]
+        for target in targets:  # an unknown rid: every replica checks (a no-op where absent)
+            await self._send(target, AbortReq(rid))
+
+    async def _send(self, replica: int, message: SchedulerInput) -> None:
+        await self.pushes[replica].send(self.encoder.encode(message))
 
     async def control(self, kind: str) -> ControlOut:
         """Sends a control request to every replica; one merged reply once all have answered."""
+        if self.error is not None:
+            raise RuntimeDiedError(self.error)
         message = FlushCacheReq() if kind == "flush_cache" else GetStatsReq()
         async with self.control_lock:
             future: asyncio.Future[ControlOut] = asyncio.get_running_loop().create_future()
@@ -157,9 +175,24 @@ class TokenizerManager:
 
     # --- background tasks ----------------------------------------------------------------------
 
+    async def _guard(self, name: str, work: Coroutine[Any, Any, None]) -> None:
+        """Runs a background task; if it fails, every waiter hears of it at once."""
+        try:
+            await work
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            logger.exception("the tokenizer manager's %s failed", name)
+            self.fail_all(f"the tokenizer manager's {name} failed: {type(exc).__name__}: {exc}")
+
     async def _receive_loop(self) -> None:
         while True:
-            message = self.decoder.decode(await self.pull.recv())
+            raw = await self.pull.recv()
+            try:
+                message = self.decoder.decode(raw)
+            except msgspec.DecodeError as exc:
+                self._undecodable(raw, exc)
+                continue
             if isinstance(message, TextOut):
                 queue = self.queues.get(message.rid)
                 if queue is not None:
@@ -173,6 +206,22 @@ class TokenizerManager:
                 if len(replies) == len(self.pushes):
                     waiter.set_result(merge_control_replies(replies))
 
+    def _undecodable(self, raw: bytes, exc: msgspec.DecodeError) -> None:
+        """Fails the one request a bad message names. A message that names none could have been
+        anyone's final output or control reply: raising ends the loop, and `_guard` then fails
+        every waiter (better than leaving one waiting forever)."""
+        try:
+            fields = msgspec.msgpack.decode(raw)
+        except msgspec.DecodeError:
+            fields = None
+        rid = fields.get("rid") if isinstance(fields, dict) else None
+        if not isinstance(rid, str):
+            raise RuntimeError(f"an undecodable message from the detokenizer: {exc}") from exc
+        logger.error("an undecodable message for request %s: %s", rid, exc)
+        queue = self.queues.get(rid)
+        if queue is not None:  # else the request has ended: nobody waits for it
+            queue.put_nowait(BadMessageError(f"an undecodable output from the detokenizer: {exc}"))
+
     async def _watchdog(self) -> None:
         while self.error is None:
             await asyncio.sleep(WATCHDOG_INTERVAL_S)
@@ -181,15 +230,22 @@ class TokenizerManager:
                 self.fail_all(dead)
 
     def fail_all(self, reason: str) -> None:
+        """Every waiting caller gets `RuntimeDiedError(reason)` now, and so will later ones;
+        the runtime reports unhealthy and `on_death` callbacks run."""
+        if self.error is not None:  # already failed: the first reason stands
+            return
         logger.error("runtime failed: %s", reason)
+        self._fail_waiters(reason)
+        for callback in self.on_death:
+            callback(reason)
+
+    def _fail_waiters(self, reason: str) -> None:
         self.error = reason
         for queue in self.queues.values():
             queue.put_nowait(RuntimeDiedError(reason))
         for waiter in self.control_waiters.values():
             if not waiter.done():
                 waiter.set_exception(RuntimeDiedError(reason))
-        for callback in self.on_death:
-            callback(reason)
 
 
 def merge_control_replies(replies: list[ControlOut]) -> ControlOut:
@@ -210,7 +266,7 @@ def merge_control_replies(replies: list[ControlOut]) -> ControlOut:
 def merge_stats(payloads: list[dict[str, Any]]) -> dict[str, Any]:
     merged: dict[str, Any] = {}
     for key, first in payloads[0].items():
-        values = [p.get(key) for p in payloads]
+        values: list[Any] = [p.get(key) for p in payloads]
         if isinstance(first, bool) or first is None:
             merged[key] = first
         elif isinstance(first, int) and all(isinstance(v, int) for v in values):

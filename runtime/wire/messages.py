@@ -3,13 +3,17 @@
 Messages travel as tagged unions: a socket decodes with `msgspec.msgpack.Decoder(UnionType)` and
 the tag picks the class, so no code ever looks a class up by name.
 
-    tokenizer side --GenerateReq/AbortReq/FlushCacheReq--> scheduler
-    scheduler      --TokenBatchOut----------------------> detokenizer
-    detokenizer    --TextOut----------------------------> tokenizer side
+    tokenizer side --GenerateReq/AbortReq/FinishReq/FlushCacheReq--> scheduler
+    scheduler      --TokenBatchOut--------------------------------> detokenizer
+    detokenizer    --TextOut--------------------------------------> tokenizer side
+
+A request's end is data, not a message text: `FinishReason.type` says how it ended and, for an
+abort, `FinishReason.code` says why (`AbortCode`); the server maps the code to an HTTP status.
 """
 
 from __future__ import annotations
 
+import enum
 from typing import Literal
 
 import msgspec
@@ -19,10 +23,31 @@ from .sampling_params import SamplingParams
 TopLogprobs = list[tuple[int, float]]
 
 
+class AbortCode(enum.StrEnum):
+    """Why a request was aborted; the server answers each with its own HTTP status."""
+
+    CLIENT = "client"  # the caller asked: /abort_request, a disconnect, a closed stream (200)
+    REJECTED = "rejected"  # the scheduler refused it: bad grammar, too long for the pool... (400)
+    GRAMMAR = "grammar"  # the output could not continue under its grammar (200, partial output)
+    INTERNAL = "internal"  # a scheduler step failed (500)
+    SHUTDOWN = "shutdown"  # the runtime shut down under it (503)
+
+
 class FinishReason(msgspec.Struct, frozen=True, omit_defaults=True):
     type: Literal["stop", "length", "abort"]
     matched: int | str | None = None  # the stop token id or stop string that ended it
-    message: str | None = None  # why an abort happened
+    message: str | None = None  # why an abort happened, for people
+    code: AbortCode | None = None  # why an abort happened, for code (set on every abort)
+
+    @classmethod
+    def abort(cls, code: AbortCode, message: str) -> FinishReason:
+        return cls("abort", message=message, code=code)
+
+    @property
+    def is_stop_string(self) -> bool:
+        """A stop string ended it: only the detokenizer matches those, so the scheduler has to
+        be told (`FinishReq`, or `Scheduler.finish_externally` in process)."""
+        return self.type == "stop" and isinstance(self.matched, str)
 
     def to_json(self) -> dict[str, object]:
         out: dict[str, object] = {"type": self.type}
@@ -30,6 +55,8 @@ class FinishReason(msgspec.Struct, frozen=True, omit_defaults=True):
             out["matched"] = self.matched
         if self.message is not None:
             out["message"] = self.message
+        if self.code is not None:
+            out["code"] = self.code.value
         return out
 
 
@@ -47,7 +74,17 @@ class GenerateReq(msgspec.Struct, tag=True, kw_only=True):
 
 
 class AbortReq(msgspec.Struct, tag=True):
+    """The caller gave up on the request (code `client`)."""
+
     rid: str
+
+
+class FinishReq(msgspec.Struct, tag=True):
+    """The request ended outside the scheduler (the detokenizer matched a stop string): the
+    scheduler frees it and counts it finished, not aborted."""
+
+    rid: str
+    finish: FinishReason
 
 
 class FlushCacheReq(msgspec.Struct, tag=True):
@@ -62,7 +99,7 @@ class ShutdownReq(msgspec.Struct, tag=True):
     pass
 
 
-SchedulerInput = GenerateReq | AbortReq | FlushCacheReq | GetStatsReq | ShutdownReq
+SchedulerInput = GenerateReq | AbortReq | FinishReq | FlushCacheReq | GetStatsReq | ShutdownReq
 
 
 # --- scheduler -> detokenizer -> tokenizer side ------------------------------------------------

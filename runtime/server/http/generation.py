@@ -1,8 +1,10 @@
 """One request's life on the server side: send it, accumulate its outputs, time it.
 
-A finish of type `abort` that carries a message and produced no tokens, for a request nobody
-asked to abort, is the scheduler refusing the request: it becomes a 400 (500 for an internal
-error). A request aborted through /abort_request simply ends with that finish reason.
+How a request ended is the finish reason's data, never its message text. An abort's code picks
+the answer (`ABORT_ERRORS`): a refused request is a 400, a failed scheduler step a 500, a
+runtime shutting down a 503. An abort the caller asked for (/abort_request, a disconnect) and
+one where the output could not continue under its grammar are answers: the result simply ends
+with that finish reason.
 """
 
 from __future__ import annotations
@@ -10,13 +12,18 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Sequence
 
-from ...wire.messages import GenerateReq
+from ...wire.messages import AbortCode, FinishReason, GenerateReq
 from ..output import RequestOutputBuilder
-from ..tokenizer_manager import RuntimeDiedError
+from ..tokenizer_manager import BadMessageError, RuntimeDiedError
 from .errors import ApiError
 from .state import ServerState
 
-INTERNAL_ERROR_PREFIX = "internal error"  # the scheduler's message when a step failed
+# Abort codes that are errors: the HTTP status and the error body's `code`.
+ABORT_ERRORS: dict[AbortCode, tuple[int, str]] = {
+    AbortCode.REJECTED: (400, "rejected"),
+    AbortCode.INTERNAL: (500, "internal_error"),
+    AbortCode.SHUTDOWN: (503, "unavailable"),
+}
 
 
 class Generation:
@@ -40,8 +47,8 @@ class Generation:
                 yield out.text_delta
         except RuntimeDiedError as exc:
             raise ApiError(503, f"the runtime died: {exc}", code="unavailable") from exc
-        finally:
-            self.state.user_aborted.discard(self.req.rid)
+        except BadMessageError as exc:
+            raise ApiError(500, str(exc), code="internal_error") from exc
 
     async def run(self) -> RequestOutputBuilder:
         async for _ in self.stream():
@@ -55,15 +62,18 @@ class Generation:
         self.timer.finish(
             finish.type, len(self.req.input_ids), last.cached_tokens if last is not None else 0
         )
-        refused = (
-            finish.type == "abort"
-            and finish.message is not None
-            and not self.output.output_ids
-            and self.req.rid not in self.state.user_aborted
-        )
-        if refused:
-            status = 500 if finish.message.startswith(INTERNAL_ERROR_PREFIX) else 400
-            raise ApiError(status, finish.message, code="rejected")
+        error = abort_error(finish)
+        if error is not None:
+            raise error
+
+
+def abort_error(finish: FinishReason) -> ApiError | None:
+    """The error a finish stands for, or None when it is an answer."""
+    code = finish.code if finish.type == "abort" else None
+    if code is None or code not in ABORT_ERRORS:
+        return None
+    status, error_code = ABORT_ERRORS[code]
+    return ApiError(status, finish.message or f"aborted ({code})", code=error_code)
 
 
 async def run_all(generations: Sequence[Generation]) -> list[RequestOutputBuilder]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import AsyncIterator
 from typing import Any, TypeVar
 
 import msgspec
@@ -26,7 +25,7 @@ from .protocol import (
     ModelInfo,
     ServerInfo,
 )
-from .sse import DONE, merge, prepend, sse_event, sse_response
+from .sse import stream_sse
 from .state import ServerState
 
 T = TypeVar("T")
@@ -139,20 +138,12 @@ async def stream_generate(
 ) -> Response:
     """SSE chunks in SGLang's style: each carries the cumulative text and meta_info so far."""
     state = state_of(request)
-    merged = merge([g.stream() for g in gens])
-    # Wait for the first output before answering, so a refused request still gets its 4xx.
-    first = await until_disconnect(request, merged.__anext__())
 
-    async def events() -> AsyncIterator[bytes]:
-        try:
-            async for index, _ in prepend(first, merged):
-                position = None if single else index
-                yield sse_event(response_of(state, gens[index].output, with_text, position))
-        except ApiError as exc:  # a later refusal or the runtime dying, after the 200
-            yield sse_event(exc.payload())
-        yield DONE
+    def render(index: int, _delta: str) -> list[GenerateResponse]:
+        position = None if single else index
+        return [response_of(state, gens[index].output, with_text, position)]
 
-    return sse_response(events())
+    return await stream_sse(request, [g.stream() for g in gens], render)
 
 
 # --- operational endpoints ---------------------------------------------------------------------
@@ -219,9 +210,7 @@ async def abort_request(request: Request) -> Response:
     state = state_of(request)
     body = await read_json(request, AbortRequest, state.config.max_body_bytes)
     tm = state.manager()
-    known = body.rid in tm.queues
-    if known:
-        state.user_aborted.add(body.rid)  # its abort finish is then an answer, not a refusal
+    known = body.rid in tm.queues  # its finish is then abort(code=client): an answer, not an error
     await tm.abort(body.rid)
     message = "abort sent" if known else f"no request {body.rid!r} is in flight"
     return json_response(AbortResponse(known, message))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import msgspec
@@ -46,7 +45,7 @@ from .openai_tools import (
     plan_tools,
     render_messages,
 )
-from .sse import DONE, merge, prepend, sse_event, sse_response
+from .sse import stream_sse
 from .state import ServerState
 
 ROLE = "assistant"
@@ -154,15 +153,14 @@ async def stream_chat(
 ) -> Response:
     cid, created, model = state.new_rid("chatcmpl"), created_now(), state.model_name
     cursors = [LogprobCursor() for _ in gens]
-    merged = merge([g.stream() for g in gens])
-    # Wait for the first output before answering, so a refused request still gets its 4xx.
-    first = await until_disconnect(request, merged.__anext__())
 
-    def chunk(index: int, delta: ChatDelta, logprobs: Any = None, reason: str | None = None):
+    def chunk(
+        index: int, delta: ChatDelta, logprobs: Any = None, reason: str | None = None
+    ) -> ChatCompletionChunk:
         choice = ChatStreamChoice(index, delta, logprobs, reason)
-        return sse_event(ChatCompletionChunk(cid, created, model, [choice]))
+        return ChatCompletionChunk(cid, created, model, [choice])
 
-    def pieces(index: int, text: str) -> list[bytes]:
+    def pieces(index: int, text: str) -> list[ChatCompletionChunk]:
         output, cursor = gens[index].output, cursors[index]
         out = []
         if not cursor.started:  # OpenAI opens each choice with the role and empty content
@@ -181,7 +179,7 @@ async def stream_chat(
             out.append(chunk(index, ChatDelta(), None, reason))
         return out
 
-    def whole_choice(index: int, output: Any) -> list[bytes]:
+    def whole_choice(index: int, output: Any) -> list[ChatCompletionChunk]:
         message, reason = final_message(output, tools)
         logprobs = None
         if body.logprobs:
@@ -193,16 +191,10 @@ async def stream_chat(
         delta = ChatDelta(content=message.content, tool_calls=calls or None)
         return [chunk(index, delta, logprobs), chunk(index, ChatDelta(), None, reason)]
 
-    async def events() -> AsyncIterator[bytes]:
-        try:
-            async for index, text in prepend(first, merged):
-                for piece in pieces(index, text):
-                    yield piece
-            if include_usage(body):
-                usage = usage_of([g.output for g in gens], body.n)
-                yield sse_event(ChatCompletionChunk(cid, created, model, [], usage))
-        except ApiError as exc:  # a later refusal or the runtime dying, after the 200
-            yield sse_event(exc.payload())
-        yield DONE
+    def usage_chunk() -> list[ChatCompletionChunk]:
+        if not include_usage(body):
+            return []
+        usage = usage_of([g.output for g in gens], body.n)
+        return [ChatCompletionChunk(cid, created, model, [], usage)]
 
-    return sse_response(events())
+    return await stream_sse(request, [g.stream() for g in gens], pieces, usage_chunk)

@@ -6,7 +6,6 @@ and the answer carries the prompt's own token logprobs.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 from starlette.requests import Request
@@ -38,7 +37,7 @@ from .openai_protocol import (
     CompletionRequest,
     CompletionResponse,
 )
-from .sse import DONE, merge, prepend, sse_event, sse_response
+from .sse import stream_sse
 from .state import ServerState
 
 Prompt = tuple[list[int], str]  # token ids, and the text echo=True puts in front
@@ -126,11 +125,8 @@ async def stream_completions(
 ) -> Response:
     cid, created, model = state.new_rid("cmpl"), created_now(), state.model_name
     cursors = [LogprobCursor() for _ in gens]
-    merged = merge([g.stream() for g in gens])
-    # Wait for the first output before answering, so a refused request still gets its 4xx.
-    first = await until_disconnect(request, merged.__anext__())
 
-    def chunk(index: int, delta: str) -> CompletionResponse | None:
+    def chunks(index: int, delta: str) -> list[CompletionResponse]:
         output, cursor = gens[index].output, cursors[index]
         entries = output_entries(output, cursor.tokens_sent)
         if body.echo and not cursor.started:
@@ -140,25 +136,17 @@ async def stream_completions(
         cursor.tokens_sent = len(output.output_logprobs)
         reason = finish_reason(output)
         if not delta and not entries and reason is None:
-            return None  # the detokenizer held text back (a partial character or stop string)
+            return []  # the detokenizer held text back (a partial character or stop string)
         logprobs = None
         if body.logprobs is not None:
             logprobs = completion_logprobs(state.token_texts, entries, cursor)
-        return CompletionResponse(
-            cid, created, model, [CompletionChoice(index, delta, logprobs, reason)]
-        )
+        choice = CompletionChoice(index, delta, logprobs, reason)
+        return [CompletionResponse(cid, created, model, [choice])]
 
-    async def events() -> AsyncIterator[bytes]:
-        try:
-            async for index, delta in prepend(first, merged):
-                piece = chunk(index, delta)
-                if piece is not None:
-                    yield sse_event(piece)
-            if include_usage(body):
-                usage = usage_of([g.output for g in gens], body.n)
-                yield sse_event(CompletionResponse(cid, created, model, [], usage))
-        except ApiError as exc:  # a later refusal or the runtime dying, after the 200
-            yield sse_event(exc.payload())
-        yield DONE
+    def usage_chunk() -> list[CompletionResponse]:
+        if not include_usage(body):
+            return []
+        usage = usage_of([g.output for g in gens], body.n)
+        return [CompletionResponse(cid, created, model, [], usage)]
 
-    return sse_response(events())
+    return await stream_sse(request, [g.stream() for g in gens], chunks, usage_chunk)

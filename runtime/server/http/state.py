@@ -31,7 +31,6 @@ class ServerState:
     builder: RequestBuilder = field(init=False)
     token_texts: TokenTexts = field(init=False)
     tm: TokenizerManager | None = None
-    user_aborted: set[str] = field(default_factory=set)  # rids /abort_request was asked to end
     death_reason: str | None = None
     request_shutdown: Callable[[], None] | None = None  # stops the HTTP server (runtime died)
     # True once a signal asked the server to stop: children dying then (a SIGTERM to the whole

@@ -92,9 +92,14 @@ def test_stop_string_and_stream(engine: Engine) -> None:
     params = {"temperature": 0, "max_new_tokens": 20, "ignore_eos": True}
     full = engine.generate("1, 2, 3, 4, 5,", params)["text"]
     assert "8" in full
+    counters = engine.scheduler.counters
+    finished, aborted = counters.requests_finished, counters.requests_aborted
     stopped = engine.generate("1, 2, 3, 4, 5,", {**params, "stop": "8"})
     assert stopped["text"] == full[: full.index("8")]
     assert stopped["meta_info"]["finish_reason"] == {"type": "stop", "matched": "8"}
+    # As in the server: the scheduler stops it and counts it finished, not aborted.
+    assert (counters.requests_finished, counters.requests_aborted) == (finished + 1, aborted)
+    assert not engine.scheduler.has_work and not engine._detokenizer.states
     chunks = list(engine.generate("1, 2, 3, 4, 5,", params, stream=True))
     assert "".join(c["text"] for c in chunks) == full
     assert chunks[-1]["meta_info"]["finish_reason"]["type"] == "length"

@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 
 from radixserve.runtime.scheduler.scheduler import Scheduler
-from radixserve.runtime.wire.messages import GenerateReq
+from radixserve.runtime.wire.messages import AbortCode, GenerateReq
 from radixserve.runtime.wire.sampling_params import SamplingParams
 from tests.runtime.scheduler.stand_in_runner import next_token
 from tests.runtime.scheduler.test_scheduler import (
@@ -181,6 +181,7 @@ def test_a_grammar_error_aborts_the_request_and_frees_it() -> None:
     scheduler.add_request(plain)
     results = run_all(scheduler)
     assert results["c"][1].finish.type == "abort" and "grammar" in results["c"][1].finish.message
+    assert results["c"][1].finish.code == AbortCode.GRAMMAR  # an answer, not a server error
     assert results["p"][1].finish.type == "length"  # the other request is unaffected
     scheduler.flush_cache()
     assert scheduler.cache.num_free_pages == scheduler.cache.num_pages

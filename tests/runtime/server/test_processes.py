@@ -16,7 +16,7 @@ import pytest
 from radixserve.runtime.config.server_args import ServerArgs
 from radixserve.runtime.server.launcher import ChildProcesses, StartupError
 from radixserve.runtime.server.tokenizer_manager import RuntimeDiedError, TokenizerManager
-from radixserve.runtime.wire.messages import GenerateReq
+from radixserve.runtime.wire.messages import AbortCode, GenerateReq
 from radixserve.runtime.wire.sampling_params import SamplingParams
 
 ARGS = ServerArgs(max_total_tokens=8192, log_level="warning")
@@ -77,6 +77,7 @@ def test_generation_then_killed_scheduler_fails_callers_fast() -> None:
         empty = GenerateReq(rid="e", input_ids=[], sampling=greedy)
         _, refused = await collect(tm, empty)
         assert refused[-1].token_out.finish.type == "abort"
+        assert refused[-1].token_out.finish.code == AbortCode.REJECTED
         assert "empty" in refused[-1].token_out.finish.message
         long = SamplingParams(max_new_tokens=5000, ignore_eos=True)
         slow = asyncio.create_task(

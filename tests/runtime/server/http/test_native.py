@@ -128,9 +128,25 @@ def test_abort_by_rid(client: httpx.Client, server: ServerProcess) -> None:
     assert response.status_code == 200
     meta = response.json()["meta_info"]
     assert meta["finish_reason"]["type"] == "abort"
+    assert meta["finish_reason"]["code"] == "client"  # the caller asked: an answer, not an error
     assert meta["completion_tokens"] < LONG["max_new_tokens"]
     assert client.post("/abort_request", json={"rid": "abort-me"}).json()["success"] is False
     wait_idle(client)
+
+
+def test_stop_string_finishes_the_request_in_the_scheduler(client: httpx.Client) -> None:
+    """The detokenizer matches the stop string; the scheduler then stops generating (it would
+    otherwise run for 2000 tokens) and counts the request finished, not aborted."""
+    before = wait_idle(client)
+    params = {"max_new_tokens": 2000, "ignore_eos": True, "temperature": 0, "stop": "8"}
+    reply = client.post("/generate", json={"text": "1, 2, 3, 4, 5,", "sampling_params": params})
+    assert reply.status_code == 200
+    meta = reply.json()["meta_info"]
+    assert meta["finish_reason"] == {"type": "stop", "matched": "8"}
+    assert "8" not in reply.json()["text"] and meta["completion_tokens"] < 100
+    after = wait_idle(client, timeout=10)
+    assert after["requests_finished"] == before["requests_finished"] + 1
+    assert after["requests_aborted"] == before["requests_aborted"]
 
 
 def test_flush_cache(client: httpx.Client, server: ServerProcess) -> None:

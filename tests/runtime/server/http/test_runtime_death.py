@@ -1,5 +1,6 @@
-"""The app in-process with no model behind it: when a child process dies, in-flight requests
-get 503 at once, /health answers 503 with the reason, and the server is asked to shut down."""
+"""The app in-process with no model behind it: when a child process dies or the receive loop
+fails, in-flight requests get 503 at once, /health answers 503 with the reason, and the server is
+asked to shut down."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+import zmq
 from starlette.testclient import TestClient
 
 from radixserve.runtime.config.server_args import ServerArgs
@@ -74,4 +76,37 @@ def test_api_key_guards_everything_but_health() -> None:
             ok = client.get("/v1/models", headers={"Authorization": "Bearer s3cret"})
             assert ok.status_code == 200 and ok.json()["data"][0]["id"] == "fake"
     finally:
+        children.paths.remove()
+
+
+def test_dead_receive_loop_gives_503_and_unhealthy() -> None:
+    """One undecodable message from the detokenizer kills the receive loop: the waiting request
+    gets 503 at once (not a hang), /health reports why, and the server is asked to stop."""
+    children = FakeChildren()
+    shutdown = threading.Event()
+    state = ServerState(
+        ServerArgs(), children, INFO, tokenizer=None, config=HttpConfig(death_grace_s=0.05)
+    )
+    state.request_shutdown = shutdown.set
+    ctx = zmq.Context()
+    detokenizer = ctx.socket(zmq.PUSH)
+    try:
+        with TestClient(create_app(state)) as client:
+            detokenizer.connect(children.paths.to_tokenizer)
+            results: list[int] = []
+            body = {"input_ids": [1, 2, 3], "sampling_params": {"max_new_tokens": 4}}
+            worker = threading.Thread(
+                target=lambda: results.append(client.post("/generate", json=body).status_code)
+            )
+            worker.start()
+            time.sleep(0.3)  # the request is now waiting for outputs
+            detokenizer.send(b"\xc1 is never valid msgpack")
+            worker.join(5)
+            assert results == [503]
+            health = client.get("/health")
+            assert health.status_code == 503 and "receive loop failed" in health.text
+            assert shutdown.wait(5)
+    finally:
+        detokenizer.close(0)
+        ctx.term()
         children.paths.remove()

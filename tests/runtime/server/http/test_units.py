@@ -11,6 +11,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from radixserve.runtime.server.http.errors import ApiError, decode_error
+from radixserve.runtime.server.http.generation import ABORT_ERRORS, abort_error
 from radixserve.runtime.server.http.metrics import ServerMetrics
 from radixserve.runtime.server.http.openai_logprobs import (
     chat_logprobs,
@@ -22,7 +23,7 @@ from radixserve.runtime.server.http.openai_protocol import ChatCompletionRequest
 from radixserve.runtime.server.http.sse import DONE, merge, sse_event
 from radixserve.runtime.server.http.token_text import TokenTexts
 from radixserve.runtime.server.output import RequestOutputBuilder
-from radixserve.runtime.wire.messages import FinishReason, GenerateReq, TokenOut
+from radixserve.runtime.wire.messages import AbortCode, FinishReason, GenerateReq, TokenOut
 from radixserve.runtime.wire.sampling_params import SamplingParams
 from tests.runtime.smollm2 import smollm2_tokenizer
 
@@ -102,6 +103,33 @@ def test_bad_json_and_error_body_shape() -> None:
         "param",
         "code",
     }
+
+
+def test_finish_codes_map_to_http_statuses_not_message_texts() -> None:
+    def status(finish: FinishReason) -> int | None:
+        error = abort_error(finish)
+        return None if error is None else error.status
+
+    # The message text plays no part: an "internal error" text with a client code is an answer.
+    assert status(FinishReason.abort(AbortCode.CLIENT, "internal error: looks scary")) is None
+    assert status(FinishReason.abort(AbortCode.GRAMMAR, "the grammar rejected 5")) is None
+    assert status(FinishReason.abort(AbortCode.REJECTED, "the prompt is empty")) == 400
+    assert status(FinishReason.abort(AbortCode.INTERNAL, "a step failed")) == 500
+    assert status(FinishReason.abort(AbortCode.SHUTDOWN, "shutting down")) == 503
+    assert status(FinishReason("stop", matched="x")) is None
+    assert status(FinishReason("length")) is None
+    error = abort_error(FinishReason.abort(AbortCode.REJECTED, "too long for the pool"))
+    assert error is not None
+    assert msgspec.to_builtins(error.payload()) == {
+        "error": {
+            "message": "too long for the pool",
+            "type": "invalid_request_error",
+            "param": None,
+            "code": "rejected",
+        }
+    }
+    # Every code is either an answer or has its status.
+    assert set(AbortCode) == set(ABORT_ERRORS) | {AbortCode.CLIENT, AbortCode.GRAMMAR}
 
 
 def test_chat_request_roles_and_defaults() -> None:

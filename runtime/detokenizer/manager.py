@@ -1,0 +1,45 @@
+"""The detokenizer's per-request state: one `IncrementalDetokenizer` per live request.
+
+Shared by the detokenizer process and the offline Engine, so a stop string ends a request the
+same way in both: the output that matched it leaves here with `finish=stop(matched=string)`,
+whoever runs this tells the scheduler (`FinishReq` over the wire, or
+`Scheduler.finish_externally` in process), and outputs still in flight for the request are
+dropped here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..wire.messages import FinishReason, TextOut, TokenBatchOut, TokenOut
+from .incremental import IncrementalDetokenizer
+
+
+class DetokenizerManager:
+    def __init__(self, tokenizer: Any) -> None:
+        self.tokenizer = tokenizer
+        self.states: dict[str, IncrementalDetokenizer] = {}
+
+    def handle(self, batch: TokenBatchOut) -> list[TextOut]:
+        return [t for t in (self.detokenize(out) for out in batch.outputs) if t is not None]
+
+    def detokenize(self, out: TokenOut) -> TextOut | None:
+        """The output's text delta; None for an output of a request that has ended here."""
+        state = self.states.get(out.rid)
+        if state is None and out.spec is not None:
+            state = IncrementalDetokenizer(
+                self.tokenizer,
+                stop_strings=out.spec.stop,
+                skip_special_tokens=out.spec.skip_special_tokens,
+                spaces_between_special_tokens=out.spec.spaces_between_special_tokens,
+            )
+            self.states[out.rid] = state
+        if state is None:
+            # Finished here already (stop string) or refused before it ran: pass finals through.
+            return TextOut(rid=out.rid, text_delta="", token_out=out) if out.finish else None
+        result = state.add(out.new_token_ids, final=out.finish is not None)
+        if result.matched_stop is not None:
+            out.finish = FinishReason("stop", matched=result.matched_stop)
+        if out.finish is not None:
+            del self.states[out.rid]
+        return TextOut(rid=out.rid, text_delta=result.delta, token_out=out)
