@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
@@ -48,14 +49,36 @@ class PagedBatchLayout:
         return len(self.seq_lens_cpu)
 
 
+@dataclass(slots=True)
+class DecodeGraphLayout:
+    """The KV layout of one padded decode batch, as host lists: what a CUDA graph's attention
+    is planned over before capture and before each replay. Every row has one query token, so
+    qo_indptr is implicitly 0, 1, ..., bs."""
+
+    kv_indptr: list[int]  # [bs + 1]
+    kv_page_indices: list[int]  # [kv_indptr[bs]]
+    kv_last_page_len: list[int]  # [bs]
+
+    @property
+    def batch_size(self) -> int:
+        return len(self.kv_last_page_len)
+
+
 @dataclass(slots=True, frozen=True)
 class AttentionShape:
     num_heads: int  # query heads on this rank
     num_kv_heads: int  # KV heads on this rank
     head_dim: int
     page_size: int
-    dtype: torch.dtype
+    dtype: torch.dtype  # of the queries and of the KV pool
     device: torch.device
+    # The model's softmax scale; a backend plans CUDA graphs with it (no layer runs at replay).
+    # None: the usual head_dim ** -0.5.
+    softmax_scale: float | None = None
+
+    @property
+    def scale(self) -> float:
+        return self.softmax_scale if self.softmax_scale is not None else self.head_dim**-0.5
 
 
 class AttentionBackend(ABC):
@@ -68,7 +91,27 @@ class AttentionBackend(ABC):
       as in qo_indptr) and the layer's paged caches [num_pages, page_size, Hkv, D] that already
       contain the new tokens' K/V; it returns [T, H * D].
     - Nothing here allocates KV pages or writes the cache: the KV pool does that.
+
+    Decode CUDA graphs (only where `supports_cuda_graph`): a captured graph replays fixed
+    addresses, so the backend owns fixed device buffers for the attention metadata, and the
+    model runner drives them through three hooks:
+
+        start-up   init_cuda_graph_state(max_bs, max_pages_per_request)
+                      fixed metadata buffers + scratch workspace, sized from these two
+        capture    for bs in the graph sizes, largest first:
+                      layout = plan_for_capture(padded all-scratch batch of bs rows)
+                      capture { model forward; each layer's forward() runs the bs plan }
+        replay     plan_for_replay(this step's padded batch of bs rows)
+                      copies its indptrs/pages into the fixed buffers, re-plans on the host
+                   graph.replay()                      (no Python forward() runs)
+        eager      plan(layout): the next forward() runs the eager path again
+
+    `plan_for_capture` returns the layout over the fixed device buffers (what the graph reads).
+    One backend instance serves one set of graphs: a second set captured over the same
+    instance would overwrite the first set's buffers, so each set gets its own instance.
     """
+
+    supports_cuda_graph: ClassVar[bool] = False
 
     def __init__(self, shape: AttentionShape) -> None:
         self.shape = shape
@@ -84,3 +127,17 @@ class AttentionBackend(ABC):
         v_cache: torch.Tensor,
         scaling: float,
     ) -> torch.Tensor: ...
+
+    def init_cuda_graph_state(self, max_bs: int, max_pages_per_request: int) -> None:
+        """Allocates the fixed buffers every captured decode graph of up to `max_bs` rows reads."""
+        raise NotImplementedError(f"{type(self).__name__} does not support CUDA graphs")
+
+    def plan_for_capture(self, layout: DecodeGraphLayout) -> PagedBatchLayout:
+        """Builds the plan for graphs of `layout.batch_size` rows (fixed addresses) and makes it
+        the one `forward` runs; returns the layout over the fixed device buffers."""
+        raise NotImplementedError(f"{type(self).__name__} does not support CUDA graphs")
+
+    def plan_for_replay(self, layout: DecodeGraphLayout) -> None:
+        """Loads this step's padded batch into the fixed buffers of its size's plan, before
+        that size's graph replays."""
+        raise NotImplementedError(f"{type(self).__name__} does not support CUDA graphs")

@@ -5,34 +5,128 @@ prefill chunk runs the batch-prefill kernel, whose causal mask aligns each reque
 the end of its KV (query i sits at position seq_len - extend_len + i), exactly our convention.
 Plans are built once per forward pass, lazily at the first layer, because the softmax scale comes
 with the layer; every later layer reuses the plan.
+
+Decode CUDA graphs (the hooks of `AttentionBackend`) use one fixed-buffer decode wrapper per
+captured batch size, all over the same metadata buffers and one float workspace (only one graph
+runs at a time). Workspace sizes follow from the shape, the largest batch and the GPU's SM count
+(`float_workspace_bytes`), never from a literal.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from typing import Any
+
 import torch
 
-from .base import AttentionBackend, AttentionShape, PagedBatchLayout
+from .base import AttentionBackend, AttentionShape, DecodeGraphLayout, PagedBatchLayout
 
-WORKSPACE_BYTES = 256 * 1024 * 1024
+# The planners' bounds below mirror FlashInfer 0.6's include/flashinfer/attention/scheduler.cuh.
+PREFILL_CTAS_PER_SM = 2  # the prefill planner's grid: 2 CTAs per SM
+MAX_BLOCKS_PER_SM = 32  # CUDA's resident-block limit per SM bounds the decode kernel's grid
+LARGEST_CTA_TILE_Q = 128  # the prefill kernel's largest query tile
+FLOAT_BYTES = 4  # split-KV partial outputs and their log-sum-exps are float32
+HEADROOM = 1.25  # against small planner changes between FlashInfer releases
+
+
+def uses_tensor_cores(shape: AttentionShape) -> bool:
+    """Grouped-query decode with >= 4 query heads per KV head runs the prefill kernel (tensor
+    cores); narrower groups run the plain decode kernel."""
+    return shape.num_heads // shape.num_kv_heads >= 4
+
+
+def cta_tile_q(packed_qo_len: int, head_dim: int) -> int:
+    """The prefill kernel's query tile for a (packed) query length, on sm_80 and newer."""
+    if packed_qo_len > 64 and head_dim < 256:
+        return 128
+    return 64 if packed_qo_len > 16 else 16
+
+
+def split_kv_rows(shape: AttentionShape, num_sms: int, graph_bs: int | None) -> int:
+    """Rows of float32 partial output per query head that a plan may place in the workspace.
+
+    Split-KV cuts each request's KV into chunks; every (query tile, KV chunk) pair gets a slot of
+    `cta_tile_q` rows (prefill kernel) or one row (decode kernel) of partial output:
+
+        tmp_v [heads, padded_batch * tile, head_dim]     tmp_s [heads, padded_batch * tile]
+
+    Eager plans cap padded_batch at the split grid (CTAs / KV heads). A CUDA-graph plan fixes it
+    at capture for any batch of `graph_bs` decode rows: at least the grid, and for the prefill
+    kernel up to one tile per row plus the packed rows' tiles,
+
+        padded_batch = max(grid / kv_heads, ceil(bs * group / tile) + bs - 1)
+
+    which outgrows a fixed workspace as bs grows (Llama-3.1-8B at bs 512: 639 x 16 rows, 160 MiB).
+    """
+    kv_heads, group = shape.num_kv_heads, shape.num_heads // shape.num_kv_heads
+    prefill_grid = PREFILL_CTAS_PER_SM * num_sms // kv_heads
+    decode_grid = MAX_BLOCKS_PER_SM * num_sms // kv_heads
+    if graph_bs is None:
+        # Eager: the prefill wrapper (any query length) shares the workspace with decode.
+        return max(prefill_grid * LARGEST_CTA_TILE_Q, decode_grid)
+    if uses_tensor_cores(shape):
+        tile = cta_tile_q(group, shape.head_dim)
+        tiles = -(-graph_bs * group // tile) + graph_bs - 1
+        return max(prefill_grid, tiles) * tile
+    return max(decode_grid, graph_bs)
+
+
+def float_workspace_bytes(shape: AttentionShape, num_sms: int, graph_bs: int | None = None) -> int:
+    """The float workspace for eager plans (graph_bs None) or for decode graphs up to graph_bs."""
+    rows = split_kv_rows(shape, num_sms, graph_bs)
+    needed = shape.num_heads * rows * (shape.head_dim + 1) * FLOAT_BYTES + 2 * 16  # 16-B aligned
+    mib = 2**20
+    return -(-int(needed * HEADROOM) // mib) * mib
+
+
+@dataclass(slots=True)
+class _GraphState:
+    """The fixed buffers every captured decode graph reads, and one wrapper per batch size."""
+
+    workspace: torch.Tensor
+    qo_indptr: torch.Tensor  # [max_bs + 1] int32: 0, 1, ..., max_bs (one query row each)
+    kv_indptr: torch.Tensor  # [max_bs + 1] int32
+    kv_page_indices: torch.Tensor  # [max_bs * max_pages_per_request] int32
+    kv_last_page_len: torch.Tensor  # [max_bs] int32
+    wrappers: dict[int, Any] = field(default_factory=dict)
 
 
 class FlashInferAttentionBackend(AttentionBackend):
+    supports_cuda_graph = True
+
     def __init__(self, shape: AttentionShape) -> None:
         super().__init__(shape)
-        import flashinfer  # imported here: the CPU build never has it
+        import flashinfer  # pyright: ignore[reportMissingImports]  # the CPU build never has it
 
         if shape.device.type != "cuda":
             raise ValueError("the flashinfer attention backend needs a CUDA device")
-        self.workspace = torch.empty(WORKSPACE_BYTES, dtype=torch.uint8, device=shape.device)
-        self.prefill = flashinfer.BatchPrefillWithPagedKVCacheWrapper(self.workspace, "NHD")
-        self.decode = flashinfer.BatchDecodeWithPagedKVCacheWrapper(
-            self.workspace, "NHD", use_tensor_cores=shape.num_heads // shape.num_kv_heads >= 4
-        )
+        self._flashinfer = flashinfer
+        self.num_sms = torch.cuda.get_device_properties(shape.device).multi_processor_count
+        # Eager wrappers are made at the first plan(): an instance that only serves graphs
+        # never allocates their workspace.
+        self.workspace: torch.Tensor | None = None
+        self.prefill: Any = None
+        self.decode: Any = None
+        self._graph: _GraphState | None = None
         self._layout: PagedBatchLayout | None = None
         self._planned_scale: float | None = None
         self._is_decode = False
+        self._graph_wrapper: Any = None  # set while a graph plan is the one forward() runs
+
+    # --- eager ---------------------------------------------------------------------------------
+
+    def _make_eager_wrappers(self) -> None:
+        size = float_workspace_bytes(self.shape, self.num_sms)
+        self.workspace = torch.empty(size, dtype=torch.uint8, device=self.shape.device)
+        self.prefill = self._flashinfer.BatchPrefillWithPagedKVCacheWrapper(self.workspace, "NHD")
+        self.decode = self._flashinfer.BatchDecodeWithPagedKVCacheWrapper(
+            self.workspace, "NHD", use_tensor_cores=uses_tensor_cores(self.shape)
+        )
 
     def plan(self, layout: PagedBatchLayout) -> None:
+        if self.workspace is None:
+            self._make_eager_wrappers()
+        self._graph_wrapper = None
         self._layout = layout
         self._planned_scale = None
         self._is_decode = all(n == 1 for n in layout.extend_lens_cpu)
@@ -81,8 +175,90 @@ class FlashInferAttentionBackend(AttentionBackend):
         v_cache: torch.Tensor,
         scaling: float,
     ) -> torch.Tensor:
-        if self._planned_scale != scaling:
-            self._plan_now(scaling, q.dtype, k_cache.dtype)
-        wrapper = self.decode if self._is_decode else self.prefill
+        if self._graph_wrapper is not None:  # capturing a graph: its plan is already built
+            if scaling != self.shape.scale:
+                raise ValueError(
+                    f"a layer's softmax scale {scaling} differs from the shape's {self.shape.scale}"
+                    " that CUDA graphs are planned with"
+                )
+            wrapper = self._graph_wrapper
+        else:
+            if self._planned_scale != scaling:
+                self._plan_now(scaling, q.dtype, k_cache.dtype)
+            wrapper = self.decode if self._is_decode else self.prefill
         out = wrapper.run(q.contiguous(), (k_cache, v_cache))
         return out.reshape(q.shape[0], -1)
+
+    # --- decode CUDA graphs --------------------------------------------------------------------
+
+    def init_cuda_graph_state(self, max_bs: int, max_pages_per_request: int) -> None:
+        if max_bs < 1 or max_pages_per_request < 1:
+            raise ValueError(
+                f"CUDA-graph state needs max_bs >= 1 and max_pages_per_request >= 1, got "
+                f"{max_bs}, {max_pages_per_request}"
+            )
+        device = self.shape.device
+        i32 = {"dtype": torch.int32, "device": device}
+        size = float_workspace_bytes(self.shape, self.num_sms, graph_bs=max_bs)
+        self._graph = _GraphState(
+            workspace=torch.empty(size, dtype=torch.uint8, device=device),
+            qo_indptr=torch.arange(max_bs + 1, **i32),
+            kv_indptr=torch.zeros(max_bs + 1, **i32),
+            kv_page_indices=torch.zeros(max_bs * max_pages_per_request, **i32),
+            kv_last_page_len=torch.ones(max_bs, **i32),
+        )
+
+    def _graph_state(self) -> _GraphState:
+        if self._graph is None:
+            raise RuntimeError("init_cuda_graph_state() must run before planning a CUDA graph")
+        return self._graph
+
+    def plan_for_capture(self, layout: DecodeGraphLayout) -> PagedBatchLayout:
+        state = self._graph_state()
+        bs = layout.batch_size
+        if bs + 1 > state.kv_indptr.numel():
+            raise ValueError(f"batch size {bs} exceeds the CUDA-graph state's largest batch")
+        wrapper = self._flashinfer.BatchDecodeWithPagedKVCacheWrapper(
+            state.workspace,
+            "NHD",
+            use_cuda_graph=True,
+            use_tensor_cores=uses_tensor_cores(self.shape),
+            paged_kv_indptr_buffer=state.kv_indptr[: bs + 1],
+            paged_kv_indices_buffer=state.kv_page_indices,
+            paged_kv_last_page_len_buffer=state.kv_last_page_len[:bs],
+        )
+        state.wrappers[bs] = wrapper
+        self._plan_graph(wrapper, layout)
+        return PagedBatchLayout(
+            page_size=self.shape.page_size,
+            qo_indptr=state.qo_indptr[: bs + 1],
+            kv_indptr=state.kv_indptr[: bs + 1],
+            kv_page_indices=state.kv_page_indices,
+            kv_last_page_len=state.kv_last_page_len[:bs],
+            seq_lens_cpu=[1] * bs,  # the captured shape; each replay loads its own lengths
+            extend_lens_cpu=[1] * bs,
+        )
+
+    def plan_for_replay(self, layout: DecodeGraphLayout) -> None:
+        wrapper = self._graph_state().wrappers.get(layout.batch_size)
+        if wrapper is None:
+            raise ValueError(f"no CUDA graph was planned for batch size {layout.batch_size}")
+        self._plan_graph(wrapper, layout)
+
+    def _plan_graph(self, wrapper: Any, layout: DecodeGraphLayout) -> None:
+        """Copies the layout into the fixed buffers and plans on the host; forward() runs it."""
+        s = self.shape
+        as_host = lambda values: torch.tensor(values, dtype=torch.int32)  # noqa: E731
+        wrapper.plan(
+            as_host(layout.kv_indptr),
+            as_host(layout.kv_page_indices),
+            as_host(layout.kv_last_page_len),
+            s.num_heads,
+            s.num_kv_heads,
+            s.head_dim,
+            s.page_size,
+            q_data_type=s.dtype,
+            kv_data_type=s.dtype,
+            sm_scale=s.scale,
+        )
+        self._graph_wrapper = wrapper

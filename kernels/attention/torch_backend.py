@@ -31,6 +31,10 @@ class _Group:
 
 
 class TorchAttentionBackend(AttentionBackend):
+    # Its plan builds index tensors whose shapes follow each batch's lengths: nothing a captured
+    # graph could replay. The graph hooks keep the base class's NotImplementedError.
+    supports_cuda_graph = False
+
     def plan(self, layout: PagedBatchLayout) -> None:
         device = self.shape.device
         extend = torch.tensor(layout.extend_lens_cpu, dtype=torch.long)

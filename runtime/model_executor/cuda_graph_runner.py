@@ -12,8 +12,10 @@ graph captured for the smallest size bs >= n, with rows n..bs-1 padded:
     KV pages      each request's pages     [scratch]      (kv_last_page_len = 1)
 
 The padded rows attend to one token of the scratch page and write only there, so they never touch
-a real request's KV; their logits are dropped. Attention metadata is planned on the host before
-each replay (FlashInfer copies it into the wrapper's fixed buffers), which the graph then reads.
+a real request's KV; their logits are dropped. This module owns the model's static inputs and
+outputs, the padding, capture and replay; the attention metadata goes through the attention
+backend's CUDA-graph hooks (`AttentionBackend.plan_for_capture` / `plan_for_replay`), which
+keep it in the backend's own fixed buffers and plan it on the host before each replay.
 Only pure-decode batches run as graphs; anything with a prefill chunk runs eagerly.
 """
 
@@ -25,10 +27,11 @@ from dataclasses import dataclass
 
 import torch
 
-from ...kernels.attention.base import AttentionBackend, AttentionShape, PagedBatchLayout
+from ...kernels.attention.base import AttentionBackend, DecodeGraphLayout, PagedBatchLayout
 from ..scheduler.step import RequestSlice
 from .forward_batch import ForwardBatch
 from .kv_pool import KVPool
+from .models.base import CausalLM
 from .models.layers.attention import ForwardContext
 
 logger = logging.getLogger(__name__)
@@ -40,6 +43,7 @@ BASE_BATCH_SIZES = (
     *range(20, 33, 4),
     *range(40, 65, 8),
     *range(80, 257, 16),
+    *range(288, 513, 32),
 )
 
 
@@ -61,6 +65,9 @@ class PaddedDecode:
     kv_indptr: list[int]
     kv_page_indices: list[int]
     kv_last_page_len: list[int]
+
+    def kv_layout(self) -> DecodeGraphLayout:
+        return DecodeGraphLayout(self.kv_indptr, self.kv_page_indices, self.kv_last_page_len)
 
 
 def pad_decode_batch(
@@ -93,66 +100,44 @@ def pad_decode_batch(
     return batch
 
 
-class _GraphDecodeAttention(AttentionBackend):
-    """FlashInfer batch decode over fixed buffers: the attention a captured graph replays."""
-
-    def __init__(self, shape: AttentionShape, wrapper: object) -> None:
-        super().__init__(shape)
-        self.wrapper = wrapper
-
-    def plan(self, layout: PagedBatchLayout) -> None:  # planned by the runner before replay
-        pass
-
-    def forward(
-        self, q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, scaling: float
-    ) -> torch.Tensor:
-        out = self.wrapper.run(q.contiguous(), (k_cache, v_cache))  # type: ignore[attr-defined]
-        return out.reshape(q.shape[0], -1)
-
-
 @dataclass(slots=True)
 class _Graph:
     graph: torch.cuda.CUDAGraph
-    wrapper: object
     layout: PagedBatchLayout  # the captured batch's layout (over all bs rows)
 
 
 class DecodeGraphRunner:
-    """Captures decode graphs for `graph_batch_sizes(max_bs)` at start-up and replays them."""
+    """Captures decode graphs for `graph_batch_sizes(max_bs)` at start-up and replays them.
+
+    `attention` must support CUDA graphs and serve these graphs only: its fixed buffers are
+    what the captured graphs read (see `AttentionBackend`).
+    """
 
     def __init__(
         self,
-        model: torch.nn.Module,
+        model: CausalLM,
         kv_pool: KVPool,
-        shape: AttentionShape,
-        scaling: float,
+        attention: AttentionBackend,
         max_bs: int,
         max_pages_per_request: int,
     ) -> None:
-        import flashinfer  # the GPU build only
-
+        if not attention.supports_cuda_graph:
+            raise ValueError(f"{type(attention).__name__} does not support CUDA graphs")
         self.model = model
         self.kv_pool = kv_pool
-        self.shape = shape
-        self.scaling = scaling
+        self.attention = attention
         self.page_size = kv_pool.page_size
         self.sizes = graph_batch_sizes(max_bs)
         self.max_bs = self.sizes[-1]
-        device = shape.device
+        attention.init_cuda_graph_state(self.max_bs, max_pages_per_request)
+        device = attention.shape.device
         i64 = {"dtype": torch.int64, "device": device}
-        i32 = {"dtype": torch.int32, "device": device}
         self.input_ids = torch.zeros(self.max_bs, **i64)
         self.positions = torch.zeros(self.max_bs, **i64)
         self.out_cache_loc = torch.zeros(self.max_bs, **i64)
         self.logits_rows = torch.arange(self.max_bs, **i64)
-        self.kv_indptr = torch.zeros(self.max_bs + 1, **i32)
-        self.kv_page_indices = torch.zeros(self.max_bs * max_pages_per_request, **i32)
-        self.kv_last_page_len = torch.ones(self.max_bs, **i32)
-        vocab_size = model.config.vocab_size  # type: ignore[union-attr]
+        vocab_size = model.config.vocab_size
         self.logits = torch.zeros(self.max_bs, vocab_size, dtype=torch.float32, device=device)
-        # One float workspace for all sizes: only one graph runs at a time.
-        self.workspace = torch.zeros(128 * 1024 * 1024, dtype=torch.uint8, device=device)
-        self._flashinfer = flashinfer
         self.pool = torch.cuda.graph_pool_handle()
         self.graphs: dict[int, _Graph] = {}
         for bs in reversed(self.sizes):  # largest first: the smaller ones reuse its memory
@@ -161,34 +146,6 @@ class DecodeGraphRunner:
 
     def can_run(self, slices: Sequence[RequestSlice]) -> bool:
         return 0 < len(slices) <= self.max_bs and all(s.extend_len == 1 for s in slices)
-
-    def _wrapper(self, bs: int) -> object:
-        s = self.shape
-        return self._flashinfer.BatchDecodeWithPagedKVCacheWrapper(
-            self.workspace,
-            "NHD",
-            use_cuda_graph=True,
-            use_tensor_cores=s.num_heads // s.num_kv_heads >= 4,
-            paged_kv_indptr_buffer=self.kv_indptr[: bs + 1],
-            paged_kv_indices_buffer=self.kv_page_indices,
-            paged_kv_last_page_len_buffer=self.kv_last_page_len[:bs],
-        )
-
-    def _plan(self, wrapper: object, padded: PaddedDecode) -> None:
-        s = self.shape
-        as_host = lambda values: torch.tensor(values, dtype=torch.int32)  # noqa: E731
-        wrapper.plan(  # type: ignore[attr-defined]
-            as_host(padded.kv_indptr),
-            as_host(padded.kv_page_indices),
-            as_host(padded.kv_last_page_len),
-            s.num_heads,
-            s.num_kv_heads,
-            s.head_dim,
-            self.page_size,
-            q_data_type=s.dtype,
-            kv_data_type=self.kv_pool.k_buffers[0].dtype,
-            sm_scale=self.scaling,
-        )
 
     def _load_inputs(self, padded: PaddedDecode) -> None:
         bs = len(padded.input_ids)
@@ -199,33 +156,23 @@ class DecodeGraphRunner:
         ):
             buffer[:bs].copy_(torch.tensor(values, dtype=torch.int64), non_blocking=True)
 
-    def _context(self, bs: int, wrapper: object) -> ForwardContext:
-        layout = PagedBatchLayout(
-            page_size=self.page_size,
-            qo_indptr=self.logits_rows[: bs + 1].to(torch.int32),
-            kv_indptr=self.kv_indptr[: bs + 1],
-            kv_page_indices=self.kv_page_indices,
-            kv_last_page_len=self.kv_last_page_len[:bs],
-            seq_lens_cpu=[1] * bs,
-            extend_lens_cpu=[1] * bs,
-        )
-        batch = ForwardBatch(
-            input_ids=self.input_ids[:bs],
-            positions=self.positions[:bs],
-            out_cache_loc=self.out_cache_loc[:bs],
+    def _batch(self, n: int, layout: PagedBatchLayout) -> ForwardBatch:
+        """The first n rows of the static buffers as a batch (n = bs while capturing)."""
+        return ForwardBatch(
+            input_ids=self.input_ids[:n],
+            positions=self.positions[:n],
+            out_cache_loc=self.out_cache_loc[:n],
             layout=layout,
-            logits_rows=self.logits_rows[:bs],
-            logits_ranges=[(i, i + 1) for i in range(bs)],
+            logits_rows=self.logits_rows[:n],
+            logits_ranges=[(i, i + 1) for i in range(n)],
         )
-        return ForwardContext(batch, self.kv_pool, _GraphDecodeAttention(self.shape, wrapper))
 
     @torch.inference_mode()
     def _capture(self, bs: int) -> _Graph:
-        wrapper = self._wrapper(bs)
         padded = pad_decode_batch([], bs, self.page_size, self.kv_pool.scratch_page)
         self._load_inputs(padded)
-        self._plan(wrapper, padded)
-        ctx = self._context(bs, wrapper)
+        layout = self.attention.plan_for_capture(padded.kv_layout())
+        ctx = ForwardContext(self._batch(bs, layout), self.kv_pool, self.attention)
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(stream):
@@ -236,7 +183,7 @@ class DecodeGraphRunner:
         with torch.cuda.graph(graph, pool=self.pool):
             # Into the shared buffer: the model's own output is pool memory the next capture reuses.
             self.logits[:bs].copy_(self.model(ctx))
-        return _Graph(graph, wrapper, ctx.batch.layout)
+        return _Graph(graph, layout)
 
     @torch.inference_mode()
     def replay(self, slices: Sequence[RequestSlice]) -> tuple[ForwardBatch, torch.Tensor]:
@@ -246,15 +193,7 @@ class DecodeGraphRunner:
         entry = self.graphs[bs]
         padded = pad_decode_batch(slices, bs, self.page_size, self.kv_pool.scratch_page)
         self._load_inputs(padded)
-        self._plan(entry.wrapper, padded)
+        self.attention.plan_for_replay(padded.kv_layout())
         entry.graph.replay()
         # The caller reads the n real rows: their inputs, logits and one logits row each.
-        batch = ForwardBatch(
-            input_ids=self.input_ids[:n],
-            positions=self.positions[:n],
-            out_cache_loc=self.out_cache_loc[:n],
-            layout=entry.layout,
-            logits_rows=self.logits_rows[:n],
-            logits_ranges=[(i, i + 1) for i in range(n)],
-        )
-        return batch, self.logits[:n]
+        return self._batch(n, entry.layout), self.logits[:n]

@@ -25,12 +25,3 @@ def resolve_attention_backend(args: ServerArgs) -> str:
     if args.attention_backend != "auto":
         return args.attention_backend
     return "flashinfer" if resolve_device(args).type == "cuda" else "torch"
-
-
-def uses_cuda_graph(args: ServerArgs) -> bool:
-    """Decode graphs need a CUDA device and the FlashInfer backend's fixed-buffer mode."""
-    return (
-        not args.disable_cuda_graph
-        and resolve_device(args).type == "cuda"
-        and resolve_attention_backend(args) == "flashinfer"
-    )

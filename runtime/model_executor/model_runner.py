@@ -2,7 +2,11 @@
 
 `ModelRunner.step` builds the ragged batch, runs the model over the paged KV pool, samples every
 request that finished its prompt, and computes prompt-token logprobs where asked. The scheduler
-talks to nothing else, so it can be tested with a stand-in that has the same `step`.
+talks to nothing else (the `StepRunner` seam), so it can be tested with a stand-in.
+
+The runner reaches the model and the attention kernels only through their seams: `CausalLM`
+(forward, load_weights, attention_geometry) and `AttentionBackend` (plan/forward, and the
+CUDA-graph hooks the decode graphs use).
 """
 
 from __future__ import annotations
@@ -14,13 +18,13 @@ from collections.abc import Sequence
 import torch
 
 from ...kernels.attention import create_attention_backend
-from ...kernels.attention.base import AttentionShape
+from ...kernels.attention.base import AttentionBackend, AttentionShape
 from ..config.model_source import ModelSource, resolve_model_source
 from ..config.server_args import ServerArgs
 from ..constrained.bitmask import apply_token_bitmask
-from ..scheduler.step import RequestSlice, StepRequest, StepResult, TopLogprobs
+from ..scheduler.step import RequestSlice, StepRequest, StepResult, StepRunner, TopLogprobs
 from .cuda_graph_runner import DecodeGraphRunner
-from .device import resolve_attention_backend, resolve_device, resolve_dtype, uses_cuda_graph
+from .device import resolve_attention_backend, resolve_device, resolve_dtype
 from .distributed import tp_group
 from .forward_batch import ForwardBatch
 from .kv_pool import KVPool
@@ -31,6 +35,7 @@ from .model_loader.weights import (
     load_hf_config,
 )
 from .models import build_model
+from .models.base import CausalLM
 from .models.layers.attention import ForwardContext
 from .sampling import (
     Sampler,
@@ -43,7 +48,7 @@ from .sampling.batch_info import stack_vocab_masks
 logger = logging.getLogger(__name__)
 
 
-class ModelRunner:
+class ModelRunner(StepRunner):
     def __init__(self, args: ServerArgs) -> None:
         self.args = args
         self.device = resolve_device(args)
@@ -57,55 +62,80 @@ class ModelRunner:
             # The rotary table and every length check follow the context the user asked for.
             config = dataclasses.replace(config, max_context_len=args.context_length)
         self.config = config
-        self.context_len = config.max_context_len
         self.model = self._load_model()
         self.page_size = args.page_size
+        geometry = self.model.attention_geometry
         self.kv_pool = KVPool(
             num_pages=self._num_kv_pages(),
             page_size=args.page_size,
             num_layers=self.config.num_layers,
-            num_kv_heads=self.model.layers[0].self_attn.num_kv_heads,
-            head_dim=self.config.head_dim,
+            num_kv_heads=geometry.num_kv_heads,
+            head_dim=geometry.head_dim,
             dtype=self.dtype,
             device=self.device,
         )
-        attn = self.model.layers[0].self_attn
-        self.attention = create_attention_backend(
-            resolve_attention_backend(args),
-            AttentionShape(
-                num_heads=attn.num_heads,
-                num_kv_heads=attn.num_kv_heads,
-                head_dim=self.config.head_dim,
-                page_size=args.page_size,
-                dtype=self.dtype,
-                device=self.device,
-            ),
-        )
+        self.attention = self._attention_backend()
         self.sampler = Sampler(seed=args.random_seed)
-        self.decode_graphs = self._capture_decode_graphs() if uses_cuda_graph(args) else None
+        use_graphs = not args.disable_cuda_graph and self.attention.supports_cuda_graph
+        self.decode_graphs = self._capture_decode_graphs() if use_graphs else None
+
+    def _attention_backend(self) -> AttentionBackend:
+        geometry = self.model.attention_geometry
+        shape = AttentionShape(
+            num_heads=geometry.num_heads,
+            num_kv_heads=geometry.num_kv_heads,
+            head_dim=geometry.head_dim,
+            page_size=self.page_size,
+            dtype=self.dtype,
+            device=self.device,
+            softmax_scale=geometry.softmax_scale,
+        )
+        return create_attention_backend(resolve_attention_backend(self.args), shape)
 
     def _capture_decode_graphs(self) -> DecodeGraphRunner:
+        """Decode graphs over an attention backend of their own: its fixed buffers are what
+        these graphs replay, so no other set of graphs (or eager pass) may share them."""
         max_bs = self.args.cuda_graph_max_bs or min(256, self.args.max_running_requests)
         return DecodeGraphRunner(
             self.model,
             self.kv_pool,
-            self.attention.shape,
-            scaling=self.model.layers[0].self_attn.attn.scaling,
+            self._attention_backend(),
             max_bs=max_bs,
             max_pages_per_request=-(-self.context_len // self.page_size),
         )
+
+    # --- the StepRunner seam -------------------------------------------------------------------
+
+    @property
+    def context_len(self) -> int:
+        return self.config.max_context_len
 
     @property
     def vocab_size(self) -> int:
         return self.config.vocab_size
 
-    def _load_model(self) -> torch.nn.Module:
+    @property
+    def num_kv_pages(self) -> int:
+        return self.kv_pool.num_pages
+
+    @property
+    def model_name(self) -> str:
+        return self.source.name
+
+    def shutdown(self) -> None:
+        """Nothing to stop: this runner started no process (its memory goes with it)."""
+
+    # --- start-up ------------------------------------------------------------------------------
+
+    def _load_model(self) -> CausalLM:
         torch.set_default_dtype(self.dtype)
         try:
             with torch.device(self.device):
                 model = build_model(self.config)
         finally:
             torch.set_default_dtype(torch.float32)
+        if not isinstance(model, CausalLM):
+            raise TypeError(f"{type(model).__name__} does not implement the CausalLM interface")
         if self.args.load_format == "dummy":
             init_dummy_weights(model, self.args.random_seed)
         else:
@@ -171,7 +201,7 @@ class ModelRunner:
         picked_ids = scores.argmax(-1).tolist()
         offset = 0
         for i in drafting:
-            count = len(requests[i].draft_token_ids) + 1
+            count = len(requests[i].draft_token_ids or ()) + 1
             results[i].verified_ids = picked_ids[offset : offset + count]
             offset += count
 
@@ -183,7 +213,7 @@ class ModelRunner:
         rows: list[torch.Tensor | None] = []
         for i in drafting:
             mask = requests[i].vocab_mask
-            count = len(requests[i].draft_token_ids) + 1
+            count = len(requests[i].draft_token_ids or ()) + 1
             rows.extend(mask.unbind(0) if mask is not None else [None] * count)
         return stack_vocab_masks(rows, self.vocab_size, self.device)
 

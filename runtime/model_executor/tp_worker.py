@@ -26,10 +26,11 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING
 
+from ..config.model_source import ModelSource
 from ..config.server_args import ServerArgs
-from ..scheduler.step import RequestSlice, StepRequest, StepResult
+from ..scheduler.step import RequestSlice, StepRequest, StepResult, StepRunner
 from .device import resolve_device
 from .distributed import (
     destroy_tensor_parallel,
@@ -38,6 +39,13 @@ from .distributed import (
     tp_group,
     use_loopback_sockets,
 )
+
+if TYPE_CHECKING:  # the runner imports the model code: at run time only where a rank needs it
+    import torch
+
+    from .forward_batch import ForwardBatch
+    from .model_config import ModelConfig
+    from .model_runner import ModelRunner
 
 PR_SET_PDEATHSIG = 1
 STOP = "stop"
@@ -54,8 +62,9 @@ def _die_with_parent() -> None:
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
-class TensorParallelRunner:
-    """Rank 0's model runner, driving the worker ranks; otherwise a `ModelRunner` to its users."""
+class TensorParallelRunner(StepRunner):
+    """Rank 0's model runner, driving the worker ranks: every forward pass is announced to the
+    workers first. What it reports about the model is rank 0's `ModelRunner`'s (`self.runner`)."""
 
     def __init__(self, args: ServerArgs) -> None:
         from .model_runner import ModelRunner
@@ -81,12 +90,29 @@ class TensorParallelRunner:
             self.shutdown()
             raise
 
-    def __getattr__(self, name: str) -> Any:
-        # kv_pool, config, context_len, vocab_size, source, ...: rank 0's runner answers.
-        runner = self.__dict__.get("runner")
-        if runner is None:
-            raise AttributeError(name)
-        return getattr(runner, name)
+    @property
+    def context_len(self) -> int:
+        return self.runner.context_len
+
+    @property
+    def vocab_size(self) -> int:
+        return self.runner.vocab_size
+
+    @property
+    def num_kv_pages(self) -> int:
+        return self.runner.num_kv_pages  # the same on every rank (the smallest pool wins)
+
+    @property
+    def model_name(self) -> str:
+        return self.runner.model_name
+
+    @property
+    def source(self) -> ModelSource:
+        return self.runner.source
+
+    @property
+    def config(self) -> ModelConfig:
+        return self.runner.config
 
     def _check_workers(self) -> None:
         lost = [(w.pid, w.poll()) for w in self.workers if w.poll() is not None]
@@ -98,7 +124,7 @@ class TensorParallelRunner:
         self._check_workers()
         tp_group().broadcast_object(slices)
 
-    def forward(self, slices: Sequence[RequestSlice]) -> Any:
+    def forward(self, slices: Sequence[RequestSlice]) -> tuple[ForwardBatch, torch.Tensor]:
         self._send_to_workers(list(slices))
         return self.runner.forward(slices)
 
@@ -135,7 +161,7 @@ class TensorParallelRunner:
         shutil.rmtree(self._dir, ignore_errors=True)
 
 
-def create_model_runner(args: ServerArgs) -> Any:
+def create_model_runner(args: ServerArgs) -> ModelRunner | TensorParallelRunner:
     """A `ModelRunner`, or rank 0 of a tensor-parallel group when `tp_size` > 1."""
     if args.tp_size < 1:
         raise ValueError(f"tp_size must be >= 1, got {args.tp_size}")

@@ -1,14 +1,20 @@
-"""What the scheduler hands the model runner each step, and what it gets back.
+"""The seam between the scheduler and the model runner: what it hands the runner each step,
+what it gets back, and the runner's interface (`StepRunner`).
 
-Plain data with no torch import: the scheduler depends on these, never on model code, so it can
-run against a stand-in runner in tests.
+Plain data with no torch import at run time: the scheduler depends on these, never on model
+code, so it can run against a stand-in runner in tests.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+from ..wire.sampling_params import SamplingParams
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(slots=True)
@@ -39,14 +45,14 @@ class StepRequest:
     """One request's part of a step: its slice plus how to sample after it."""
 
     slice: RequestSlice
-    sampling: Any  # SamplingParams
+    sampling: SamplingParams
     prompt_ids: Sequence[int]
     output_ids: Sequence[int]
     sample: bool  # False for a prefill chunk that does not reach the end of the prompt
     return_logprob: bool = False
     top_logprobs_num: int = 0
     # [W] int32 allowed-token bitmask from the request's grammar (a CPU torch tensor), if any.
-    vocab_mask: Any = None
+    vocab_mask: torch.Tensor | None = None
     # Speculative decoding: the slice is [last token, *drafts] with logits on every row; the
     # runner returns the greedy choice after each row in `StepResult.verified_ids`.
     draft_token_ids: Sequence[int] | None = None
@@ -65,3 +71,42 @@ class StepResult:
     input_top_logprobs: list[TopLogprobs] = field(default_factory=list)
     # With drafts: the model's greedy token after each of the slice's rows (len(drafts) + 1).
     verified_ids: list[int] | None = None
+
+
+@runtime_checkable
+class StepRunner(Protocol):
+    """What the scheduler drives: one forward pass and sampling per `step`, plus what its
+    process and the offline Engine read once at start-up.
+
+        scheduler   results = runner.step([StepRequest, ...])   one result per request, in order
+        start-up    context_len, vocab_size, num_kv_pages, model_name
+        exit        runner.shutdown()
+
+    `step` may raise; an exception with a true `fatal` attribute (a lost tensor-parallel worker)
+    ends the runtime, any other aborts that step's requests. Implemented by the model runner,
+    rank 0 of a tensor-parallel group, and the stand-ins of tests and benchmarks.
+    """
+
+    @property
+    def context_len(self) -> int:
+        """The longest sequence (prompt + output) the model takes."""
+        ...
+
+    @property
+    def vocab_size(self) -> int: ...
+
+    @property
+    def num_kv_pages(self) -> int:
+        """Pages in the KV pool: the prefix cache hands out page ids 0 .. num_kv_pages - 1."""
+        ...
+
+    @property
+    def model_name(self) -> str:
+        """The name the APIs report for the model (its directory or file name)."""
+        ...
+
+    def step(self, requests: Sequence[StepRequest]) -> list[StepResult]: ...
+
+    def shutdown(self) -> None:
+        """Releases what the runner started (worker processes); a no-op where it started none."""
+        ...

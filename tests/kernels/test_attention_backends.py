@@ -110,3 +110,67 @@ def test_flashinfer_matches_reference(page_size: int, decode_only: bool) -> None
     ref = dense_reference(slices, q, k_cache, v_cache, page_size, DIM**-0.5).float()
     assert (outs["flashinfer"] - ref).abs().max().item() < 2e-2
     assert (outs["torch"] - ref).abs().max().item() < 2e-2
+
+
+def test_the_torch_backend_does_not_offer_cuda_graphs() -> None:
+    shape = AttentionShape(HEADS, KV_HEADS, DIM, 16, torch.float32, torch.device("cpu"))
+    backend = create_attention_backend("torch", shape)
+    assert not backend.supports_cuda_graph
+    with pytest.raises(NotImplementedError, match="does not support CUDA graphs"):
+        backend.init_cuda_graph_state(4, 8)
+
+
+@pytest.mark.gpu
+def test_flashinfer_graph_hooks_replay_what_the_reference_computes() -> None:
+    """Capture one layer's attention through `plan_for_capture` on an all-scratch batch, then
+    replay it over two different real decode batches (3 rows padded to 4) loaded by
+    `plan_for_replay`: each replay's rows match the dense reference."""
+    pytest.importorskip("flashinfer")
+    from radixserve.runtime.model_executor.cuda_graph_runner import pad_decode_batch
+
+    device, dtype, page_size, bs, scratch = torch.device("cuda"), torch.bfloat16, 16, 4, 512
+    # HEADS / KV_HEADS = 4: the tensor-core decode path, whose graph plans need the workspace.
+    shape = AttentionShape(HEADS, KV_HEADS, DIM, page_size, dtype, device)
+    backend = create_attention_backend("flashinfer", shape)
+    assert backend.supports_cuda_graph
+    backend.init_cuda_graph_state(max_bs=8, max_pages_per_request=16)
+    _, _, _, k_static, v_static = random_batch(page_size, 0, device, dtype, DECODES)
+    q_static = torch.zeros(bs, HEADS, DIM, dtype=dtype, device=device)
+    out_static = torch.empty(bs, HEADS * DIM, dtype=dtype, device=device)
+    layout = backend.plan_for_capture(pad_decode_batch([], bs, page_size, scratch).kv_layout())
+    assert layout.batch_size == bs and layout.kv_indptr.numel() == bs + 1
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        backend.forward(q_static, k_static, v_static, shape.scale)  # warm-up outside the graph
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out_static.copy_(backend.forward(q_static, k_static, v_static, shape.scale))
+    for seed in (1, 2):
+        batch, slices, q, k_cache, v_cache = random_batch(page_size, seed, device, dtype, DECODES)
+        slices, q = slices[:3], q[:3]
+        k_static.copy_(k_cache)
+        v_static.copy_(v_cache)
+        q_static.zero_()
+        q_static[:3].copy_(q)
+        backend.plan_for_replay(pad_decode_batch(slices, bs, page_size, scratch).kv_layout())
+        graph.replay()
+        ref = dense_reference(slices, q, k_cache, v_cache, page_size, shape.scale).float()
+        assert (out_static[:3].float() - ref).abs().max().item() < 2e-2
+
+
+@pytest.mark.gpu
+def test_flashinfer_plans_512_row_graphs_of_the_llama_8b_shape() -> None:
+    """Issue 11: the plan of a 512-row decode graph (32 query / 8 KV heads of 128) overflowed a
+    128 MiB workspace literal; sized from the configuration, it fits."""
+    pytest.importorskip("flashinfer")
+    from radixserve.runtime.model_executor.cuda_graph_runner import pad_decode_batch
+
+    shape = AttentionShape(32, 8, 128, 16, torch.bfloat16, torch.device("cuda"))
+    backend = create_attention_backend("flashinfer", shape)
+    backend.init_cuda_graph_state(max_bs=512, max_pages_per_request=512)
+    padded = pad_decode_batch([], 512, 16, scratch_page=0)
+    layout = backend.plan_for_capture(padded.kv_layout())
+    assert layout.batch_size == 512
+    backend.plan_for_replay(padded.kv_layout())

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from ..model_config import ModelConfig
+from .base import AttentionGeometry, CausalLM
 from .layers.activation import silu_and_mul
 from .layers.attention import ForwardContext, PagedAttention
 from .layers.embedding import ParallelLMHead, VocabParallelEmbedding
@@ -91,7 +92,7 @@ class LlamaDecoderLayer(nn.Module):
         return self.mlp(hidden), residual
 
 
-class LlamaForCausalLM(nn.Module):
+class LlamaForCausalLM(CausalLM):
     # checkpoint name fragment -> (our parameter fragment, shard id)
     STACKED_PARAMS = (
         (".q_proj.", ".qkv_proj.", "q"),
@@ -106,13 +107,20 @@ class LlamaForCausalLM(nn.Module):
         self.config = config
         self.embed_tokens = VocabParallelEmbedding(config.vocab_size, config.hidden_size)
         rotary = RotaryEmbedding(config.head_dim, config.max_context_len, config.rope)
-        self.layers = nn.ModuleList(
-            LlamaDecoderLayer(config, i, rotary) for i in range(config.num_layers)
-        )
+        layers = [LlamaDecoderLayer(config, i, rotary) for i in range(config.num_layers)]
+        self.layers = nn.ModuleList(layers)
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.lm_head = ParallelLMHead(config.vocab_size, config.hidden_size)
         if config.tie_word_embeddings:
             self.lm_head.weight = self.embed_tokens.weight
+        attn = layers[0].self_attn.attn  # every layer has the same shard of heads
+        self._geometry = AttentionGeometry(
+            attn.num_heads, attn.num_kv_heads, attn.head_dim, attn.scaling
+        )
+
+    @property
+    def attention_geometry(self) -> AttentionGeometry:
+        return self._geometry
 
     def forward(self, ctx: ForwardContext) -> torch.Tensor:
         """Runs the batch and returns float32 logits for `ctx.batch.logits_rows` only."""

@@ -85,7 +85,10 @@ class SamplingBatchInfo:
         ]
         min_ps = [0.0 if g else p.min_p for p, g in zip(params, greedy, strict=True)]
         seeded = [p.seed is not None and not g for p, g in zip(params, greedy, strict=True)]
-        seeds = [seed_to_int64(p.seed) if s else 0 for p, s in zip(params, seeded, strict=True)]
+        seeds = [
+            seed_to_int64(p.seed) if s and p.seed is not None else 0
+            for p, s in zip(params, seeded, strict=True)
+        ]
         return cls(
             vocab_size=vocab_size,
             temperatures=tensor(temps, torch.float32).unsqueeze(1),

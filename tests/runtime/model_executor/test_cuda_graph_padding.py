@@ -18,6 +18,12 @@ def test_batch_sizes_cover_every_size_up_to_the_max() -> None:
     for n in range(1, 251):
         bs = next(s for s in sizes if s >= n)
         assert bs - n < 0.25 * n or bs - n <= 1
+    # Past the default 256 (cuda_graph_max_bs up to 512), still under 25% padding.
+    sizes = graph_batch_sizes(512)
+    assert sizes[-1] == 512 and sizes == sorted(set(sizes))
+    for n in range(1, 513):
+        bs = next(s for s in sizes if s >= n)
+        assert bs - n < 0.25 * n or bs - n <= 1
     assert graph_batch_sizes(1) == [1]
     with pytest.raises(ValueError):
         graph_batch_sizes(0)
@@ -36,6 +42,14 @@ def test_real_rows_then_padding_rows_on_the_scratch_page() -> None:
     assert batch.kv_page_indices == [5, 2, 9, 1, 3, 6, SCRATCH, SCRATCH]
     assert batch.kv_indptr == [0, 1, 3, 6, 7, 8]
     assert batch.kv_last_page_len == [1, 2, 1, 1, 1]
+    # What the attention backend plans a graph over: the same KV layout.
+    layout = batch.kv_layout()
+    assert layout.batch_size == 5
+    assert (layout.kv_indptr, layout.kv_page_indices, layout.kv_last_page_len) == (
+        batch.kv_indptr,
+        batch.kv_page_indices,
+        batch.kv_last_page_len,
+    )
 
 
 def test_only_pages_in_use_are_listed() -> None:

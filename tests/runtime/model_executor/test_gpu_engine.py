@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -132,3 +134,58 @@ def test_tensor_parallel_over_nccl_matches_one_gpu(tmp_path) -> None:
                 runner.shutdown()
     scale = results[1].abs().max().item()
     assert (results[2] - results[1]).abs().max().item() < 0.03 * scale
+
+
+def save_word_level_tokenizer(directory: Path, vocab_size: int) -> None:
+    """A tokenizer whose ids are words w0 .. w{vocab_size-1}: enough for an Engine over a
+    random-weight model driven by input_ids."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {f"w{i}": i for i in range(vocab_size)}
+    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="w0"))
+    tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    PreTrainedTokenizerFast(tokenizer_object=tokenizer, eos_token="w1").save_pretrained(directory)
+
+
+def test_engine_decodes_512_requests_through_512_row_graphs_on_the_llama_8b_shape() -> None:
+    """Issue 11: `cuda_graph_max_bs=512` on the Llama-3.1-8B shape failed at start-up (the graph
+    workspace was a 128 MiB literal). The Engine starts, and 512 requests decode together in
+    pure-decode steps of 512 rows, the batch the largest graph replays."""
+    pytest.importorskip("flashinfer")
+    import gc
+    import random
+
+    from benchmarks.bench_gpu_decode import LLAMA_31_8B, write_model_dir
+    from radixserve import Engine
+
+    model_dir = write_model_dir()
+    save_word_level_tokenizer(model_dir, LLAMA_31_8B["vocab_size"])
+    engine = Engine(
+        model_path=str(model_dir),
+        load_format="dummy",
+        device="cuda",
+        dtype="bfloat16",
+        page_size=16,
+        context_length=8192,
+        cuda_graph_max_bs=512,
+        max_running_requests=512,
+        chunked_prefill_size=16384,  # every prompt in one step, then decodes only
+        max_prefill_tokens=16384,
+    )
+    try:
+        graphs = engine.state.runner.decode_graphs  # type: ignore[attr-defined]
+        assert graphs is not None and graphs.max_bs == 512 and 512 in graphs.graphs
+        rng = random.Random(0)
+        prompts = [[rng.randrange(2, 128000) for _ in range(24)] for _ in range(512)]
+        params = {"max_new_tokens": 8, "temperature": 0, "ignore_eos": True}
+        outputs = engine.generate(input_ids=prompts, sampling_params=params)
+        assert [len(o["output_ids"]) for o in outputs] == [8] * 512
+        counters = engine.scheduler.counters
+        assert counters.decode_tokens >= 512 * 7  # 7 steps of 512 decodes, one graph each
+        assert all(0 <= t < LLAMA_31_8B["vocab_size"] for o in outputs for t in o["output_ids"])
+    finally:
+        engine.shutdown()
+        del engine
+        gc.collect()
+        torch.cuda.empty_cache()

@@ -57,14 +57,23 @@ def mixed_step(runner, seed: int) -> torch.Tensor:
 @pytest.mark.parametrize("kind", TINY_KINDS)
 def test_two_ranks_give_the_logits_of_one(kind: str, tmp_path: Path) -> None:
     path = build_tiny_model(kind, tmp_path)
-    reference = mixed_step(ModelRunner(tiny_args(path, 1)), seed=1)
+    one_rank = ModelRunner(tiny_args(path, 1))
+    reference = mixed_step(one_rank, seed=1)
     runner = create_model_runner(tiny_args(path, 2))
     try:
         assert isinstance(runner, TensorParallelRunner)
         assert tp_group().size == 2
         # Rank 0 holds half of the query heads and (GQA, 2 KV heads) one KV head.
-        attn = runner.model.layers[0].self_attn
+        attn = runner.runner.model.layers[0].self_attn
         assert (attn.num_heads, attn.num_kv_heads) == (2, 1)
+        geometry = runner.runner.model.attention_geometry
+        assert (geometry.num_heads, geometry.num_kv_heads) == (2, 1)
+        # What the scheduler's process reads (the StepRunner seam) is rank 0's, and the same as
+        # one rank's (max_total_tokens fixes the pool's pages whatever a rank's share of heads).
+        seam = ("context_len", "vocab_size", "num_kv_pages", "model_name")
+        assert [getattr(runner, name) for name in seam] == [
+            getattr(one_rank, name) for name in seam
+        ]
         logits = mixed_step(runner, seed=1)
     finally:
         runner.shutdown()
