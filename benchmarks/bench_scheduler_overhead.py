@@ -23,10 +23,21 @@ from radixserve.utils.gc_tuning import freeze_startup_objects
 
 
 class NullRunner:
-    """Returns a fixed token for every request that samples; costs (almost) nothing."""
+    """A `StepRunner` that returns a fixed token for every request that samples; costs (almost)
+    nothing."""
+
+    model_name = "null"
+    vocab_size = 32000
+
+    def __init__(self, num_pages: int, context_len: int) -> None:
+        self.num_kv_pages = num_pages
+        self.context_len = context_len
 
     def step(self, requests: Sequence[StepRequest]) -> list[StepResult]:
         return [StepResult(next_token_id=7 if r.sample else None) for r in requests]
+
+    def shutdown(self) -> None:
+        pass
 
 
 def main() -> None:
@@ -38,12 +49,13 @@ def main() -> None:
 
     rng = random.Random(0)
     num_pages = 65536
+    runner = NullRunner(num_pages, context_len=32768)
     scheduler = Scheduler(
-        NullRunner(),
+        runner,
         RadixCache(num_pages, page_size=args.page_size),
         SchedulerConfig(
             page_size=args.page_size,
-            context_len=32768,
+            context_len=runner.context_len,
             chunked_prefill_size=1 << 20,
             max_prefill_tokens=1 << 20,
             max_running_requests=args.running,

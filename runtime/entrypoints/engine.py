@@ -87,9 +87,7 @@ class Engine:
 
     def shutdown(self) -> None:
         self._abort(list(self.scheduler.requests), "engine shut down", AbortCode.SHUTDOWN)
-        stop_workers = getattr(self.state.runner, "shutdown", None)  # tensor-parallel ranks
-        if stop_workers is not None:
-            stop_workers()
+        self.state.runner.shutdown()  # stops tensor-parallel worker ranks, if any
 
     def __enter__(self) -> Engine:
         return self

@@ -73,16 +73,14 @@ def run_scheduler_process(
                 "context_len": state.runner.context_len,
                 "vocab_size": state.runner.vocab_size,
                 "pool_tokens": state.cache.num_pages * args.page_size,
-                "model_name": args.served_model_name or state.runner.source.name,
+                "model_name": args.served_model_name or state.runner.model_name,
             },
         )
     )
     try:
         loop.run()
     finally:
-        stop_workers = getattr(state.runner, "shutdown", None)  # tensor-parallel ranks
-        if stop_workers is not None:
-            stop_workers()
+        state.runner.shutdown()  # stops tensor-parallel worker ranks, if any
         ctx.destroy(linger=0)
 
 

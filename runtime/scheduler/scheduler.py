@@ -19,11 +19,13 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
+from ...radix_cache import PrefixCache
 from ..wire.messages import AbortCode, DetokenizeSpec, FinishReason, GenerateReq, TokenOut
 from .batch_builder import BatchBuilder, ScheduledSlice
 from .kv_manager import RequestKVManager
 from .request import Req
 from .stats import SchedulerCounters, StepStats
+from .step import StepRunner
 
 logger = logging.getLogger(__name__)
 
@@ -44,8 +46,8 @@ class SchedulerConfig:
 class Scheduler:
     def __init__(
         self,
-        runner: Any,
-        cache: Any,
+        runner: StepRunner,
+        cache: PrefixCache,
         config: SchedulerConfig,
         eos_token_ids: Collection[int],
         sharing: bool = True,

@@ -16,9 +16,17 @@ from radixserve.runtime.scheduler.step import StepRequest, StepResult
 
 
 class StandInRunner:
-    def __init__(self, num_pages: int, page_size: int, vocab_size: int = 997) -> None:
+    """A `StepRunner` (structurally: plain attributes where the protocol has properties)."""
+
+    model_name = "stand-in"
+
+    def __init__(
+        self, num_pages: int, page_size: int, vocab_size: int = 997, context_len: int = 4096
+    ) -> None:
         self.page_size = page_size
         self.vocab_size = vocab_size
+        self.context_len = context_len
+        self.num_kv_pages = num_pages
         self.slots = array("q", [-1] * (num_pages * page_size))
         self.steps = 0
         self.prefill_tokens = 0
@@ -48,6 +56,9 @@ class StandInRunner:
 
     def next_token(self, sequence: Sequence[int]) -> int:
         return next_token(sequence, self.vocab_size)
+
+    def shutdown(self) -> None:
+        pass
 
 
 def next_token(sequence: Sequence[int], vocab_size: int) -> int:
