@@ -134,8 +134,6 @@ class ModelRunner(StepRunner):
                 model = build_model(self.config)
         finally:
             torch.set_default_dtype(torch.float32)
-        if not isinstance(model, CausalLM):
-            raise TypeError(f"{type(model).__name__} does not implement the CausalLM interface")
         if self.args.load_format == "dummy":
             init_dummy_weights(model, self.args.random_seed)
         else:

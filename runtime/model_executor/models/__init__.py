@@ -5,10 +5,9 @@ Values are "module:Class" strings so looking a model up imports only that model'
 
 from __future__ import annotations
 
-from torch import nn
-
 from ....utils.registry import Registry
 from ..model_config import ModelConfig
+from .base import CausalLM
 
 
 class UnsupportedArchitectureError(ValueError):
@@ -17,7 +16,7 @@ class UnsupportedArchitectureError(ValueError):
 
 _LLAMA = ".llama:LlamaForCausalLM"
 
-MODEL_REGISTRY: Registry[nn.Module] = Registry(
+MODEL_REGISTRY: Registry[CausalLM] = Registry(
     "model architecture",
     {
         "LlamaForCausalLM": _LLAMA,
@@ -26,14 +25,14 @@ MODEL_REGISTRY: Registry[nn.Module] = Registry(
         "Qwen3ForCausalLM": _LLAMA,
     },
     package=__name__,
-    base=nn.Module,
+    base=CausalLM,  # every architecture implements the model seam
     error=UnsupportedArchitectureError,
 )
 
 
-def model_class(architecture: str) -> type[nn.Module]:
+def model_class(architecture: str) -> type[CausalLM]:
     return MODEL_REGISTRY.load(architecture)
 
 
-def build_model(config: ModelConfig) -> nn.Module:
+def build_model(config: ModelConfig) -> CausalLM:
     return model_class(config.architecture)(config)
