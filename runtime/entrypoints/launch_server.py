@@ -108,7 +108,7 @@ def serve(args: ServerArgs, config: Any = None) -> int:
     from ..server.http.app import create_app
     from ..server.http.config import HttpConfig
     from ..server.http.state import ServerState
-    from ..server.launcher import ChildProcesses, StartupError
+    from .launcher import ChildProcesses, StartupError
 
     config = config or HttpConfig()
     children = ChildProcesses(args)

@@ -34,7 +34,7 @@ from ..wire.messages import (
     TextOut,
 )
 from .dp_router import DataParallelRouter
-from .launcher import ChildProcesses
+from .processes import RuntimeProcesses
 
 logger = logging.getLogger(__name__)
 WATCHDOG_INTERVAL_S = 0.2
@@ -49,7 +49,7 @@ class BadMessageError(RuntimeError):
 
 
 class TokenizerManager:
-    def __init__(self, children: ChildProcesses) -> None:
+    def __init__(self, children: RuntimeProcesses) -> None:
         self.children = children
         self.queues: dict[str, asyncio.Queue[TextOut | Exception]] = {}
         self.control_waiters: dict[str, asyncio.Future[ControlOut]] = {}
@@ -74,7 +74,7 @@ class TokenizerManager:
         self.on_death: list[Callable[[str], None]] = []
 
     @staticmethod
-    def _make_router(children: ChildProcesses) -> DataParallelRouter | None:
+    def _make_router(children: RuntimeProcesses) -> DataParallelRouter | None:
         args = children.args
         if args.dp_size == 1:
             return None

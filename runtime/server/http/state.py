@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ...config.server_args import ServerArgs
+from ..processes import RuntimeProcesses
 from ..request_builder import RequestBuilder
 from ..tokenizer_manager import TokenizerManager
 from .config import HttpConfig
@@ -21,7 +22,7 @@ from .token_text import TokenTexts
 @dataclass(slots=True)
 class ServerState:
     args: ServerArgs
-    children: Any  # ChildProcesses (or a stand-in with paths, args, info, dead_child() in tests)
+    children: RuntimeProcesses  # the launcher's children (a stand-in in some tests)
     info: dict[str, Any]  # what the children reported at start-up: context_len, vocab_size...
     tokenizer: Any
     model_path: str = ""  # resolved: the GGUF file or HF directory actually loaded

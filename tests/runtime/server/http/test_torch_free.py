@@ -64,10 +64,11 @@ def exercise(client: httpx.Client) -> None:
     ) as stream:
         assert stream.status_code == 200
         assert any(line == "data: [DONE]" for line in stream.iter_lines())
+    model = client.get("/v1/models").json()["data"][0]["id"]
     chat = client.post(
         "/v1/chat/completions",
         json={
-            "model": "any",
+            "model": model,
             "max_tokens": 8,
             "temperature": 0,
             "logprobs": True,
@@ -76,7 +77,6 @@ def exercise(client: httpx.Client) -> None:
         },
     )
     assert chat.status_code == 200, chat.text
-    model = chat.json()["model"]
     tools = [
         {
             "type": "function",
@@ -94,14 +94,15 @@ def exercise(client: httpx.Client) -> None:
         "/v1/chat/completions",
         json={
             "model": model,
-            "max_tokens": 24,
+            "max_tokens": 80,
             "temperature": 0,
             "tools": tools,
             "tool_choice": "required",
+                "parallel_tool_calls": False,
             "messages": [{"role": "user", "content": "Add 1"}],
         },
     )
-    assert call.status_code == 200 and call.json()["choices"][0]["message"]["tool_calls"]
+    assert call.status_code == 200 and call.json()["choices"][0]["message"].get("tool_calls"), call.text
     completion = client.post(
         "/v1/completions",
         json={"model": model, "prompt": "Hello", "max_tokens": 4, "logprobs": 2, "echo": True},

@@ -14,7 +14,7 @@ import time
 import pytest
 
 from radixserve.runtime.config.server_args import ServerArgs
-from radixserve.runtime.server.launcher import ChildProcesses, StartupError
+from radixserve.runtime.entrypoints.launcher import ChildProcesses, StartupError
 from radixserve.runtime.server.tokenizer_manager import RuntimeDiedError, TokenizerManager
 from radixserve.runtime.wire.messages import AbortCode, GenerateReq
 from radixserve.runtime.wire.sampling_params import SamplingParams
@@ -104,7 +104,7 @@ def test_children_exit_when_the_parent_is_killed(tmp_path) -> None:
     script = textwrap.dedent(
         """
         import sys, time
-        from radixserve.runtime.server.launcher import ChildProcesses
+        from radixserve.runtime.entrypoints.launcher import ChildProcesses
         from radixserve.runtime.config.server_args import ServerArgs
         children = ChildProcesses(ServerArgs(max_total_tokens=4096, log_level="warning"))
         children.start()

@@ -1,0 +1,24 @@
+"""What the server side needs of the processes behind it; the launcher (in entrypoints/) is one.
+
+The server never starts the scheduler or detokenizer itself, so it never imports their code: it
+gets their sockets' addresses, the options they run with, what they reported at start-up, and a
+way to ask whether one has died.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from ..config.server_args import ServerArgs
+from ..wire.ipc import IpcPaths
+
+
+class RuntimeProcesses(Protocol):
+    args: ServerArgs
+    paths: IpcPaths
+    # What the schedulers reported at start-up: context_len, vocab_size, pool_tokens, model_name.
+    info: dict[str, Any]
+
+    def dead_child(self) -> str | None:
+        """'<name> process died (exit code N)' for a child that has died, else None."""
+        ...
