@@ -6,7 +6,7 @@ programs that only talk to a server.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .utils.registry import import_target
 
@@ -39,7 +39,68 @@ _LAZY = {
     "user_end": "radixserve.frontend_lang:user_end",
 }
 
-__all__ = sorted(_LAZY)
+if TYPE_CHECKING:  # what the lazy names are, for type checkers and editors
+    from .frontend_lang import (
+        BackendError,
+        ProgramState,
+        Runtime,
+        RuntimeEndpoint,
+        assistant,
+        assistant_begin,
+        assistant_end,
+        connect,
+        function,
+        gen,
+        get_default_backend,
+        greedy_token_selection,
+        joint_likelihood,
+        select,
+        set_default_backend,
+        system,
+        system_begin,
+        system_end,
+        token_length_normalized,
+        user,
+        user_begin,
+        user_end,
+    )
+    from .runtime.config.server_args import (
+        ServerArgs,
+    )
+    from .runtime.entrypoints.engine import (
+        Engine,
+    )
+    from .runtime.wire.sampling_params import (
+        SamplingParams,
+    )
+
+__all__ = [
+    "BackendError",
+    "Engine",
+    "ProgramState",
+    "Runtime",
+    "RuntimeEndpoint",
+    "SamplingParams",
+    "ServerArgs",
+    "assistant",
+    "assistant_begin",
+    "assistant_end",
+    "connect",
+    "function",
+    "gen",
+    "get_default_backend",
+    "greedy_token_selection",
+    "joint_likelihood",
+    "select",
+    "set_default_backend",
+    "system",
+    "system_begin",
+    "system_end",
+    "token_length_normalized",
+    "user",
+    "user_begin",
+    "user_end",
+]
 
 
 def __getattr__(name: str) -> Any:

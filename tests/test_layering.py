@@ -65,7 +65,9 @@ def resolve(module: str, node: ast.ImportFrom) -> list[str]:
     package = package_of(module).split(".")
     if node.level > len(package):
         raise AssertionError(f"{module}: relative import above the package root")
-    base = package[: len(package) - node.level + 1] + (node.module.split(".") if node.module else [])
+    base = package[: len(package) - node.level + 1] + (
+        node.module.split(".") if node.module else []
+    )
     base_name = ".".join(base)
     found = [base_name] + [
         f"{base_name}.{alias.name}" for alias in node.names if f"{base_name}.{alias.name}" in FILES
@@ -122,9 +124,7 @@ def reachable(module: str) -> Imports:
 
 def modules_under(prefix: str, *, exclude: tuple[str, ...] = ()) -> list[str]:
     return sorted(
-        m
-        for m in FILES
-        if (m == prefix or m.startswith(prefix + ".")) and m not in exclude
+        m for m in FILES if (m == prefix or m.startswith(prefix + ".")) and m not in exclude
     )
 
 

@@ -24,8 +24,8 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 from .model_source import ModelSource
 
@@ -155,3 +155,26 @@ def convert_gguf_tokenizer(gguf_path: str, out_dir: str) -> None:
 
 if __name__ == "__main__":
     convert_gguf_tokenizer(sys.argv[1], sys.argv[2])
+
+
+# --- narrowing transformers' broad return types to what a single input gives -------------------
+
+
+def decode_text(tokenizer: PreTrainedTokenizerBase, ids: Sequence[int], **options: bool) -> str:
+    """`tokenizer.decode` of one id sequence: a string (transformers types it str | list)."""
+    text = tokenizer.decode(list(ids), **options)
+    if not isinstance(text, str):
+        raise TypeError(f"the tokenizer decoded one sequence into {type(text).__name__}")
+    return text
+
+
+def render_chat(
+    tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, Any]], **template_args: Any
+) -> str:
+    """The chat template applied to `messages`, as text, ready for the assistant's turn."""
+    text = tokenizer.apply_chat_template(
+        messages, tokenize=False, add_generation_prompt=True, **template_args
+    )
+    if not isinstance(text, str):
+        raise TypeError(f"the chat template rendered {type(text).__name__}, not text")
+    return text

@@ -9,12 +9,17 @@ compressed-FSM decoding, where a run of forced tokens costs one forward pass ins
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from .bitmask import bitmask_words
 from .grammar import GrammarError, compile_grammar
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+    from ..scheduler.grammar import RequestGrammar
 
 
 class GrammarMatcher:
@@ -75,7 +80,7 @@ class GrammarBackend:
 
     def __init__(
         self,
-        tokenizer_factory: Callable[[], Any],
+        tokenizer_factory: Callable[[], PreTrainedTokenizerBase],
         vocab_size: int,
         eos_token_ids: Collection[int],
     ) -> None:
@@ -89,23 +94,34 @@ class GrammarBackend:
         # Only the scheduler's thread builds matchers, so first use needs no lock.
         if self._ll_tokenizer is None:
             import llguidance.hf
+            from transformers import PreTrainedTokenizerFast
 
+            tokenizer = self._tokenizer_factory()
+            if not isinstance(tokenizer, PreTrainedTokenizerFast):
+                raise GrammarError(
+                    f"structured output needs a fast tokenizer, not {type(tokenizer).__name__}",
+                    "tokenizer",
+                )
             self._ll_tokenizer = llguidance.hf.from_tokenizer(
-                self._tokenizer_factory(), n_vocab=self.vocab_size, eos_token=self._eos
+                tokenizer, n_vocab=self.vocab_size, eos_token=self._eos
             )
         return self._ll_tokenizer
 
-    def allowed_tokens_bitmasks(self, matchers: Sequence[GrammarMatcher]) -> torch.Tensor:
+    def allowed_tokens_bitmasks(self, matchers: Sequence[RequestGrammar]) -> torch.Tensor:
         """[n, W] int32, row i allowing what matchers[i] allows next. The rows are computed in
         parallel on llguidance's native threads: a batch of constrained requests costs about
-        one request's mask time per thread, not one each."""
+        one request's mask time per thread, not one each. Every matcher must be one of ours."""
         from llguidance import LLExecutor
         from llguidance.torch import fill_next_token_bitmask_par
 
         if self._executor is None:
             self._executor = LLExecutor()
         masks = torch.empty(len(matchers), bitmask_words(self.vocab_size), dtype=torch.int32)
-        pairs = [(m._matcher, row) for row, m in enumerate(matchers)]
+        pairs = []
+        for row, m in enumerate(matchers):
+            if not isinstance(m, GrammarMatcher):
+                raise TypeError(f"not a matcher of this backend: {type(m).__name__}")
+            pairs.append((m._matcher, row))
         fill_next_token_bitmask_par(self._executor, pairs, masks)
         return masks
 

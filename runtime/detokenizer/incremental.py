@@ -16,7 +16,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
+
+from ..config.tokenizer import decode_text
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 REPLACEMENT_CHAR = "\ufffd"
 
@@ -29,7 +34,7 @@ class DetokenizeResult:
 
 @dataclass(slots=True)
 class IncrementalDetokenizer:
-    tokenizer: Any
+    tokenizer: PreTrainedTokenizerBase
     stop_strings: Sequence[str] = ()
     skip_special_tokens: bool = True
     spaces_between_special_tokens: bool = True
@@ -41,7 +46,8 @@ class IncrementalDetokenizer:
     stopped: bool = False
 
     def _decode(self, ids: Sequence[int]) -> str:
-        return self.tokenizer.decode(
+        return decode_text(
+            self.tokenizer,
             ids,
             skip_special_tokens=self.skip_special_tokens,
             spaces_between_special_tokens=self.spaces_between_special_tokens,

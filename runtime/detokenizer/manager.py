@@ -9,14 +9,22 @@ dropped here.
 
 from __future__ import annotations
 
-from typing import Any
+import logging
+from typing import TYPE_CHECKING
 
-from ..wire.messages import FinishReason, TextOut, TokenBatchOut, TokenOut
+import msgspec
+
+from ..wire.messages import AbortCode, FinishReason, TextOut, TokenBatchOut, TokenOut
 from .incremental import IncrementalDetokenizer
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+logger = logging.getLogger(__name__)
 
 
 class DetokenizerManager:
-    def __init__(self, tokenizer: Any) -> None:
+    def __init__(self, tokenizer: PreTrainedTokenizerBase) -> None:
         self.tokenizer = tokenizer
         self.states: dict[str, IncrementalDetokenizer] = {}
 
@@ -24,7 +32,23 @@ class DetokenizerManager:
         return [t for t in (self.detokenize(out) for out in batch.outputs) if t is not None]
 
     def detokenize(self, out: TokenOut) -> TextOut | None:
-        """The output's text delta; None for an output of a request that has ended here."""
+        """The output's text delta; None for an output of a request that has ended here.
+
+        A request whose tokens cannot be decoded (the tokenizer raises) ends here with an
+        `internal` abort; the other requests of the batch are unaffected.
+        """
+        try:
+            return self._detokenize(out)
+        except Exception as exc:  # one request's bad tokens must not stop the others
+            logger.exception("detokenizing request %s failed", out.rid)
+            self.states.pop(out.rid, None)
+            message = f"detokenizing the output failed: {type(exc).__name__}: {exc}"
+            out.finish = msgspec.structs.replace(
+                FinishReason.abort(AbortCode.INTERNAL, message), external=True
+            )
+            return TextOut(rid=out.rid, text_delta="", token_out=out)
+
+    def _detokenize(self, out: TokenOut) -> TextOut | None:
         state = self.states.get(out.rid)
         if state is None and out.spec is not None:
             state = IncrementalDetokenizer(
@@ -39,7 +63,7 @@ class DetokenizerManager:
             return TextOut(rid=out.rid, text_delta="", token_out=out) if out.finish else None
         result = state.add(out.new_token_ids, final=out.finish is not None)
         if result.matched_stop is not None:
-            out.finish = FinishReason("stop", matched=result.matched_stop)
+            out.finish = FinishReason("stop", matched=result.matched_stop, external=True)
         if out.finish is not None:
             del self.states[out.rid]
         return TextOut(rid=out.rid, text_delta=result.delta, token_out=out)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 from ...radix_cache import PrefixCache, create_cache
 from ..config.server_args import ServerArgs
@@ -15,26 +15,31 @@ from ..scheduler.scheduler import Scheduler, SchedulerConfig
 from ..scheduler.step import StepRunner
 from ..server.request_builder import RequestBuilder
 
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
 
 @dataclass(slots=True)
 class RuntimeState:
     args: ServerArgs
     runner: StepRunner
-    tokenizer: Any
+    tokenizer: PreTrainedTokenizerBase
     cache: PrefixCache
     scheduler: Scheduler
     request_builder: RequestBuilder
 
 
-def eos_token_ids(runner: ModelRunner | TensorParallelRunner, tokenizer: Any) -> set[int]:
+def eos_token_ids(
+    runner: ModelRunner | TensorParallelRunner, tokenizer: PreTrainedTokenizerBase
+) -> set[int]:
     ids = set(runner.config.eos_token_ids)
-    if getattr(tokenizer, "eos_token_id", None) is not None:
-        ids.add(int(tokenizer.eos_token_id))
+    if isinstance(tokenizer.eos_token_id, int):
+        ids.add(tokenizer.eos_token_id)
     return ids
 
 
 def grammar_backend(
-    args: ServerArgs, tokenizer: Any, vocab_size: int, eos: set[int]
+    args: ServerArgs, tokenizer: PreTrainedTokenizerBase, vocab_size: int, eos: set[int]
 ) -> GrammarBackend | None:
     if args.grammar_backend == "none":
         return None

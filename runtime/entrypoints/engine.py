@@ -137,7 +137,7 @@ class Engine:
         if text_out is None:  # in flight when a stop string ended the request
             return ""
         finish = text_out.token_out.finish
-        if finish is not None and finish.is_stop_string:
+        if finish is not None and finish.external:
             # What the server's FinishReq does: the scheduler frees it, counted as finished.
             self.scheduler.finish_externally(out.rid, finish)
         builder.add(text_out.text_delta, text_out.token_out)

@@ -18,10 +18,13 @@ import types
 import typing
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ...kernels.attention import ATTENTION_BACKENDS
 from ..config.server_args import DTYPES, LOAD_FORMATS, SCHEDULE_POLICIES, ServerArgs
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 logger = logging.getLogger("radixserve.server")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
@@ -88,7 +91,7 @@ def _on_sigterm(signum: int, frame: types.FrameType | None) -> None:
     raise _Terminated
 
 
-def _load_tokenizer(args: ServerArgs) -> tuple[Any, str, str]:
+def _load_tokenizer(args: ServerArgs) -> tuple[PreTrainedTokenizerBase, str, str]:
     from ..config.model_source import resolve_model_source
     from ..config.tokenizer import load_tokenizer
 

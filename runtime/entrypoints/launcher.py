@@ -16,7 +16,7 @@ from typing import Any
 
 from ..config.server_args import ServerArgs
 from ..wire.ipc import IpcPaths
-from ..wire.messages import ReadyOut
+from ..wire.messages import ReadyOut, RuntimeInfo
 
 READY_TIMEOUT_S = 900.0
 STOP_TIMEOUT_S = 5.0
@@ -31,9 +31,15 @@ class ChildProcesses:
     args: ServerArgs
     paths: IpcPaths = field(default_factory=IpcPaths.create)
     processes: dict[str, BaseProcess] = field(default_factory=dict)
-    info: dict[str, Any] = field(default_factory=dict)
+    reported: RuntimeInfo | None = None  # what the first scheduler reported (replicas agree)
 
-    def start(self) -> dict[str, Any]:
+    @property
+    def info(self) -> RuntimeInfo:
+        if self.reported is None:
+            raise RuntimeError("the processes have not reported ready yet")
+        return self.reported
+
+    def start(self) -> RuntimeInfo:
         from ..detokenizer.process import run_detokenizer_process
         from ..scheduler.process import run_scheduler_process
 
@@ -67,8 +73,8 @@ class ChildProcesses:
         try:
             for name, reader in pipes.items():
                 report = self._wait_ready(name, reader)
-                for key, value in report.info.items():
-                    self.info.setdefault(key, value)  # replicas report the same model and pool
+                if self.reported is None and report.info is not None:
+                    self.reported = report.info  # replicas report the same model and pool
         except BaseException:
             self.stop()
             raise

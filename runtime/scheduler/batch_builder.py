@@ -10,8 +10,8 @@ its computed pages go into the tree first, so re-admission matches most of them.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
+from .config import SchedulerConfig
 from .kv_manager import RequestKVManager, pages_for
 from .ngram import propose_drafts
 from .policy import order_waiting
@@ -52,7 +52,7 @@ def common_prefix_len(a: list[int], b: list[int]) -> int:
 
 
 class BatchBuilder:
-    def __init__(self, kv: RequestKVManager, config: Any) -> None:
+    def __init__(self, kv: RequestKVManager, config: SchedulerConfig) -> None:
         self.kv = kv
         self.cache = kv.cache
         self.config = config

@@ -12,8 +12,7 @@ after each prefill chunk and at the end (`commit`), so requests arriving later c
 
 from __future__ import annotations
 
-from typing import Any
-
+from ...radix_cache.base import MatchResult, PrefixCache
 from .request import Req
 
 
@@ -22,16 +21,16 @@ def pages_for(tokens: int, page_size: int) -> int:
 
 
 class RequestKVManager:
-    def __init__(self, cache: Any, page_size: int, sharing: bool) -> None:
+    def __init__(self, cache: PrefixCache, page_size: int, sharing: bool) -> None:
         self.cache = cache
         self.page_size = page_size
         # A non-sharing (naive) cache never takes pages into a tree: requests keep them private.
         self.sharing = sharing
 
-    def match(self, req: Req) -> Any:
+    def match(self, req: Req) -> MatchResult:
         return self.cache.match_prefix(req.fill_ids[: req.max_match_len])
 
-    def admit(self, req: Req, match: Any) -> None:
+    def admit(self, req: Req, match: MatchResult) -> None:
         """Locks the matched path and adopts its pages as the start of the page table."""
         self.cache.lock(match.node)
         req.node = match.node

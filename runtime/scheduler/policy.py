@@ -11,15 +11,17 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable
-from typing import Any
 
+from ...radix_cache.base import MatchResult, NodeRef
+from ..config.server_args import SCHEDULE_POLICIES
 from .request import Req
 
-SCHEDULE_POLICIES = ("lpm", "fcfs", "dfs-weight")
 LPM_QUEUE_LIMIT = 128
 
 
-def order_waiting(policy: str, waiting: list[Req], match: Callable[[Req], Any]) -> list[Req]:
+def order_waiting(
+    policy: str, waiting: list[Req], match: Callable[[Req], MatchResult]
+) -> list[Req]:
     if policy == "fcfs" or len(waiting) > LPM_QUEUE_LIMIT:
         return sorted(waiting, key=lambda r: r.arrival)
     if policy == "lpm":
@@ -31,9 +33,9 @@ def order_waiting(policy: str, waiting: list[Req], match: Callable[[Req], Any]) 
     raise ValueError(f"unknown schedule policy {policy!r}; choose one of {SCHEDULE_POLICIES}")
 
 
-def _dfs_weight(waiting: list[Req], match: Callable[[Req], Any]) -> list[Req]:
+def _dfs_weight(waiting: list[Req], match: Callable[[Req], MatchResult]) -> list[Req]:
     at_node: dict[int, list[Req]] = defaultdict(list)
-    nodes: dict[int, Any] = {}
+    nodes: dict[int, NodeRef] = {}
     for r in sorted(waiting, key=lambda r: r.arrival):
         node = match(r).node
         at_node[id(node)].append(r)

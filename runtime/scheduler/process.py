@@ -22,15 +22,17 @@ from ..wire.ipc import IpcPaths, Receiver, Sender
 from ..wire.messages import (
     AbortCode,
     AbortReq,
-    ControlOut,
     FinishReason,
     FinishReq,
+    FlushCacheOut,
     FlushCacheReq,
     GenerateReq,
     GetStatsReq,
     ReadyOut,
+    RuntimeInfo,
     SchedulerInput,
     ShutdownReq,
+    StatsOut,
     TokenBatchOut,
     TokenOut,
 )
@@ -69,12 +71,12 @@ def run_scheduler_process(
         ReadyOut(
             process=f"scheduler-{dp_rank}",
             ok=True,
-            info={
-                "context_len": state.runner.context_len,
-                "vocab_size": state.runner.vocab_size,
-                "pool_tokens": state.cache.num_pages * args.page_size,
-                "model_name": args.served_model_name or state.runner.model_name,
-            },
+            info=RuntimeInfo(
+                context_len=state.runner.context_len,
+                vocab_size=state.runner.vocab_size,
+                pool_tokens=state.cache.num_pages * args.page_size,
+                model_name=args.served_model_name or state.runner.model_name,
+            ),
         )
     )
     try:
@@ -116,10 +118,10 @@ class SchedulerLoop:
             self.scheduler.finish_externally(message.rid, message.finish)
         elif isinstance(message, FlushCacheReq):
             ok = self.scheduler.flush_cache()
-            self.send.send(ControlOut(kind="flush_cache", ok=ok, dp_rank=self.dp_rank))
+            self.send.send(FlushCacheOut(ok=ok, dp_rank=self.dp_rank))
         elif isinstance(message, GetStatsReq):
             stats = self.scheduler.stats()
-            self.send.send(ControlOut(kind="stats", payload=stats, dp_rank=self.dp_rank))
+            self.send.send(StatsOut(stats=stats, dp_rank=self.dp_rank))
         elif isinstance(message, ShutdownReq):
             self.running = False
 

@@ -15,16 +15,18 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
+from ...radix_cache.base import NodeRef
 from ..wire.messages import FinishReason, GenerateReq, TopLogprobs
+from ..wire.sampling_params import SamplingParams
+from .grammar import RequestGrammar
 
 
 @dataclass(slots=True, eq=False)
 class Req:
     rid: str
     prompt_ids: list[int]
-    sampling: Any  # SamplingParams
+    sampling: SamplingParams
     return_logprob: bool = False
     logprob_start_len: int = -1
     top_logprobs_num: int = 0
@@ -34,7 +36,7 @@ class Req:
     page_table: list[int] = field(default_factory=list)
     kv_len: int = 0
     cached_len: int = 0  # prompt tokens served by the radix cache at first admission
-    node: Any = None  # the locked radix node covering the tree-owned prefix of page_table
+    node: NodeRef = None  # the locked radix node covering the tree-owned prefix of page_table
     tree_len: int = 0  # tokens of page_table owned by the tree (locked via node)
     admitted: bool = False
     finish: FinishReason | None = None
@@ -48,7 +50,7 @@ class Req:
     input_top_logprobs: list[TopLogprobs | None] = field(default_factory=list)
     input_logprobs_sent: bool = False
     spec_sent: bool = False
-    grammar: Any = None  # GrammarMatcher of a structured-output request, past every output token
+    grammar: RequestGrammar | None = None  # a structured-output request's grammar state
 
     @classmethod
     def from_wire(cls, msg: GenerateReq) -> Req:

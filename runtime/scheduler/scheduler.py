@@ -16,31 +16,21 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Collection
-from dataclasses import dataclass
-from typing import Any
+
+import msgspec
 
 from ...radix_cache import PrefixCache
 from ..wire.messages import AbortCode, DetokenizeSpec, FinishReason, GenerateReq, TokenOut
+from ..wire.stats import SchedulerCounters, SchedulerStats, StepStats
 from .batch_builder import BatchBuilder, ScheduledSlice
+from .config import SchedulerConfig
+from .grammar import GrammarBackend, RequestGrammar
 from .kv_manager import RequestKVManager
 from .request import Req
-from .stats import SchedulerCounters, StepStats
-from .step import StepRunner
+from .results import ResultApplier
+from .step import StepRequest, StepRunner
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(slots=True)
-class SchedulerConfig:
-    page_size: int
-    context_len: int
-    chunked_prefill_size: int = 2048
-    max_prefill_tokens: int = 8192
-    max_running_requests: int = 256
-    schedule_policy: str = "lpm"
-    log_interval: int = 0  # steps between log lines; 0 = never
-    num_draft_tokens: int = 0  # n-gram speculative decoding: drafts per step; 0 = off
-    ngram_max: int = 3  # longest suffix n-gram looked up for drafts
 
 
 class Scheduler:
@@ -51,7 +41,7 @@ class Scheduler:
         config: SchedulerConfig,
         eos_token_ids: Collection[int],
         sharing: bool = True,
-        grammar_backend: Any = None,
+        grammar_backend: GrammarBackend | None = None,
         jump_forward: bool = True,
     ) -> None:
         self.runner = runner
@@ -59,7 +49,6 @@ class Scheduler:
         self.config = config
         self.eos_token_ids = frozenset(eos_token_ids)
         self.grammar_backend = grammar_backend  # None: structured output is refused
-        self.jump_forward = jump_forward
         self.kv = RequestKVManager(cache, config.page_size, sharing)
         self.builder = BatchBuilder(self.kv, config)
         self.waiting: list[Req] = []
@@ -67,6 +56,17 @@ class Scheduler:
         self.requests: dict[str, Req] = {}
         self.counters = SchedulerCounters()
         self.last_step = StepStats()
+        self.results = ResultApplier(
+            self.kv, config, self.eos_token_ids, self.counters, jump_forward
+        )
+
+    @property
+    def jump_forward(self) -> bool:
+        return self.results.jump_forward
+
+    @jump_forward.setter
+    def jump_forward(self, on: bool) -> None:
+        self.results.jump_forward = on
 
     # --- requests in ---------------------------------------------------------------------------
 
@@ -123,7 +123,7 @@ class Scheduler:
             results = self.runner.step([s.step_request for s in plan.slices])
             stats.forward_seconds = time.perf_counter() - forward_start
             for scheduled, result in zip(plan.slices, results, strict=True):
-                self._apply(scheduled, result)
+                self.results.apply(scheduled, result)
             outputs.extend(self._collect_outputs([s.req for s in plan.slices]))
         # Everything but the runner's forward pass is the scheduler's own CPU cost.
         stats.schedule_seconds = time.perf_counter() - started - stats.forward_seconds
@@ -148,7 +148,7 @@ class Scheduler:
 
     def _attach_vocab_masks(self, slices: list[ScheduledSlice]) -> None:
         """Gives each constrained request that samples this step its allowed-token bitmask."""
-        constrained = []
+        constrained: list[tuple[StepRequest, RequestGrammar]] = []
         for scheduled in slices:
             request, grammar = scheduled.step_request, scheduled.req.grammar
             if grammar is None or not request.sample:
@@ -156,128 +156,29 @@ class Scheduler:
             if request.draft_token_ids:  # a mask per verified row
                 request.vocab_mask = grammar.draft_bitmasks(list(request.draft_token_ids))
             else:
-                constrained.append(scheduled)
-        if not constrained:
+                constrained.append((request, grammar))
+        if not constrained or self.grammar_backend is None:  # no backend: no grammar admitted
             return
-        masks = self.grammar_backend.allowed_tokens_bitmasks([s.req.grammar for s in constrained])
-        for scheduled, mask in zip(constrained, masks, strict=True):
-            scheduled.step_request.vocab_mask = mask
-
-    def _apply(self, scheduled: ScheduledSlice, result: Any) -> None:
-        req = scheduled.req
-        drafts = scheduled.step_request.draft_token_ids
-        if drafts:
-            self._apply_verified(req, drafts, result.verified_ids)
-            return
-        req.kv_len += scheduled.extend_len
-        if result.input_logprobs:
-            req.input_logprobs.extend(result.input_logprobs)
-            req.input_top_logprobs.extend(
-                result.input_top_logprobs or [None] * len(result.input_logprobs)
-            )
-        if result.next_token_id is None:
-            self.kv.commit(req)  # an unfinished chunk: share it with requests arriving meanwhile
-            return
-        if req.sampling.max_new_tokens == 0:
-            req.finish = FinishReason("length")  # prefill only (scoring); the sample is dropped
-            return
-        token = result.next_token_id
-        req.output_ids.append(token)
-        req.pending_ids.append(token)
-        if req.return_logprob and result.logprob is not None:
-            req.pending_logprobs.append(result.logprob)
-            req.pending_top_logprobs.append(result.top_logprobs or [])
-        req.finish = self._check_finish(req, token)
-        if req.grammar is not None and req.finish is None:
-            req.finish = self._advance_grammar(req, token)
-        if scheduled.is_prefill:
-            self.kv.commit(req)
-
-    def _apply_verified(self, req: Req, drafts: list[int], verified: list[int]) -> None:
-        """Keeps the drafts the model agrees with, then the model's own next token.
-
-        The step fed [last, d1..dk]; verified[i] is the model's greedy token after row i. Drafts
-        d1..dj with d(i+1) == verified[i] are exactly what decoding one token at a time would
-        have produced, and verified[j] follows them. The KV of the last token and the j kept
-        drafts is valid; rows past them are garbage that later steps overwrite.
-        """
-        kept = 0
-        while kept < len(drafts) and drafts[kept] == verified[kept]:
-            kept += 1
-        self.counters.spec_draft_tokens += len(drafts)
-        self.counters.spec_accepted_tokens += kept
-        req.kv_len += 1 + kept
-        tokens = [*drafts[:kept], verified[kept]]
-        for position, token in enumerate(tokens):
-            req.output_ids.append(token)
-            req.pending_ids.append(token)
-            req.finish = self._check_finish(req, token)
-            if req.finish is None and req.grammar is not None:
-                if position == len(tokens) - 1:
-                    req.finish = self._advance_grammar(req, token)  # may jump forward
-                elif not req.grammar.accept(token):
-                    message = f"the grammar rejected {token}"
-                    req.finish = FinishReason.abort(AbortCode.GRAMMAR, message)
-                elif req.grammar.is_finished:
-                    req.finish = FinishReason("stop")
-            if req.finish is not None:
-                break
-        # A stop among the kept drafts ends there; jump-forward tokens have no KV yet.
-        req.kv_len = min(req.kv_len, req.fill_len)
-
-    def _advance_grammar(self, req: Req, token: int) -> FinishReason | None:
-        """Moves the request's grammar past `token`, then appends the tokens the grammar forces
-        next (jump-forward): they are fed to the model as one chunk by the next step, instead of
-        one decode step each. Skipped for logprob requests, which need every token's logprob."""
-        grammar = req.grammar
-        if not grammar.accept(token):
-            return FinishReason.abort(AbortCode.GRAMMAR, f"the grammar rejected token {token}")
-        if grammar.is_finished:
-            return FinishReason("stop")
-        if not self.jump_forward or req.return_logprob:
-            return None
-        room = min(req.remaining_new_tokens(), self.config.context_len - req.fill_len)
-        forced = grammar.forced_tokens()[: max(room, 0)]
-        if not forced:
-            return None
-        if not grammar.accept_forced(forced):  # the matcher is now in an error state
-            message = "the grammar rejected its own forced tokens"
-            return FinishReason.abort(AbortCode.GRAMMAR, message)
-        req.output_ids.extend(forced)
-        req.pending_ids.extend(forced)
-        self.counters.jump_forward_tokens += len(forced)
-        if grammar.is_finished:
-            return FinishReason("stop")
-        if len(req.output_ids) >= req.sampling.max_new_tokens:
-            return FinishReason("length")
-        if req.fill_len >= self.config.context_len:
-            return FinishReason("length")
-        return None
-
-    def _check_finish(self, req: Req, token: int) -> FinishReason | None:
-        params = req.sampling
-        if not params.ignore_eos and token in self.eos_token_ids:
-            return FinishReason("stop", matched=token)
-        if params.stop_token_ids and token in params.stop_token_ids:
-            return FinishReason("stop", matched=token)
-        if len(req.output_ids) >= params.max_new_tokens:
-            return FinishReason("length")
-        if req.fill_len >= self.config.context_len:
-            return FinishReason("length")
-        return None
+        masks = self.grammar_backend.allowed_tokens_bitmasks([g for _, g in constrained])
+        for (request, _), mask in zip(constrained, masks, strict=True):
+            request.vocab_mask = mask
 
     def finish_externally(self, rid: str, finish: FinishReason) -> None:
-        """Ends a request for a reason found outside: a stop string the detokenizer matched.
+        """Ends a request for a reason found outside: a stop string the detokenizer matched
+        (counted as finished), or text it could not decode (counted as aborted).
 
         Called between steps (the server's `FinishReq`, the offline Engine directly). Its pages
-        and locks go back now and it counts as finished; no output follows, as whoever found
-        the reason has already sent the final one. A no-op if the request has ended already.
+        and locks go back now; no output follows, as whoever found the reason has already sent
+        the final one. A no-op if the request has ended already.
         """
         req = self.requests.get(rid)
         if req is not None and req.finish is None:
             req.finish = finish
             self._retire(req)
-            self.counters.requests_finished += 1
+            if finish.type == "abort":
+                self.counters.requests_aborted += 1
+            else:
+                self.counters.requests_finished += 1
 
     def abort_after_failure(self, live: list[Req], message: str) -> list[TokenOut]:
         """Ends `live` (the requests before a step that raised) with an `internal` abort.
@@ -373,26 +274,21 @@ class Scheduler:
         self.cache.flush()
         return True
 
-    def stats(self) -> dict[str, object]:
-        """Counters, the last step's figures and the cache's statistics, as plain values."""
-        from dataclasses import asdict
-
-        cache_stats = self.cache.stats()
-        stats: dict[str, object] = {
-            **self.counters.as_dict(),
-            "last_step": asdict(self.last_step),
-            "waiting": len(self.waiting),
-            "running": len(self.running),
-            "num_pages": self.cache.num_pages,
-            "free_pages": self.cache.num_free_pages,
-            "cache": asdict(cache_stats)
-            if hasattr(cache_stats, "__dataclass_fields__")
-            else dict(cache_stats),
-        }
+    def stats(self) -> SchedulerStats:
+        """Counters, the last step's figures and the cache's statistics."""
+        stats = SchedulerStats(
+            **msgspec.structs.asdict(self.counters),
+            last_step=self.last_step,
+            waiting=len(self.waiting),
+            running=len(self.running),
+            num_pages=self.cache.num_pages,
+            free_pages=self.cache.num_free_pages,
+            cache=self.cache.stats(),
+        )
         if not self.has_work:
             # Only when idle: the check walks the whole tree, too slow to run under load on every
             # metrics scrape, and an idle runtime is where a leaked page or lock would show.
-            stats["integrity"] = self.integrity_report()
+            stats.integrity = self.integrity_report()
         return stats
 
     def integrity_report(self) -> str:

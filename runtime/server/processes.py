@@ -7,17 +7,21 @@ way to ask whether one has died.
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Protocol
 
 from ..config.server_args import ServerArgs
 from ..wire.ipc import IpcPaths
+from ..wire.messages import RuntimeInfo
 
 
 class RuntimeProcesses(Protocol):
     args: ServerArgs
     paths: IpcPaths
-    # What the schedulers reported at start-up: context_len, vocab_size, pool_tokens, model_name.
-    info: dict[str, Any]
+
+    @property
+    def info(self) -> RuntimeInfo:
+        """What the schedulers reported at start-up."""
+        ...
 
     def dead_child(self) -> str | None:
         """'<name> process died (exit code N)' for a child that has died, else None."""

@@ -10,12 +10,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from ..config.tokenizer import render_chat
 from ..wire.messages import GenerateReq
 from ..wire.sampling_params import SamplingParams, SamplingParamsError
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 
 class InvalidRequestError(ValueError):
@@ -37,7 +41,7 @@ def parse_sampling_params(raw: SamplingParams | dict[str, Any] | None) -> Sampli
 
 @dataclass(slots=True)
 class RequestBuilder:
-    tokenizer: Any
+    tokenizer: PreTrainedTokenizerBase
     vocab_size: int
     context_len: int
     pool_tokens: int  # the KV pool's capacity: a request needing more could never run
@@ -57,9 +61,7 @@ class RequestBuilder:
         if not messages:
             raise InvalidRequestError("messages must not be empty", "messages")
         try:
-            text = self.tokenizer.apply_chat_template(
-                list(messages), tokenize=False, add_generation_prompt=True, **template_args
-            )
+            text = render_chat(self.tokenizer, list(messages), **template_args)
         except Exception as exc:  # jinja raises many kinds for a malformed conversation
             raise InvalidRequestError(f"cannot apply the chat template: {exc}", "messages") from exc
         # The template already contains any BOS token it wants.

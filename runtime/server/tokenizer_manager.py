@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable, Coroutine
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 import zmq
@@ -27,17 +27,22 @@ from ..wire.messages import (
     ControlOut,
     DetokenizerOutput,
     FinishReq,
+    FlushCacheOut,
     FlushCacheReq,
     GenerateReq,
     GetStatsReq,
     SchedulerInput,
+    StatsOut,
     TextOut,
 )
+from ..wire.stats import SchedulerStats, merge_replicas
 from .dp_router import DataParallelRouter
 from .processes import RuntimeProcesses
 
 logger = logging.getLogger(__name__)
 WATCHDOG_INTERVAL_S = 0.2
+CONTROL_TIMEOUT_S = 30.0
+R = TypeVar("R", FlushCacheOut, StatsOut)
 
 
 class RuntimeDiedError(RuntimeError):
@@ -52,7 +57,9 @@ class TokenizerManager:
     def __init__(self, children: RuntimeProcesses) -> None:
         self.children = children
         self.queues: dict[str, asyncio.Queue[TextOut | Exception]] = {}
-        self.control_waiters: dict[str, asyncio.Future[ControlOut]] = {}
+        # One control request of each kind at a time; its replies gather until every replica
+        # has answered.
+        self.control_waiters: dict[type[ControlOut], asyncio.Future[list[ControlOut]]] = {}
         self.control_lock = asyncio.Lock()
         self.error: str | None = None
         self.encoder = msgspec.msgpack.Encoder()
@@ -66,7 +73,7 @@ class TokenizerManager:
             self.pushes.append(push)
         self.router = self._make_router(children)
         self.replica_of: dict[str, int] = {}
-        self.control_replies: dict[str, list[ControlOut]] = {}
+        self.control_replies: dict[type[ControlOut], list[ControlOut]] = {}
         self.pull = self.ctx.socket(zmq.PULL)
         self.pull.setsockopt(zmq.LINGER, 0)
         self.pull.bind(children.paths.to_tokenizer)
@@ -78,7 +85,7 @@ class TokenizerManager:
         args = children.args
         if args.dp_size == 1:
             return None
-        pool_tokens = int(children.info.get("pool_tokens", 0))
+        pool_tokens = children.info.pool_tokens
         return DataParallelRouter(
             args.dp_size,
             args.load_balance_method,
@@ -134,7 +141,7 @@ class TokenizerManager:
                 finish = item.token_out.finish
                 if finish is not None:
                     finished = True
-                    if finish.is_stop_string:  # the detokenizer ended it: the scheduler stops too
+                    if finish.external:  # the detokenizer ended it: the scheduler stops too
                         await self._send(replica, FinishReq(req.rid, finish))
                 yield item
                 if finished:
@@ -156,22 +163,32 @@ class TokenizerManager:
     async def _send(self, replica: int, message: SchedulerInput) -> None:
         await self.pushes[replica].send(self.encoder.encode(message))
 
-    async def control(self, kind: str) -> ControlOut:
-        """Sends a control request to every replica; one merged reply once all have answered."""
+    async def flush_cache(self) -> bool:
+        """Empties every replica's cache; False if any refused (requests were running)."""
+        replies = await self._control(FlushCacheReq(), FlushCacheOut)
+        return all(r.ok for r in replies)
+
+    async def stats(self) -> SchedulerStats:
+        """Every replica's statistics, merged (each replica's own under `replicas`)."""
+        replies = await self._control(GetStatsReq(), StatsOut)
+        return merge_replicas([r.stats for r in sorted(replies, key=lambda r: r.dp_rank)])
+
+    async def _control(self, message: FlushCacheReq | GetStatsReq, reply_type: type[R]) -> list[R]:
+        """Sends a control request to every replica; their replies once all have answered."""
         if self.error is not None:
             raise RuntimeDiedError(self.error)
-        message = FlushCacheReq() if kind == "flush_cache" else GetStatsReq()
         async with self.control_lock:
-            future: asyncio.Future[ControlOut] = asyncio.get_running_loop().create_future()
-            self.control_waiters[kind] = future
-            self.control_replies[kind] = []
+            future: asyncio.Future[list[ControlOut]] = asyncio.get_running_loop().create_future()
+            self.control_waiters[reply_type] = future
+            self.control_replies[reply_type] = []
             for push in self.pushes:
                 await push.send(self.encoder.encode(message))
             try:
-                return await asyncio.wait_for(future, timeout=30)
+                replies = await asyncio.wait_for(future, timeout=CONTROL_TIMEOUT_S)
             finally:
-                self.control_waiters.pop(kind, None)
-                self.control_replies.pop(kind, None)
+                self.control_waiters.pop(reply_type, None)
+                self.control_replies.pop(reply_type, None)
+        return [r for r in replies if isinstance(r, reply_type)]
 
     # --- background tasks ----------------------------------------------------------------------
 
@@ -198,13 +215,13 @@ class TokenizerManager:
                 if queue is not None:
                     queue.put_nowait(message)
             elif isinstance(message, ControlOut):
-                waiter = self.control_waiters.get(message.kind)
-                replies = self.control_replies.get(message.kind)
+                waiter = self.control_waiters.get(type(message))
+                replies = self.control_replies.get(type(message))
                 if waiter is None or waiter.done() or replies is None:
                     continue
                 replies.append(message)
                 if len(replies) == len(self.pushes):
-                    waiter.set_result(merge_control_replies(replies))
+                    waiter.set_result(replies)
 
     def _undecodable(self, raw: bytes, exc: msgspec.DecodeError) -> None:
         """Fails the one request a bad message names. A message that names none could have been
@@ -246,40 +263,3 @@ class TokenizerManager:
         for waiter in self.control_waiters.values():
             if not waiter.done():
                 waiter.set_exception(RuntimeDiedError(reason))
-
-
-def merge_control_replies(replies: list[ControlOut]) -> ControlOut:
-    """One reply for all replicas: flush succeeded only if it did everywhere; stats are summed
-    (counts) or averaged (fractions), with each replica's own stats under "replicas"."""
-    if len(replies) == 1:
-        return replies[0]
-    replies = sorted(replies, key=lambda r: r.dp_rank)
-    payload = merge_stats([r.payload for r in replies])
-    cache = payload.get("cache")
-    if isinstance(cache, dict) and cache.get("total_match_tokens"):
-        # A rate of the sums, not the mean of the replicas' rates.
-        cache["hit_rate"] = cache["hit_tokens"] / cache["total_match_tokens"]
-    payload["replicas"] = [r.payload for r in replies]
-    return ControlOut(kind=replies[0].kind, ok=all(r.ok for r in replies), payload=payload)
-
-
-def merge_stats(payloads: list[dict[str, Any]]) -> dict[str, Any]:
-    merged: dict[str, Any] = {}
-    for key, first in payloads[0].items():
-        values: list[Any] = [p.get(key) for p in payloads]
-        if isinstance(first, bool) or first is None:
-            merged[key] = first
-        elif isinstance(first, int) and all(isinstance(v, int) for v in values):
-            merged[key] = sum(values)
-        elif isinstance(first, (int, float)) and all(isinstance(v, (int, float)) for v in values):
-            merged[key] = sum(values) / len(values)
-        elif isinstance(first, dict) and all(isinstance(v, dict) for v in values):
-            merged[key] = merge_stats(values)
-        elif isinstance(first, str) and any(v is None for v in values):
-            merged[key] = "not reported by every replica"
-        elif isinstance(first, str):
-            distinct = list(dict.fromkeys(str(v) for v in values))
-            merged[key] = distinct[0] if len(distinct) == 1 else "; ".join(distinct)
-        else:
-            merged[key] = first
-    return merged

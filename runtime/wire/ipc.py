@@ -7,6 +7,7 @@ Structs decoded by the receiver's declared union type.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import tempfile
@@ -17,6 +18,7 @@ import msgspec
 import zmq
 
 T = TypeVar("T")
+logger = logging.getLogger(__name__)
 
 
 @dataclass(slots=True, frozen=True)
@@ -66,10 +68,11 @@ class Receiver(Generic[T]):
         self.decoder: msgspec.msgpack.Decoder[T] = msgspec.msgpack.Decoder(message_type)
 
     def recv(self, timeout_ms: int | None = None) -> T | None:
-        """One message, or None when nothing arrives within the timeout (None = block)."""
+        """One message, or None when nothing (decodable) arrives within the timeout
+        (None = block)."""
         if timeout_ms is not None and not self.socket.poll(timeout_ms):
             return None
-        return self.decoder.decode(self.socket.recv(copy=False).buffer)
+        return self._decode(self.socket.recv(copy=False).buffer)
 
     def recv_all(self) -> list[T]:
         """Every message already queued, without blocking."""
@@ -79,7 +82,18 @@ class Receiver(Generic[T]):
                 raw = self.socket.recv(flags=zmq.NOBLOCK, copy=False)
             except zmq.Again:
                 return messages
-            messages.append(self.decoder.decode(raw.buffer))
+            message = self._decode(raw.buffer)
+            if message is not None:
+                messages.append(message)
+
+    def _decode(self, raw: memoryview) -> T | None:
+        """The message, or None (logged) for bytes that are not one: a process's loop outlives
+        a malformed message instead of dying on it."""
+        try:
+            return self.decoder.decode(raw)
+        except msgspec.DecodeError as exc:
+            logger.error("dropped an undecodable message (%d bytes): %s", len(raw), exc)
+            return None
 
     def close(self) -> None:
         self.socket.close(linger=0)

@@ -19,6 +19,7 @@ from typing import Literal
 import msgspec
 
 from .sampling_params import SamplingParams
+from .stats import SchedulerStats
 
 TopLogprobs = list[tuple[int, float]]
 
@@ -38,6 +39,9 @@ class FinishReason(msgspec.Struct, frozen=True, omit_defaults=True):
     matched: int | str | None = None  # the stop token id or stop string that ended it
     message: str | None = None  # why an abort happened, for people
     code: AbortCode | None = None  # why an abort happened, for code (set on every abort)
+    # Decided after the scheduler (by the detokenizer: a stop string, a failure to decode), so
+    # the scheduler has to be told (`FinishReq`, or `Scheduler.finish_externally` in process).
+    external: bool = False
 
     @classmethod
     def abort(cls, code: AbortCode, message: str) -> FinishReason:
@@ -45,8 +49,6 @@ class FinishReason(msgspec.Struct, frozen=True, omit_defaults=True):
 
     @property
     def is_stop_string(self) -> bool:
-        """A stop string ended it: only the detokenizer matches those, so the scheduler has to
-        be told (`FinishReq`, or `Scheduler.finish_externally` in process)."""
         return self.type == "stop" and isinstance(self.matched, str)
 
     def to_json(self) -> dict[str, object]:
@@ -141,13 +143,30 @@ class TextOut(msgspec.Struct, tag=True, kw_only=True, omit_defaults=True):
     token_out: TokenOut
 
 
-class ControlOut(msgspec.Struct, tag=True, kw_only=True):
-    """Reply to a control request (flush, stats)."""
+class FlushCacheOut(msgspec.Struct, tag=True, kw_only=True):
+    """A scheduler's answer to FlushCacheReq: refused (False) while requests run."""
 
-    kind: str
-    ok: bool = True
-    payload: dict[str, object] = {}
+    ok: bool
     dp_rank: int = 0  # which data-parallel replica answers
+
+
+class StatsOut(msgspec.Struct, tag=True, kw_only=True):
+    """A scheduler's answer to GetStatsReq."""
+
+    stats: SchedulerStats
+    dp_rank: int = 0
+
+
+ControlOut = FlushCacheOut | StatsOut  # answers to control requests, passed on by the detokenizer
+
+
+class RuntimeInfo(msgspec.Struct, frozen=True, kw_only=True):
+    """What a scheduler reports at start-up, for the server's limits and API."""
+
+    context_len: int  # tokens per request at most
+    vocab_size: int
+    pool_tokens: int  # KV pool size in tokens
+    model_name: str
 
 
 class ReadyOut(msgspec.Struct, tag=True, kw_only=True):
@@ -156,7 +175,7 @@ class ReadyOut(msgspec.Struct, tag=True, kw_only=True):
     process: str
     ok: bool
     error: str = ""
-    info: dict[str, object] = {}
+    info: RuntimeInfo | None = None  # schedulers only
 
 
 SchedulerOutput = TokenBatchOut | ControlOut | ReadyOut

@@ -88,10 +88,11 @@ def create_app(state: ServerState) -> Starlette:
         finally:
             await tm.close()
 
-    middleware = [Middleware(ApiKeyMiddleware, api_key=state.args.api_key)]
+    api_key = state.args.api_key
+    middleware = [Middleware(ApiKeyMiddleware, api_key=api_key)] if api_key else []
     app = Starlette(
         routes=ROUTES,
-        middleware=middleware if state.args.api_key else [],
+        middleware=middleware,
         exception_handlers={**EXCEPTION_HANDLERS, ClientDisconnected: client_closed},
         lifespan=lifespan,
     )

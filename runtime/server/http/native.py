@@ -188,10 +188,10 @@ async def get_model_info(request: Request) -> Response:
 
 async def get_server_info(request: Request) -> Response:
     state = state_of(request)
-    scheduler = await state.scheduler_stats() if state.healthy else {}
+    scheduler = await state.scheduler_stats() if state.healthy else None
     info = ServerInfo(
         server_args=state.public_args(),
-        runtime=dict(state.info),
+        runtime=state.info,
         http=dataclasses.asdict(state.config),
         scheduler=scheduler,
         healthy=state.healthy,
@@ -200,8 +200,7 @@ async def get_server_info(request: Request) -> Response:
 
 
 async def flush_cache(request: Request) -> Response:
-    reply = await state_of(request).manager().control("flush_cache")
-    if reply.ok:
+    if await state_of(request).manager().flush_cache():
         return json_response(FlushCacheResponse(True, "the radix cache was flushed"))
     raise ApiError(400, "cannot flush the cache while requests are running", code="busy")
 

@@ -11,6 +11,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
+from ...config.tokenizer import decode_text
 from ..request_builder import InvalidRequestError
 from .body import json_response, read_json, until_disconnect
 from .errors import ApiError, invalid_request
@@ -89,8 +90,7 @@ def completion_prompts(state: ServerState, prompt: str | list[Any], echo: bool) 
             "token-id lists",
             "prompt",
         )
-    decode = state.tokenizer.decode
-    return [(ids, decode(ids) if echo else "") for ids in token_lists]
+    return [(ids, decode_text(state.tokenizer, ids) if echo else "") for ids in token_lists]
 
 
 def build_generations(

@@ -154,8 +154,8 @@ def parse_tool_calls(text: str, plan: ToolPlan) -> tuple[str | None, list[ToolCa
             value = json.loads(text)
         except ValueError:
             return text, []  # cut off by max_tokens: the partial JSON stays content
-        calls = value if isinstance(value, list) else [value]
-        return None, [new_call(c["name"], c["arguments"]) for c in calls]
+        forced = value if isinstance(value, list) else [value]
+        return None, [new_call(c["name"], c["arguments"]) for c in forced]
     if plan.mode != "auto":
         return text, []
     known = {t["function"]["name"] for t in plan.tools}

@@ -6,6 +6,9 @@ from typing import Any
 
 import msgspec
 
+from ...wire.messages import RuntimeInfo
+from ...wire.stats import SchedulerStats
+
 
 class GenerateRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """POST /generate. One prompt or a batch: `text` (str or list of str) or `input_ids` (list of
@@ -61,7 +64,7 @@ class ModelInfo(msgspec.Struct):
 
 class ServerInfo(msgspec.Struct):
     server_args: dict[str, Any]
-    runtime: dict[str, Any]  # context_len, vocab_size, pool_tokens, model_name
+    runtime: RuntimeInfo
     http: dict[str, Any]
-    scheduler: dict[str, Any]
+    scheduler: SchedulerStats | None  # None: the runtime is down, or never answered
     healthy: bool

@@ -7,9 +7,11 @@ import dataclasses
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ...config.server_args import ServerArgs
+from ...wire.messages import RuntimeInfo
+from ...wire.stats import SchedulerStats
 from ..processes import RuntimeProcesses
 from ..request_builder import RequestBuilder
 from ..tokenizer_manager import TokenizerManager
@@ -18,13 +20,16 @@ from .errors import ApiError
 from .metrics import ServerMetrics
 from .token_text import TokenTexts
 
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
 
 @dataclass(slots=True)
 class ServerState:
     args: ServerArgs
     children: RuntimeProcesses  # the launcher's children (a stand-in in some tests)
-    info: dict[str, Any]  # what the children reported at start-up: context_len, vocab_size...
-    tokenizer: Any
+    info: RuntimeInfo  # what the schedulers reported at start-up
+    tokenizer: PreTrainedTokenizerBase
     model_path: str = ""  # resolved: the GGUF file or HF directory actually loaded
     tokenizer_path: str = ""
     config: HttpConfig = field(default_factory=HttpConfig)
@@ -41,15 +46,15 @@ class ServerState:
     def __post_init__(self) -> None:
         self.builder = RequestBuilder(
             tokenizer=self.tokenizer,
-            vocab_size=int(self.info["vocab_size"]),
-            context_len=int(self.info["context_len"]),
-            pool_tokens=int(self.info["pool_tokens"]),
+            vocab_size=self.info.vocab_size,
+            context_len=self.info.context_len,
+            pool_tokens=self.info.pool_tokens,
         )
         self.token_texts = TokenTexts(self.tokenizer)
 
     @property
     def model_name(self) -> str:
-        return str(self.args.served_model_name or self.info.get("model_name") or "default")
+        return self.args.served_model_name or self.info.model_name or "default"
 
     @property
     def healthy(self) -> bool:
@@ -76,16 +81,15 @@ class ServerState:
     def new_rid(prefix: str) -> str:
         return f"{prefix}-{uuid.uuid4().hex}"
 
-    async def scheduler_stats(self) -> dict[str, Any]:
-        """Fresh scheduler stats (also fed to the metrics collector); the last ones on timeout."""
+    async def scheduler_stats(self) -> SchedulerStats | None:
+        """Fresh scheduler stats (also fed to the metrics collector); the last ones on timeout
+        (None before any answer)."""
         try:
-            reply = await asyncio.wait_for(
-                self.manager().control("stats"), self.config.stats_timeout_s
-            )
+            stats = await asyncio.wait_for(self.manager().stats(), self.config.stats_timeout_s)
         except (asyncio.TimeoutError, ApiError, RuntimeError):
             return self.metrics.scheduler.stats
-        self.metrics.scheduler.stats = dict(reply.payload)
-        return self.metrics.scheduler.stats
+        self.metrics.scheduler.stats = stats
+        return stats
 
     def public_args(self) -> dict[str, Any]:
         args = dataclasses.asdict(self.args)

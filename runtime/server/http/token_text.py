@@ -7,7 +7,12 @@ multi-byte character; the token's vocabulary string maps back to its exact bytes
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import TYPE_CHECKING
+
+from ...config.tokenizer import decode_text
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 
 @functools.cache
@@ -27,7 +32,7 @@ def _byte_decoder() -> dict[str, int]:
 
 
 class TokenTexts:
-    def __init__(self, tokenizer: Any) -> None:
+    def __init__(self, tokenizer: PreTrainedTokenizerBase) -> None:
         self.tokenizer = tokenizer
         self._cache: dict[int, tuple[str, bytes]] = {}
 
@@ -50,5 +55,5 @@ class TokenTexts:
             raw = bytes(decoder[c] for c in piece)
             special = piece in getattr(self.tokenizer, "all_special_tokens", ())
             return (piece if special else raw.decode("utf-8", errors="replace")), raw
-        text = self.tokenizer.decode([token_id])
+        text = decode_text(self.tokenizer, [token_id])
         return text, text.encode("utf-8")

@@ -46,7 +46,7 @@ def test_stop_string_ends_the_request_and_drops_what_was_in_flight() -> None:
         assert finish is None, "an output after the final one"
         texts.append(out.text_delta)
         finish = out.token_out.finish
-    assert finish == FinishReason("stop", matched="8") and finish.is_stop_string
+    assert finish == FinishReason("stop", matched="8", external=True) and finish.is_stop_string
     assert "".join(texts) == "6, 7, "
     assert not manager.states
     # The scheduler's own final output, if it crossed the stop, passes through with no text.
@@ -69,3 +69,25 @@ def test_refused_requests_pass_through_and_batches_keep_order() -> None:
     assert [o.rid for o in outs] == ["x", "y"]
     assert outs[0].token_out.finish == refused and outs[1].text_delta == "Hello"
     assert not manager.states
+
+
+def test_a_request_that_cannot_be_decoded_ends_alone_with_an_internal_abort() -> None:
+    """A tokenizer error on one request's tokens (an id the tokenizer cannot hold) ends it,
+    marked for the scheduler to be told; the rest of the batch is detokenized as usual."""
+    tok = smollm2_tokenizer()
+    manager = DetokenizerManager(tok)
+    hello = tok.encode("Hello", add_special_tokens=False)
+    batch = TokenBatchOut(
+        [
+            token_out("bad", [2**40], DetokenizeSpec()),
+            token_out("good", hello, DetokenizeSpec(), FinishReason("length")),
+        ]
+    )
+    bad, good = manager.handle(batch)
+    finish = bad.token_out.finish
+    assert finish is not None and finish.type == "abort" and finish.code == AbortCode.INTERNAL
+    assert finish.external and "detokenizing the output failed" in (finish.message or "")
+    assert good.text_delta == "Hello" and good.token_out.finish == FinishReason("length")
+    assert not manager.states
+    # What the scheduler still had in flight for it is dropped.
+    assert manager.detokenize(token_out("bad", hello)) is None

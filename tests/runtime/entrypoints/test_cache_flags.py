@@ -148,7 +148,7 @@ def test_engine_runs_the_selected_cache(
             other = [(11 * i + 5 * start + 1) % 320 for i in range(60)]
             engine.generate(input_ids=other, sampling_params=greedy)
         stats = engine.scheduler.stats()
-        assert stats["integrity"] == "ok"
-        assert stats["cache"]["evicted_pages"] > 0 or not shares
+        assert stats.integrity == "ok"
+        assert stats.cache.evicted_pages > 0 or not shares
     finally:
         engine.shutdown()

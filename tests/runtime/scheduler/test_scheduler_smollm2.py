@@ -77,8 +77,8 @@ def test_memory_pressure_64_pages_32_requests() -> None:
     together = engine.generate(prompts, params)
     assert [o["output_ids"] for o in together] == alone
     stats = engine.scheduler.stats()
-    assert stats["retractions"] > 0, stats
-    assert stats["cache"]["evicted_pages"] > 0, stats
+    assert stats.retractions > 0, stats
+    assert stats.cache.evicted_pages > 0, stats
     engine.scheduler.check_integrity()
     engine.flush_cache()
     assert engine.state.cache.num_free_pages == engine.state.cache.num_pages

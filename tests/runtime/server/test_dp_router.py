@@ -77,42 +77,55 @@ def test_the_offline_engine_refuses_data_parallelism() -> None:
         Engine(dp_size=2)
 
 
-def test_control_replies_merge_counts_rates_and_integrity() -> None:
-    from radixserve.runtime.server.tokenizer_manager import merge_control_replies
-    from radixserve.runtime.wire.messages import ControlOut
+def scheduler_stats(finished: int, hits: int, asked: int, integrity: str | None):
+    """One replica's stats: `finished` requests, `hits` of `asked` prompt tokens matched."""
+    from radixserve.radix_cache.base import CacheStats
+    from radixserve.runtime.wire.stats import SchedulerStats, StepStats
 
-    def stats(finished: int, hits: int, asked: int, integrity: str | None) -> dict:
-        payload: dict = {
-            "requests_finished": finished,
-            "last_step": {"kv_usage": 0.5 if finished else 0.1},
-            "cache": {"hit_tokens": hits, "total_match_tokens": asked, "hit_rate": hits / asked},
-        }
-        if integrity is not None:
-            payload["integrity"] = integrity
-        return payload
-
-    merged = merge_control_replies(
-        [
-            ControlOut(kind="stats", payload=stats(3, 90, 100, "ok"), dp_rank=1),
-            ControlOut(kind="stats", payload=stats(0, 0, 300, "ok"), dp_rank=0),
-        ]
-    ).payload
-    assert merged["requests_finished"] == 3
-    assert merged["last_step"]["kv_usage"] == pytest.approx(0.3)
-    assert merged["cache"]["hit_rate"] == pytest.approx(90 / 400)
-    assert merged["integrity"] == "ok"
-    assert [r["requests_finished"] for r in merged["replicas"]] == [0, 3]  # by replica
-    busy = merge_control_replies(
-        [
-            ControlOut(kind="stats", payload=stats(1, 1, 2, "ok"), dp_rank=0),
-            ControlOut(kind="stats", payload=stats(1, 1, 2, None), dp_rank=1),
-        ]
-    ).payload
-    assert busy["integrity"] != "ok"
-    flush = merge_control_replies(
-        [
-            ControlOut(kind="flush_cache", ok=True),
-            ControlOut(kind="flush_cache", ok=False, dp_rank=1),
-        ]
+    cache = CacheStats(
+        num_pages=100,
+        page_size=16,
+        free_pages=50,
+        cached_tokens=800,
+        evictable_tokens=800,
+        locked_tokens=0,
+        hit_tokens=hits,
+        total_match_tokens=asked,
+        hit_rate=hits / asked,
+        evicted_pages=finished,
+        num_nodes=3,
     )
-    assert not flush.ok
+    return SchedulerStats(
+        requests_finished=finished,
+        last_step=StepStats(kv_usage=0.5 if finished else 0.1),
+        waiting=1,
+        running=finished,
+        num_pages=100,
+        free_pages=50,
+        cache=cache,
+        integrity=integrity,
+    )
+
+
+def test_replica_stats_merge_counts_rates_and_integrity() -> None:
+    import msgspec
+
+    from radixserve.runtime.wire.stats import NOT_EVERYWHERE, SchedulerStats, merge_replicas
+
+    replicas = [scheduler_stats(0, 0, 300, "ok"), scheduler_stats(3, 90, 100, "ok")]
+    merged = merge_replicas(replicas)
+    assert merged.requests_finished == 3 and merged.num_pages == 200 and merged.waiting == 2
+    assert merged.last_step.kv_usage == pytest.approx(0.3)
+    assert merged.cache.hit_rate == pytest.approx(90 / 400)  # a rate of the sums
+    assert merged.cache.page_size == 16  # a shared setting, not summed like the counts
+    assert merged.integrity == "ok"
+    assert [r.requests_finished for r in merged.replicas] == [0, 3]  # by replica
+    busy = merge_replicas([scheduler_stats(1, 1, 2, "ok"), scheduler_stats(1, 1, 2, None)])
+    assert busy.integrity == NOT_EVERYWHERE
+    broken = merge_replicas([scheduler_stats(1, 1, 2, "ok"), scheduler_stats(1, 1, 2, "broken")])
+    assert broken.integrity == "ok; broken"
+    # What /get_server_info shows: the counters at the top level, replicas only when merged.
+    wire = msgspec.json.decode(msgspec.json.encode(merged), type=SchedulerStats)
+    assert wire == merged
+    alone = msgspec.to_builtins(replicas[0])
+    assert alone["requests_finished"] == 0 and alone["replicas"] == []

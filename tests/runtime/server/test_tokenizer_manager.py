@@ -120,7 +120,7 @@ async def wait_all_failed(waiters: list[asyncio.Task]) -> list[BaseException]:
 async def start_waiters(tm: TokenizerManager, wire: Wire) -> list[asyncio.Task]:
     """Three generate callers and a stats caller, each waiting on the scheduler for real."""
     waiters = [asyncio.create_task(collect(tm, rid)) for rid in ("a", "b", "c")]
-    waiters.append(asyncio.create_task(tm.control("stats")))
+    waiters.append(asyncio.create_task(tm.stats()))
     sent = await wire.sent(4)  # all four requests are out: their callers now wait for answers
     assert sorted(type(m).__name__ for m in sent) == ["GenerateReq"] * 3 + ["GetStatsReq"]
     await asyncio.sleep(0.1)
@@ -140,7 +140,7 @@ def test_undecodable_message_fails_every_waiter_within_5_s(children: FakeChildre
         with pytest.raises(RuntimeDiedError):
             await collect(tm, "late")
         with pytest.raises(RuntimeDiedError):
-            await tm.control("stats")
+            await tm.stats()
 
     run(children, scenario)
 
@@ -191,7 +191,7 @@ def test_stop_string_finish_is_sent_to_the_scheduler_as_finish_req(
     async def scenario(tm: TokenizerManager, wire: Wire, deaths: list[str]) -> None:
         stopped = asyncio.create_task(collect(tm, "s"))
         await wire.sent(1)
-        finish = FinishReason("stop", matched="END")
+        finish = FinishReason("stop", matched="END", external=True)
         await wire.push(text_out("s", finish))
         outs = await asyncio.wait_for(stopped, FAIL_WITHIN_S)
         assert outs[-1].token_out.finish == finish
@@ -225,3 +225,49 @@ def test_close_logs_a_failed_task(children: FakeChildren, caplog) -> None:
     with caplog.at_level(logging.ERROR):
         run(children, scenario)  # closes the manager
     assert "broken-task failed" in caplog.text and "a task bug" in caplog.text
+
+
+def test_control_requests_go_to_every_replica_and_merge_their_replies() -> None:
+    """Two replicas: flush succeeds only if both did; stats are merged in dp-rank order."""
+    from radixserve.runtime.config.server_args import ServerArgs
+    from radixserve.runtime.wire.messages import FlushCacheOut, StatsOut
+    from tests.runtime.server.test_dp_router import scheduler_stats
+
+    children = FakeChildren(args=ServerArgs(dp_size=2))
+
+    async def main() -> None:
+        ctx = zmq.asyncio.Context()
+        replicas = []
+        for rank in range(2):
+            socket = ctx.socket(zmq.PULL)
+            socket.bind(children.paths.scheduler_address(rank))
+            replicas.append(socket)
+        detokenizer = ctx.socket(zmq.PUSH)
+        detokenizer.connect(children.paths.to_tokenizer)
+        tm = TokenizerManager(children)
+        tm.start()
+        decoder = msgspec.msgpack.Decoder(SchedulerInput)
+
+        async def answer(replies: list[object]) -> None:
+            for socket in replicas:  # each replica got the request
+                decoder.decode(await asyncio.wait_for(socket.recv(), FAIL_WITHIN_S))
+            for reply in replies:
+                await detokenizer.send(msgspec.msgpack.encode(reply))
+
+        try:
+            flush = asyncio.create_task(tm.flush_cache())
+            await answer([FlushCacheOut(ok=True, dp_rank=0), FlushCacheOut(ok=False, dp_rank=1)])
+            assert await asyncio.wait_for(flush, FAIL_WITHIN_S) is False
+            stats = asyncio.create_task(tm.stats())
+            second, first = scheduler_stats(3, 90, 100, "ok"), scheduler_stats(0, 0, 300, "ok")
+            await answer([StatsOut(stats=second, dp_rank=1), StatsOut(stats=first, dp_rank=0)])
+            merged = await asyncio.wait_for(stats, FAIL_WITHIN_S)
+            assert merged.requests_finished == 3 and merged.replicas == [first, second]
+        finally:
+            await tm.close()
+            for socket in [*replicas, detokenizer]:
+                socket.close(0)
+            ctx.term()
+            children.paths.remove()
+
+    asyncio.run(main())

@@ -16,8 +16,9 @@ from radixserve.runtime.server.http.app import create_app
 from radixserve.runtime.server.http.config import HttpConfig
 from radixserve.runtime.server.http.state import ServerState
 from radixserve.runtime.wire.ipc import IpcPaths
+from radixserve.runtime.wire.messages import RuntimeInfo
 
-INFO = {"context_len": 64, "vocab_size": 100, "pool_tokens": 1024, "model_name": "fake"}
+INFO = RuntimeInfo(context_len=64, vocab_size=100, pool_tokens=1024, model_name="fake")
 
 
 @dataclass
@@ -26,7 +27,7 @@ class FakeChildren:
 
     paths: IpcPaths = field(default_factory=IpcPaths.create)
     args: ServerArgs = field(default_factory=ServerArgs)
-    info: dict[str, object] = field(default_factory=lambda: dict(INFO))
+    info: RuntimeInfo = INFO
     dead: str | None = None
 
     def dead_child(self) -> str | None:

@@ -98,11 +98,13 @@ def exercise(client: httpx.Client) -> None:
             "temperature": 0,
             "tools": tools,
             "tool_choice": "required",
-                "parallel_tool_calls": False,
+            "parallel_tool_calls": False,
             "messages": [{"role": "user", "content": "Add 1"}],
         },
     )
-    assert call.status_code == 200 and call.json()["choices"][0]["message"].get("tool_calls"), call.text
+    assert call.status_code == 200 and call.json()["choices"][0]["message"].get("tool_calls"), (
+        call.text
+    )
     completion = client.post(
         "/v1/completions",
         json={"model": model, "prompt": "Hello", "max_tokens": 4, "logprobs": 2, "echo": True},

@@ -10,6 +10,7 @@ import msgspec
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from radixserve.radix_cache.base import CacheStats
 from radixserve.runtime.server.http.errors import ApiError, decode_error
 from radixserve.runtime.server.http.generation import ABORT_ERRORS, abort_error
 from radixserve.runtime.server.http.metrics import ServerMetrics
@@ -25,6 +26,7 @@ from radixserve.runtime.server.http.token_text import TokenTexts
 from radixserve.runtime.server.output import RequestOutputBuilder
 from radixserve.runtime.wire.messages import AbortCode, FinishReason, GenerateReq, TokenOut
 from radixserve.runtime.wire.sampling_params import SamplingParams
+from radixserve.runtime.wire.stats import SchedulerStats, StepStats
 from tests.runtime.smollm2 import smollm2_tokenizer
 
 
@@ -209,17 +211,31 @@ def test_metrics_render_and_scheduler_collector() -> None:
     timer.tokens(1)
     timer.tokens(2)
     timer.finish("stop", prompt_tokens=10, cached_tokens=4)
-    metrics.scheduler.stats = {
-        "running": 3,
-        "waiting": 1,
-        "num_pages": 10,
-        "free_pages": 4,
-        "prompt_tokens": 100,
-        "cache_hit_tokens": 25,
-        "decode_tokens": 7,
-        "retractions": 1,
-        "cache": {"evicted_pages": 5},
-    }
+    cache = CacheStats(
+        num_pages=10,
+        page_size=16,
+        free_pages=4,
+        cached_tokens=0,
+        evictable_tokens=0,
+        locked_tokens=0,
+        hit_tokens=0,
+        total_match_tokens=0,
+        hit_rate=0.0,
+        evicted_pages=5,
+        num_nodes=1,
+    )
+    metrics.scheduler.stats = SchedulerStats(
+        running=3,
+        waiting=1,
+        num_pages=10,
+        free_pages=4,
+        prompt_tokens=100,
+        cache_hit_tokens=25,
+        decode_tokens=7,
+        retractions=1,
+        last_step=StepStats(),
+        cache=cache,
+    )
     samples = {
         s.name: s.value
         for family in text_string_to_metric_families(metrics.render().decode())
