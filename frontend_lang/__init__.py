@@ -1,6 +1,7 @@
 """The frontend language: programs of gen / select / fork / roles run against a server.
 
-Names follow SGLang's frontend language, so its programs port with `import radixserve as rs`.
+Names follow SGLang's frontend language, so its programs port with `import radixserve as sgl`;
+the `REGEX_*` constants of `sglang.lang.ir` are in `radixserve.frontend_lang.ir` (and here).
 """
 
 from __future__ import annotations
@@ -8,26 +9,38 @@ from __future__ import annotations
 from .backend.base import (
     BackendError,
     BaseBackend,
+    flush_cache,
     get_default_backend,
+    get_server_info,
     set_default_backend,
 )
 from .backend.endpoint import RuntimeEndpoint
 from .backend.runtime import Runtime, connect
 from .chat_template import ChatTemplate
+from .choices import (
+    ChoicesMethod,
+    greedy_token_selection,
+    joint_likelihood,
+    token_length_normalized,
+    unconditional_likelihood_normalized,
+)
 from .executor import ProgramError
 from .function import SglFunction, function
 from .ir import (
+    REGEX_BOOL,
+    REGEX_FLOAT,
+    REGEX_INT,
+    REGEX_STR,
     assistant,
     assistant_begin,
     assistant_end,
     gen,
-    greedy_token_selection,
-    joint_likelihood,
+    gen_int,
+    gen_string,
     select,
     system,
     system_begin,
     system_end,
-    token_length_normalized,
     user,
     user_begin,
     user_end,
@@ -35,9 +48,14 @@ from .ir import (
 from .state import ProgramState, ProgramStateGroup
 
 __all__ = [
+    "REGEX_BOOL",
+    "REGEX_FLOAT",
+    "REGEX_INT",
+    "REGEX_STR",
     "BackendError",
     "BaseBackend",
     "ChatTemplate",
+    "ChoicesMethod",
     "ProgramError",
     "ProgramState",
     "ProgramStateGroup",
@@ -48,9 +66,13 @@ __all__ = [
     "assistant_begin",
     "assistant_end",
     "connect",
+    "flush_cache",
     "function",
     "gen",
+    "gen_int",
+    "gen_string",
     "get_default_backend",
+    "get_server_info",
     "greedy_token_selection",
     "joint_likelihood",
     "select",
@@ -59,6 +81,7 @@ __all__ = [
     "system_begin",
     "system_end",
     "token_length_normalized",
+    "unconditional_likelihood_normalized",
     "user",
     "user_begin",
     "user_end",

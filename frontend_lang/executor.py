@@ -16,13 +16,17 @@ from typing import Any
 
 from .backend.base import BaseBackend
 from .chat_template import ChatTemplate
+from .choices import decision_meta
 from .ir import (
     Expr,
     Gen,
     RoleBegin,
     RoleEnd,
     Select,
+    SetVar,
     Text,
+    VarScopeBegin,
+    VarScopeEnd,
     named_outputs,
 )
 
@@ -66,6 +70,7 @@ class StreamExecutor:
         self.variables = dict(base.variables)
         self.meta_info = dict(base.meta_info)
         self.role, self.role_start = base.role, base.role_start
+        self.scope_starts: dict[str, int] = {}  # open var scopes: name -> text position
         self.error_: BaseException | None = None
         self.events: dict[str, threading.Event] = {}
         self.chunks: list[Chunk] = []
@@ -98,12 +103,16 @@ class StreamExecutor:
         for child in self.children:
             child.end()
 
-    def get_var(self, name: str) -> Any:
+    def wait_for(self, name: str) -> None:
+        """Until the variable's pending producer has run (everything queued, when none is)."""
         event = self.events.get(name)
         if event is not None:
             event.wait()
         else:
             self.sync()
+
+    def get_var(self, name: str) -> Any:
+        self.wait_for(name)
         if name in self.variables:
             return self.variables[name]
         if self.error_ is not None:
@@ -186,6 +195,12 @@ class StreamExecutor:
             self._role_begin(expr.role)
         elif isinstance(expr, RoleEnd):
             self._role_end(expr.role)
+        elif isinstance(expr, VarScopeBegin):
+            self.scope_starts[expr.name] = len(self.text_)
+        elif isinstance(expr, VarScopeEnd):
+            self._scope_end(expr.name)
+        elif isinstance(expr, SetVar):
+            self._set_var(expr.name, expr.value, None)
         else:
             raise ProgramError(f"cannot execute {type(expr).__name__}")
 
@@ -195,15 +210,30 @@ class StreamExecutor:
             self.chunks.append(Chunk(text, var))
             self.changed.notify_all()
 
-    def _set_var(self, name: str | None, value: Any, meta: dict[str, Any]) -> None:
+    def _set_var(self, name: str | None, value: Any, meta: dict[str, Any] | None) -> None:
+        """`meta` None: the value came from no server call (a var scope, `s[name] = ...`)."""
         if name is None:
             return
         self.variables[name] = value
-        self.meta_info[name] = meta
+        if meta is None:
+            self.meta_info.pop(name, None)
+        else:
+            self.meta_info[name] = meta
         self.events.setdefault(name, threading.Event()).set()
+
+    def _scope_end(self, name: str) -> None:
+        start = self.scope_starts.pop(name, None)
+        if start is None:
+            raise ProgramError(f"var scope {name!r} ends but was never opened")
+        self._set_var(name, self.text_[start:], None)
 
     def _gen(self, expr: Gen) -> None:
         sampling = self.defaults | expr.sampling
+        if expr.extra_stop:
+            stop = sampling.get("stop") or []
+            sampling["stop"] = ([stop] if isinstance(stop, str) else list(stop)) + list(
+                expr.extra_stop
+            )
         if self.stream and not expr.return_logprob:
             parts: list[str] = []
             meta: dict[str, Any] = {}
@@ -222,20 +252,17 @@ class StreamExecutor:
         self._set_var(expr.name, out.text, out.meta_info)
 
     def _select(self, expr: Select) -> None:
-        scores = self.backend.score_choices(self.text_, expr.choices)
-        index = expr.choices_method.pick(scores.token_logprobs)
+        method = expr.choices_method
+        scores = self.backend.score_choices(
+            self.text_, expr.choices, unconditional=method.needs_unconditional
+        )
+        conditional, unconditional = scores.token_logprobs, scores.unconditional_logprobs
+        index = method.pick(conditional, unconditional)
         choice = expr.choices[index]
         self.append_text(choice, expr.name)
-        meta = {
-            "choice_index": index,
-            "choices_method": expr.choices_method.name,
-            "scores": [expr.choices_method.score(lp) for lp in scores.token_logprobs],
-            "token_logprobs": scores.token_logprobs,
-            "prompt_meta": scores.prompt_meta,
-            "choice_metas": scores.choice_metas,
-            "cached_tokens": scores.prompt_meta.get("cached_tokens", 0),
-            "prompt_tokens": scores.prompt_meta.get("prompt_tokens", 0),
-        }
+        meta = decision_meta(
+            method, index, conditional, unconditional, scores.prompt_meta, scores.choice_metas
+        )
         self._set_var(expr.name, choice, meta)
 
     def _role_begin(self, role: str) -> None:

@@ -7,10 +7,16 @@ def qa(s, question):
 
 state = qa.run(question="...", temperature=0)
 states = qa.run_batch([{"question": q} for q in questions], progress_bar=True)
+
+As in SGLang, a program body runs in the caller's thread and only enqueues its calls, so it
+blocks only where it reads a variable. `run` then waits for the whole program; a `@function`
+called without a state from inside another program (`other(topic=...)`) returns its state at
+once, so several such calls run concurrently and only reading their variables waits.
 """
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import inspect
 import threading
@@ -21,6 +27,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from .backend.base import (
+    BackendError,
     BaseBackend,
     ChoiceScores,
     GenOutput,
@@ -33,6 +40,11 @@ from .executor import StreamExecutor
 from .state import ProgramState
 
 MAX_AUTO_THREADS = 64
+# The program whose body runs in this thread (None outside any): a nested call inherits its
+# backend and returns at once.
+_running: contextvars.ContextVar[ProgramState | None] = contextvars.ContextVar(
+    "radixserve_program", default=None
+)
 
 
 def function(
@@ -69,12 +81,24 @@ class SglFunction:
     def __init__(self, func: Callable[..., Any]) -> None:
         self.func = func
         functools.update_wrapper(self, func)
+        # The program's own parameters (after the state), for run_batch's positional rows.
+        self.arg_names = list(inspect.signature(func).parameters)[1:]
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        """Inside a program, `other(s, ...)` runs `other`'s body on the same state."""
+        """`other(s, ...)` runs `other`'s body on state `s`. Without a state it is a new
+        program: inside a program it returns at once (SGLang's behaviour), elsewhere `run`."""
         if args and isinstance(args[0], ProgramState):
             return self.func(*args, **kwargs)
-        return self.run(*args, **kwargs)
+        outer = _running.get()
+        if outer is None or kwargs.get("stream"):
+            return self.run(*args, **kwargs)
+        backend = kwargs.pop("backend", None) or outer.executor.backend
+        defaults, program_kwargs = _split_kwargs(kwargs)
+        state = ProgramState(StreamExecutor(as_backend(backend), defaults))
+        error = self._execute(state, args, program_kwargs, wait=False)
+        if error is not None and not isinstance(error, BackendError):
+            raise error
+        return state
 
     def run(
         self,
@@ -104,7 +128,7 @@ class SglFunction:
 
     def run_batch(
         self,
-        batch_kwargs: Sequence[dict[str, Any]],
+        batch_kwargs: Sequence[dict[str, Any] | Sequence[Any]],
         *,
         num_threads: int | str = "auto",
         progress_bar: bool = False,
@@ -112,21 +136,27 @@ class SglFunction:
         backend: Any = None,
         **sampling: Any,
     ) -> list[ProgramState]:
-        """Runs the program once per kwargs dict, concurrently; errors stay in `state.error()`.
+        """Runs the program once per entry of `batch_kwargs` (a dict of arguments, or a list of
+        them in the function's order), concurrently.
 
-        With `precache`, the first program runs alone until its first server call has finished,
-        so the prefix the programs share (few-shot examples, instructions) is in the radix cache
-        before the others arrive and is computed once instead of once per concurrent request.
+        A refused server call stays in that program's `state.error()`; the other programs are
+        unaffected. Any other exception a program body raises is raised here once every program
+        has ended (the first by position), as SGLang does. With `precache`, the first program
+        runs alone until its first server call has finished, so the prefix the programs share
+        (few-shot examples, instructions) is in the radix cache before the others arrive and is
+        computed once instead of once per concurrent request.
         """
         defaults, extra = _split_kwargs(sampling)
         if extra:
             raise TypeError(f"run_batch got unexpected arguments {sorted(extra)}")
         if not batch_kwargs:
             return []
+        rows = [self._as_kwargs(row) for row in batch_kwargs]
         backend_ = _backend(backend)
-        total = len(batch_kwargs)
-        workers = min(MAX_AUTO_THREADS, total) if num_threads == "auto" else int(num_threads)
+        total = len(rows)
+        workers = _thread_count(num_threads, total)
         states: list[ProgramState | None] = [None] * total
+        errors: list[BaseException | None] = [None] * total
         first_call = threading.Event()
         if not precache or total == 1:
             first_call.set()
@@ -137,13 +167,13 @@ class SglFunction:
             state_backend = _FirstCall(backend_, first_call) if gated else backend_
             state = states[index] = ProgramState(StreamExecutor(state_backend, defaults))
             try:
-                self._execute(state, (), dict(batch_kwargs[index]))
+                errors[index] = self._execute(state, (), rows[index])
             finally:
                 if index == 0:
                     first_call.set()
 
         with (
-            ThreadPoolExecutor(max(workers, 1)) as pool,
+            ThreadPoolExecutor(workers) as pool,
             tqdm(total=total, disable=not progress_bar, desc=self.func.__name__) as bar,
         ):
             futures = [pool.submit(one, 0)]
@@ -152,16 +182,53 @@ class SglFunction:
             for future in as_completed(futures):
                 future.result()
                 bar.update(1)
+        for error in errors:
+            if error is not None and not isinstance(error, BackendError):
+                raise error
         return [s for s in states if s is not None]
 
-    def _execute(self, state: ProgramState, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    def _as_kwargs(self, row: dict[str, Any] | Sequence[Any]) -> dict[str, Any]:
+        if isinstance(row, dict):
+            return dict(row)
+        if isinstance(row, (str, bytes)) or not isinstance(row, Sequence):
+            raise TypeError(f"run_batch takes dicts or lists of arguments, got {row!r}")
+        if len(row) > len(self.arg_names):
+            raise TypeError(
+                f"{self.func.__name__} takes {len(self.arg_names)} arguments, got {len(row)}"
+            )
+        return dict(zip(self.arg_names, row, strict=False))
+
+    def _execute(
+        self,
+        state: ProgramState,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        wait: bool = True,
+    ) -> BaseException | None:
+        """Runs the body in this thread, then ends the state (and waits for it with `wait`).
+        Returns what the body raised, which the state also reports."""
+        raised: BaseException | None = None
+        token = _running.set(state)
         try:
             state.ret_value = self.func(state, *args, **kwargs)
-        except BaseException as exc:  # the state reports it; run() re-raises it
+        except BaseException as exc:  # the state reports it; the caller decides
+            raised = exc
             state.executor.fail(exc)
         finally:
+            _running.reset(token)
             state.executor.end()
-        state.sync()
+        if wait:
+            state.sync()
+        return raised
+
+
+def _thread_count(num_threads: int | str, total: int) -> int:
+    if num_threads == "auto":
+        return min(MAX_AUTO_THREADS, total)
+    count = int(num_threads)
+    if count < 1:
+        raise ValueError(f"num_threads must be >= 1 or 'auto', got {num_threads!r}")
+    return min(count, total)
 
 
 def _split_kwargs(kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -203,8 +270,10 @@ class _FirstCall(BaseBackend):
         finally:
             self.event.set()
 
-    def score_choices(self, prompt: str, choices: Sequence[str]) -> ChoiceScores:
+    def score_choices(
+        self, prompt: str, choices: Sequence[str], unconditional: bool = False
+    ) -> ChoiceScores:
         try:
-            return self.inner.score_choices(prompt, choices)
+            return self.inner.score_choices(prompt, choices, unconditional)
         finally:
             self.event.set()

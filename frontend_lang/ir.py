@@ -2,7 +2,8 @@
 
 Expressions are inert values; the state's executor interprets them in order on its own thread.
 They compose with `+`, so `s += "Q: " + rs.gen("a")` appends a list of two expressions.
-Constructor names and arguments follow SGLang's frontend language.
+Constructor names and arguments follow SGLang's frontend language (`sglang.lang.ir` and
+`sglang.api`), so are the `REGEX_*` constants.
 """
 
 from __future__ import annotations
@@ -12,7 +13,25 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from .choices import ChoicesMethod, token_length_normalized
+
 ROLES = ("system", "user", "assistant")
+
+# The regexes `gen(dtype=...)` generates under: SGLang's, character for character, so programs
+# that build bigger regexes from them (`REGEX_STR + ","`) constrain the same text.
+REGEX_INT = r"[-+]?[0-9]+[ \n]*"
+REGEX_FLOAT = r"[-+]?[0-9]*\.?[0-9]+[ \n]*"
+REGEX_BOOL = r"(True|False)"
+REGEX_STR = r"\"[\w\d\s]*\""
+DTYPE_REGEX: dict[type, str] = {
+    int: REGEX_INT,
+    float: REGEX_FLOAT,
+    bool: REGEX_BOOL,
+    str: REGEX_STR,
+}
+# A number's regex allows trailing blanks, so its generation also stops at the first one (the
+# stop string is not part of the value), as SGLang's endpoint does.
+DTYPE_STOP: dict[type, tuple[str, ...]] = {int: (" ", "\n"), float: (" ", "\n")}
 
 
 class Expr:
@@ -50,6 +69,7 @@ class Gen(Expr):
     sampling: dict[str, Any] = field(default_factory=dict)  # server names, only those given
     return_logprob: bool = False
     top_logprobs_num: int = 0
+    extra_stop: tuple[str, ...] = ()  # added to the resolved stop strings (dtype numbers)
 
 
 @dataclass(slots=True, eq=False)
@@ -71,54 +91,35 @@ class RoleEnd(Expr):
     role: str
 
 
-@dataclass(slots=True, frozen=True)
-class ChoicesMethod:
-    """How `select` turns each choice's token logprobs into one score (higher wins)."""
+@dataclass(slots=True, eq=False)
+class VarScopeBegin(Expr):
+    """`with s.var_scope(name):` opens here; the text appended until its end becomes `name`."""
 
     name: str
 
-    def score(self, token_logprobs: Sequence[float]) -> float:
-        if not token_logprobs:
-            return float("-inf")
-        if self.name == "token_length_normalized":
-            return sum(token_logprobs) / len(token_logprobs)
-        if self.name == "joint_likelihood":
-            return sum(token_logprobs)
-        raise ValueError(f"unknown choices method {self.name!r}")
 
-    def pick(self, per_choice: Sequence[Sequence[float]]) -> int:
-        if self.name == "greedy_token_selection":
-            # Compare the first tokens, then the next ones among the tied, like a greedy decode
-            # restricted to the choices; a choice that runs out of tokens loses the tie.
-            alive = list(range(len(per_choice)))
-            for position in range(max((len(lp) for lp in per_choice), default=0)):
-                values = {
-                    i: per_choice[i][position] for i in alive if position < len(per_choice[i])
-                }
-                if not values:
-                    break
-                best = max(values.values())
-                alive = [i for i, v in values.items() if v == best]
-                if len(alive) == 1:
-                    break
-            return alive[0]
-        scores = [self.score(lp) for lp in per_choice]
-        return max(range(len(scores)), key=scores.__getitem__)
+@dataclass(slots=True, eq=False)
+class VarScopeEnd(Expr):
+    name: str
 
 
-token_length_normalized = ChoicesMethod("token_length_normalized")
-joint_likelihood = ChoicesMethod("joint_likelihood")
-greedy_token_selection = ChoicesMethod("greedy_token_selection")
+@dataclass(slots=True, eq=False)
+class SetVar(Expr):
+    """`s[name] = value`: in the state's order, so it lands after what was appended before."""
+
+    name: str
+    value: Any
 
 
-def dtype_regex(dtype: type | str, regex: str | None) -> str:
+def dtype_regex(dtype: type | str, regex: str | None) -> tuple[str, tuple[str, ...]]:
+    """(regex, extra stop strings) of `gen(dtype=...)`."""
     if regex is not None:
         raise ValueError("gen() takes `dtype` or `regex`, not both")
     by_name = {t.__name__: t for t in DTYPE_REGEX}
-    key = by_name.get(dtype, dtype) if isinstance(dtype, str) else dtype
+    key = by_name.get(dtype) if isinstance(dtype, str) else dtype
     if key not in DTYPE_REGEX:
         raise ValueError(f"gen(dtype=...) takes int, float, bool or str, got {dtype!r}")
-    return DTYPE_REGEX[key]
+    return DTYPE_REGEX[key], DTYPE_STOP.get(key, ())
 
 
 def to_expr(value: object) -> Expr:
@@ -132,18 +133,10 @@ def to_expr(value: object) -> Expr:
     )
 
 
-# `gen(dtype=...)`: the regex a value of that type is generated under (SGLang's shapes).
-DTYPE_REGEX = {
-    int: r"[-+]?[0-9]+",
-    float: r"[-+]?[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]+)?",
-    bool: r"(True|False)",
-    str: r"\"[\w\d\s]*\"",
-}
-
-
 def gen(
     name: str | None = None,
     max_tokens: int | None = None,
+    min_tokens: int | None = None,
     stop: str | list[str] | None = None,
     stop_token_ids: list[int] | None = None,
     temperature: float | None = None,
@@ -155,10 +148,10 @@ def gen(
     repetition_penalty: float | None = None,
     ignore_eos: bool | None = None,
     seed: int | None = None,
-    return_logprob: bool = False,
-    top_logprobs_num: int = 0,
+    return_logprob: bool | None = None,
+    top_logprobs_num: int | None = None,
     choices: Sequence[str] | None = None,
-    choices_method: ChoicesMethod = token_length_normalized,
+    choices_method: ChoicesMethod | None = None,
     regex: str | None = None,
     json_schema: str | dict[str, Any] | None = None,
     ebnf: str | None = None,
@@ -166,16 +159,24 @@ def gen(
 ) -> Expr:
     """Generates into variable `name`; arguments left None take the program's run() defaults.
 
-    With `choices`, this is `select(name, choices)`. `regex`, `json_schema` (a dict or its JSON
-    text) or `ebnf` constrain the generated text to a grammar (structured output); `dtype` (int,
-    float, bool or str, or their names) is shorthand for the regex of such a literal.
+    With `choices`, this is `select(name, choices, temperature, choices_method)`. `regex`,
+    `json_schema` (a dict or its JSON text) or `ebnf` constrain the generated text to a grammar
+    (structured output); `dtype` (int, float, bool or str, or their names) generates under
+    `REGEX_INT`/`REGEX_FLOAT`/`REGEX_BOOL`/`REGEX_STR`, and a number stops at a blank.
     """
-    if choices is not None:
-        return select(name, choices, choices_method=choices_method)
+    if choices:
+        return select(
+            name,
+            choices,
+            temperature=0.0 if temperature is None else temperature,
+            choices_method=choices_method or token_length_normalized,
+        )
+    extra_stop: tuple[str, ...] = ()
     if dtype is not None:
-        regex = dtype_regex(dtype, regex)
+        regex, extra_stop = dtype_regex(dtype, regex)
     given = {
         "max_new_tokens": max_tokens,
+        "min_new_tokens": min_tokens,
         "stop": stop,
         "stop_token_ids": stop_token_ids,
         "temperature": temperature,
@@ -194,7 +195,18 @@ def gen(
         "ebnf": ebnf,
     }
     sampling = {k: v for k, v in given.items() if v is not None}
-    return Gen(name, sampling, return_logprob or top_logprobs_num > 0, top_logprobs_num)
+    top_n = top_logprobs_num or 0
+    return Gen(name, sampling, bool(return_logprob) or top_n > 0, top_n, extra_stop)
+
+
+def gen_int(name: str | None = None, **kwargs: Any) -> Expr:
+    """`gen(name, dtype=int, ...)`."""
+    return gen(name, dtype=int, **kwargs)
+
+
+def gen_string(name: str | None = None, **kwargs: Any) -> Expr:
+    """`gen(name, dtype=str, ...)`: a double-quoted string of word characters and blanks."""
+    return gen(name, dtype=str, **kwargs)
 
 
 def select(
@@ -208,6 +220,11 @@ def select(
         raise ValueError("select needs a non-empty list of choices")
     if temperature != 0.0:
         raise ValueError("select only supports temperature=0 (the highest-scoring choice wins)")
+    if not isinstance(choices_method, ChoicesMethod):
+        raise TypeError(
+            "choices_method takes rs.token_length_normalized, rs.greedy_token_selection, "
+            f"rs.unconditional_likelihood_normalized or rs.joint_likelihood, not {choices_method!r}"
+        )
     bad = [c for c in choices if not isinstance(c, str) or not c]
     if bad:
         raise ValueError(f"select choices must be non-empty strings, got {bad!r}")
@@ -257,5 +274,7 @@ def assistant_end() -> RoleEnd:
 
 
 def named_outputs(expr: Expr) -> list[str]:
-    """Variable names an expression will set (so readers can wait for them before they exist)."""
-    return [e.name for e in expr.flatten() if isinstance(e, (Gen, Select)) and e.name]
+    """Variable names an expression will set (so readers can wait for them before they exist).
+    A var scope's name counts at its beginning: readers wait until the scope has ended."""
+    kinds = (Gen, Select, VarScopeBegin, SetVar)
+    return [e.name for e in expr.flatten() if isinstance(e, kinds) and e.name]

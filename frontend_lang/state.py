@@ -7,7 +7,16 @@ from collections.abc import Iterator, Sequence
 from typing import Any, overload
 
 from .executor import Snapshot, StreamExecutor
-from .ir import RoleBegin, RoleEnd, role_block, to_expr
+from .ir import (
+    Expr,
+    RoleBegin,
+    RoleEnd,
+    SetVar,
+    VarScopeBegin,
+    VarScopeEnd,
+    role_block,
+    to_expr,
+)
 
 JOIN_MODES = ("gather_variable", "concate_and_append")
 
@@ -46,19 +55,47 @@ class ProgramState:
 
         return scope()
 
+    @contextlib.contextmanager
+    def var_scope(self, name: str) -> Iterator[None]:
+        """`with s.var_scope("out"): ...`: the text appended inside becomes variable `out`."""
+        self.executor.submit(VarScopeBegin(name))
+        yield
+        self.executor.submit(VarScopeEnd(name))
+
+    def __setitem__(self, name: str, value: Any) -> None:
+        """`s[name] = value` sets a variable, after whatever the program appended before."""
+        self.executor.submit(SetVar(name, value))
+
+    def set_var(self, name: str, value: Any) -> None:
+        self[name] = value
+
     def fork(self, size: int = 1) -> ProgramStateGroup:
-        """`size` states that continue from this one; its text is computed once, before them."""
+        """`size` states that continue from this one. With more than one, the text so far is
+        computed into the server's cache first, so the branches find it there instead of each
+        computing it; one branch has nothing to share and sends no such request (as SGLang)."""
+        size = int(size)
         if size < 1:
             raise ValueError(f"fork size must be >= 1, got {size}")
         parent = self.executor
         snapshot = parent.snapshot()
-        prefix_meta = parent.backend.cache_prefix(snapshot.text) if snapshot.text else {}
+        prefix_meta = (
+            parent.backend.cache_prefix(snapshot.text) if size > 1 and snapshot.text else {}
+        )
         children = [
             StreamExecutor(parent.backend, parent.defaults, stream=False, snapshot=snapshot)
             for _ in range(size)
         ]
         parent.children.extend(children)
         return ProgramStateGroup([ProgramState(c) for c in children], self, snapshot, prefix_meta)
+
+    @contextlib.contextmanager
+    def copy(self) -> Iterator[ProgramState]:
+        """`with s.copy() as c:` a one-branch fork, joined (gather_variable) when the block ends."""
+        group = self.fork(1)
+        try:
+            yield group[0]
+        finally:
+            group.join()
 
     # --- reading -------------------------------------------------------------------------------
 
@@ -72,9 +109,10 @@ class ProgramState:
         self.sync()
         return name in self.executor.variables
 
-    def get_meta_info(self, name: str) -> dict[str, Any] | list[dict[str, Any]] | None:
-        """The server's meta_info of the call that produced `name` (a list after a join)."""
-        self.executor.get_var(name)
+    def get_meta_info(self, name: str) -> Any:
+        """The server's meta_info of the call that produced `name`: a dict, a list of them for a
+        name gathered by a join, None for a value that no call produced (a var scope)."""
+        self.executor.wait_for(name)
         return self.executor.meta_info.get(name)
 
     def variables(self) -> dict[str, Any]:
@@ -129,23 +167,38 @@ class ProgramStateGroup(Sequence[ProgramState]):
     def __len__(self) -> int:
         return len(self.states)
 
+    def __setitem__(self, index: int, value: ProgramState) -> None:
+        """Python ends `forks[i] += expr` with `forks[i] = forks[i]`; the branch stays itself."""
+        if value is not self.states[index]:
+            raise TypeError(
+                "a fork's branches cannot be replaced; append to one with forks[i] += expr"
+            )
+
     def __iadd__(self, other: object) -> ProgramStateGroup:
-        """Appends to every branch; a list or tuple gives each branch its own expression."""
-        if isinstance(other, (list, tuple)):
-            if len(other) != len(self.states):
-                raise ValueError(f"got {len(other)} expressions for {len(self.states)} branches")
-            for state, item in zip(self.states, other, strict=True):
-                state += item
+        """Appends to every branch: one expression to all, a list or tuple with one expression
+        per branch, or a function of the branch index (`forks += lambda i: ...`). Every
+        expression is checked before any branch gets one."""
+        count = len(self.states)
+        if callable(other) and not isinstance(other, Expr):
+            per_branch = [other(i) for i in range(count)]
+        elif isinstance(other, (list, tuple)):
+            if len(other) != count:
+                raise ValueError(f"got {len(other)} expressions for {count} branches")
+            per_branch = list(other)
         else:
-            for state in self.states:
-                state += other
+            per_branch = [other] * count
+        exprs = [to_expr(item) for item in per_branch]
+        for state, expr in zip(self.states, exprs, strict=True):
+            state.executor.submit(expr)
         return self
 
     def join(self, mode: str = "gather_variable") -> None:
-        """Waits for every branch, then merges into the parent state.
+        """Waits for every branch, then merges into the parent state (SGLang's two modes).
 
-        gather_variable: each variable the branches set becomes a list (one value per branch)
-        in the parent. concate_and_append: the branches' new text is appended to the parent.
+        gather_variable: every variable a branch has that the parent lacks at join time
+        becomes a list on the parent, one value per branch that has it, in branch order (a name
+        the parent already has keeps the parent's value). concate_and_append: the branches'
+        new text is appended to the parent's, in branch order.
         """
         if mode not in JOIN_MODES:
             raise ValueError(f"unknown join mode {mode!r}; choose one of {JOIN_MODES}")
@@ -162,16 +215,17 @@ class ProgramStateGroup(Sequence[ProgramState]):
         parent.sync()  # the parent's own queue runs first, as the program wrote it
         branches = [s.executor for s in self.states]
         if mode == "gather_variable":
-            names = [n for b in branches for n in b.variables if self._is_new(b, n)]
-            for name in dict.fromkeys(names):
-                parent.variables[name] = [b.variables.get(name) for b in branches]
-                parent.meta_info[name] = [b.meta_info.get(name) for b in branches]
+            values: dict[str, list[Any]] = {}
+            metas: dict[str, list[Any]] = {}
+            for branch in branches:
+                for name in branch.variables.keys() - parent.variables.keys():
+                    values.setdefault(name, []).append(branch.variables[name])
+                    metas.setdefault(name, []).append(branch.meta_info.get(name))
+            for name, gathered in values.items():
+                parent.variables[name] = gathered
+                parent.meta_info[name] = metas[name]
                 if name in parent.events:
                     parent.events[name].set()
         else:
             start = len(self.base.text)
             parent.append_text("".join(b.text_[start:] for b in branches))
-
-    def _is_new(self, branch: StreamExecutor, name: str) -> bool:
-        old = self.base.variables
-        return name not in old or branch.variables[name] is not old[name]

@@ -38,11 +38,14 @@ class StreamDelta:
 
 @dataclass(slots=True)
 class ChoiceScores:
-    """Per choice, the logprobs of the tokens that the choice adds after the prompt."""
+    """Per choice, the logprobs of the tokens that the choice adds after the prompt; with
+    `unconditional`, also those tokens' logprobs with no prompt before them (the first one has
+    none: 0.0)."""
 
     token_logprobs: list[list[float]]
     prompt_meta: dict[str, Any]
     choice_metas: list[dict[str, Any]] = field(default_factory=list)
+    unconditional_logprobs: list[list[float]] | None = None
 
 
 class BaseBackend(ABC):
@@ -72,12 +75,19 @@ class BaseBackend(ABC):
         """Computes `prompt` into the server's prefix cache (no new tokens); returns meta_info."""
 
     @abstractmethod
-    def score_choices(self, prompt: str, choices: Sequence[str]) -> ChoiceScores:
-        """Token logprobs of each choice as a continuation of `prompt`, prompt computed once."""
+    def score_choices(
+        self, prompt: str, choices: Sequence[str], unconditional: bool = False
+    ) -> ChoiceScores:
+        """Token logprobs of each choice as a continuation of `prompt`, prompt computed once;
+        `unconditional` also scores each choice's tokens alone."""
 
     def flush_cache(self) -> None:
         """Drops the server's prefix cache (for benchmarks); a no-op where there is none."""
         return None
+
+    def get_server_info(self) -> dict[str, Any]:
+        """The server's configuration and state, as its /get_server_info reports them."""
+        raise NotImplementedError(f"{type(self).__name__} reports no server info")
 
     def shutdown(self) -> None:
         """Releases what the backend holds (connections, a server process)."""
@@ -110,3 +120,13 @@ def get_default_backend() -> BaseBackend:
             "no backend: call rs.set_default_backend(rs.RuntimeEndpoint(url)) or pass backend="
         )
     return _default_backend
+
+
+def flush_cache(backend: Any = None) -> None:
+    """Drops the prefix cache of `backend` (default: the default backend), like SGLang's."""
+    (get_default_backend() if backend is None else as_backend(backend)).flush_cache()
+
+
+def get_server_info(backend: Any = None) -> dict[str, Any]:
+    """/get_server_info of `backend` (default: the default backend), like SGLang's."""
+    return (get_default_backend() if backend is None else as_backend(backend)).get_server_info()

@@ -4,6 +4,10 @@
 
 Calls go to POST /generate with text prompts. `select` scores every choice in one batch request
 after a zero-token request has put the shared prompt into the radix cache.
+
+Reads have no time-out by default (SGLang's endpoint has none either): on a busy server one
+call of a long program may wait in the queue for a long time, and giving up would end the
+program while the server still computes its request. Connecting has a short time-out.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from .base import (
 )
 
 logger = logging.getLogger(__name__)
-DEFAULT_TIMEOUT_S = 600.0
+DEFAULT_TIMEOUT_S: float | None = None  # no limit on waiting for an answer
 CONNECT_TIMEOUT_S = 10.0
 
 
@@ -35,7 +39,7 @@ class RuntimeEndpoint(BaseBackend):
         self,
         base_url: str,
         api_key: str | None = None,
-        timeout: float = DEFAULT_TIMEOUT_S,
+        timeout: float | None = DEFAULT_TIMEOUT_S,
         chat_template: ChatTemplate | str | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
@@ -94,7 +98,9 @@ class RuntimeEndpoint(BaseBackend):
         )
         return out["meta_info"]
 
-    def score_choices(self, prompt: str, choices: Sequence[str]) -> ChoiceScores:
+    def score_choices(
+        self, prompt: str, choices: Sequence[str], unconditional: bool = False
+    ) -> ChoiceScores:
         prompt_meta = self.cache_prefix(prompt) if prompt else {"prompt_tokens": 0}
         # Score from the prompt's last token: if a choice merges with the prompt's tail in
         # tokenization, the merged token is then scored too. The plain prompt rides along in the
@@ -113,11 +119,39 @@ class RuntimeEndpoint(BaseBackend):
         outs = self._request("POST", "/generate", payload)
         metas = [o["meta_info"] for o in outs]
         anchor = metas[0]["input_token_logprobs"][0][1] if prompt else None
-        per_choice = [
-            choice_logprobs(m["input_token_logprobs"], anchor)
-            for m in metas[len(texts) - len(choices) :]
+        choice_metas = metas[len(texts) - len(choices) :]
+        entries = [choice_entries(m["input_token_logprobs"], anchor) for m in choice_metas]
+        scores = ChoiceScores(
+            [[float(e[0]) for e in es] for es in entries], prompt_meta, choice_metas
+        )
+        if unconditional:
+            scores.unconditional_logprobs = self._unconditional(
+                [[e[1] for e in es] for es in entries]
+            )
+        return scores
+
+    def _unconditional(self, token_ids: list[list[int]]) -> list[list[float]]:
+        """Each choice's tokens scored alone (as SGLang does: the ids, no BOS, no prompt)."""
+        asked = [ids for ids in token_ids if ids]  # the server refuses an empty prompt
+        payload = {
+            "input_ids": asked,
+            "sampling_params": {"max_new_tokens": 0},
+            "return_logprob": True,
+            "logprob_start_len": 0,
+        }
+        outs = iter(self._request("POST", "/generate", payload) if asked else [])
+        return [
+            [
+                0.0 if e[0] is None else float(e[0])
+                for e in next(outs)["meta_info"]["input_token_logprobs"]
+            ]
+            if ids
+            else []
+            for ids in token_ids
         ]
-        return ChoiceScores(per_choice, prompt_meta, metas[len(texts) - len(choices) :])
+
+    def get_server_info(self) -> dict[str, Any]:
+        return self._request("GET", "/get_server_info")
 
     def flush_cache(self) -> None:
         self._request("POST", "/flush_cache", None)
@@ -170,12 +204,18 @@ class RuntimeEndpoint(BaseBackend):
         return CHATML
 
 
-def choice_logprobs(entries: Sequence[Sequence[Any]], anchor: int | None) -> list[float]:
-    """Logprobs of a choice's tokens from `input_token_logprobs` that start at the prompt's last
-    position; `anchor` is the prompt's own last token id there (None: no prompt)."""
+def choice_entries(entries: Sequence[Sequence[Any]], anchor: int | None) -> list[Sequence[Any]]:
+    """The (logprob, token id, ...) entries of a choice's tokens from `input_token_logprobs` that
+    start at the prompt's last position; `anchor` is the prompt's own last token id there (None:
+    no prompt, so position 0 has no logprob and is dropped)."""
     if anchor is not None and entries and entries[0][1] == anchor:
         entries = entries[1:]
-    return [float(e[0]) for e in entries if e[0] is not None]
+    return [e for e in entries if e[0] is not None]
+
+
+def choice_logprobs(entries: Sequence[Sequence[Any]], anchor: int | None) -> list[float]:
+    """The logprobs of `choice_entries`."""
+    return [float(e[0]) for e in choice_entries(entries, anchor)]
 
 
 def error_message(response: httpx.Response) -> str:

@@ -34,6 +34,8 @@ class FakeBackend(BaseBackend):
         self.calls: list[tuple[str, str, dict[str, Any]]] = []  # (kind, prompt, sampling)
         self.lock = threading.Lock()
         self.template = ChatTemplate.from_jinja(SMOLLM2_TEMPLATE)
+        # Set to (conditional, unconditional) token logprobs to script select's scores.
+        self.scores: tuple[list[list[float]], list[list[float]]] | None = None
 
     def _record(self, kind: str, prompt: str, sampling: dict[str, Any] | None = None) -> None:
         with self.lock:
@@ -65,7 +67,20 @@ class FakeBackend(BaseBackend):
         self._record("cache_prefix", prompt)
         return {"prompt_tokens": len(prompt)}
 
-    def score_choices(self, prompt: str, choices: Sequence[str]) -> ChoiceScores:
-        self._record("score", prompt)
-        # Longer choices score higher per token; ties impossible for distinct lengths.
-        return ChoiceScores([[-1.0 / len(c)] * len(c) for c in choices], {"prompt_tokens": 1})
+    def score_choices(
+        self, prompt: str, choices: Sequence[str], unconditional: bool = False
+    ) -> ChoiceScores:
+        self._record("score", prompt, {"unconditional": unconditional})
+        if self.scores is not None:
+            conditional, alone = self.scores
+            return ChoiceScores(
+                conditional, {"prompt_tokens": 1}, [], alone if unconditional else None
+            )
+        # Longer choices score higher per token; ties impossible for distinct lengths. Alone,
+        # every token scores -1.
+        return ChoiceScores(
+            [[-1.0 / len(c)] * len(c) for c in choices],
+            {"prompt_tokens": 1},
+            [],
+            [[-1.0] * len(c) for c in choices] if unconditional else None,
+        )

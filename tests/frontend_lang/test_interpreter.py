@@ -254,13 +254,16 @@ def test_gen_grammar_arguments_reach_the_sampling_params() -> None:
     schema = {"type": "object", "properties": {"a": {"type": "integer"}}}
     assert rs.gen("x", json_schema=schema).sampling["json_schema"] == json.dumps(schema)
     assert rs.gen("x", ebnf='root ::= "a"').sampling == {"ebnf": 'root ::= "a"'}
-    for dtype, good, bad in [
-        (int, "-42", "4.2"),
-        ("float", "3.25e-2", "3."),
-        (bool, "True", "true"),
-        (str, '"hello world"', "hello"),
+    # SGLang's regexes (sglang.lang.ir), so a float has no exponent; numbers stop at a blank.
+    for dtype, good, bad, exact, stop in [
+        (int, "-42", "4.2", rs.REGEX_INT, (" ", "\n")),
+        ("float", "-3.25", "3.", rs.REGEX_FLOAT, (" ", "\n")),
+        (bool, "True", "true", rs.REGEX_BOOL, ()),
+        (str, '"hello world"', "hello", rs.REGEX_STR, ()),
     ]:
-        regex = rs.gen("x", dtype=dtype).sampling["regex"]
+        expr = rs.gen("x", dtype=dtype)
+        regex = expr.sampling["regex"]
+        assert regex == exact and expr.extra_stop == stop, dtype
         assert re.fullmatch(regex, good) and not re.fullmatch(regex, bad), dtype
         SamplingParams(regex=regex).validate()  # a regex the grammar backend compiles
     with pytest.raises(ValueError, match="not both"):
