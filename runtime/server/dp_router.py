@@ -29,7 +29,7 @@ BALANCE_ABS_THRESHOLD = 32
 class RouteDecision:
     replica: int
     matched_tokens: int  # of the prompt, in the chosen replica's approximate tree
-    reason: str  # "cache", "load" or "round_robin"
+    reason: str  # "cache", "load", "round_robin" or "pinned"
 
 
 class DataParallelRouter:
@@ -51,9 +51,12 @@ class DataParallelRouter:
     def num_replicas(self) -> int:
         return len(self.trees)
 
-    def route(self, prompt: Sequence[int]) -> RouteDecision:
-        """Chooses a replica for `prompt` and counts the request in flight there."""
-        if self.method == "round_robin":
+    def route(self, prompt: Sequence[int], pinned: int | None = None) -> RouteDecision:
+        """Chooses a replica for `prompt` (or takes `pinned`, the one the client named) and
+        counts the request in flight there."""
+        if pinned is not None:
+            decision = RouteDecision(pinned, 0, "pinned")
+        elif self.method == "round_robin":
             decision = RouteDecision(self._next, 0, "round_robin")
             self._next = (self._next + 1) % self.num_replicas
         else:

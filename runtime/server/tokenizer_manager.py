@@ -121,15 +121,20 @@ class TokenizerManager:
 
     # --- requests ------------------------------------------------------------------------------
 
-    async def generate(self, req: GenerateReq) -> AsyncIterator[TextOut]:
-        """Yields the request's outputs until its final one; aborts it if the caller stops early."""
+    async def generate(
+        self, req: GenerateReq, replica: int | None = None
+    ) -> AsyncIterator[TextOut]:
+        """Yields the request's outputs until its final one; aborts it if the caller stops early.
+        `replica` pins the request to one data-parallel replica (checked by the caller)."""
         if self.error is not None:
             raise RuntimeDiedError(self.error)
         if req.rid in self.queues:
             raise ValueError(f"request id {req.rid!r} is already in use")
         queue: asyncio.Queue[TextOut | Exception] = asyncio.Queue()
         self.queues[req.rid] = queue
-        replica = self.router.route(req.input_ids).replica if self.router is not None else 0
+        if self.router is not None:
+            replica = self.router.route(req.input_ids, replica).replica
+        replica = replica or 0
         self.replica_of[req.rid] = replica
         finished = False
         try:

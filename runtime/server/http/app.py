@@ -17,7 +17,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..tokenizer_manager import TokenizerManager
-from . import native
+from . import native, operations
 from .body import ClientDisconnected
 from .errors import EXCEPTION_HANDLERS, ApiError
 from .openai_api import list_models
@@ -61,18 +61,26 @@ async def client_closed(request: Request, exc: Exception) -> Response:
     return Response(status_code=CLIENT_CLOSED_REQUEST)
 
 
+GET, POST, GET_OR_POST = ["GET"], ["POST"], ["GET", "POST"]
 ROUTES = [
-    Route("/health", native.health, methods=["GET"]),
-    Route("/health_generate", native.health_generate, methods=["GET"]),
-    Route("/get_model_info", native.get_model_info, methods=["GET"]),
-    Route("/get_server_info", native.get_server_info, methods=["GET"]),
-    Route("/flush_cache", native.flush_cache, methods=["POST"]),
-    Route("/abort_request", native.abort_request, methods=["POST"]),
-    Route("/generate", native.generate, methods=["POST"]),
-    Route("/metrics", metrics, methods=["GET"]),
-    Route("/v1/models", list_models, methods=["GET"]),
-    Route("/v1/completions", completions, methods=["POST"]),
-    Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+    Route("/health", operations.health, methods=GET),
+    Route("/health_generate", operations.health_generate, methods=GET),
+    Route("/model_info", operations.model_info, methods=GET),
+    Route("/get_model_info", operations.model_info, methods=GET),
+    Route("/server_info", operations.server_info, methods=GET),
+    Route("/get_server_info", operations.get_server_info, methods=GET),
+    Route("/get_load", operations.get_load, methods=GET),
+    Route("/flush_cache", operations.flush_cache, methods=GET_OR_POST),
+    Route("/abort_request", operations.abort_request, methods=POST),
+    *(
+        Route(path, operations.not_implemented, methods=GET_OR_POST)
+        for path in operations.NOT_IMPLEMENTED
+    ),
+    Route("/generate", native.generate, methods=["POST", "PUT"]),
+    Route("/metrics", metrics, methods=GET),
+    Route("/v1/models", list_models, methods=GET),
+    Route("/v1/completions", completions, methods=POST),
+    Route("/v1/chat/completions", chat_completions, methods=POST),
 ]
 
 

@@ -21,6 +21,7 @@ logger = logging.getLogger(__name__)
 # msgspec ends its messages with "- at `$.messages[0].role`" or names a missing field.
 _PATH = re.compile(r"at `\$\.?([^`]*)`")
 _MISSING = re.compile(r"missing required field `([^`]*)`")
+_UNKNOWN = re.compile(r"unknown field `([^`]*)`")
 _TYPES = {401: "authentication_error", 404: "not_found_error", 503: "service_unavailable"}
 
 
@@ -60,7 +61,7 @@ def decode_error(exc: msgspec.DecodeError) -> ApiError:
     message = str(exc)
     if not isinstance(exc, msgspec.ValidationError):
         return ApiError(400, f"the request body is not valid JSON: {message}", code="bad_json")
-    found = _PATH.search(message) or _MISSING.search(message)
+    found = _PATH.search(message) or _MISSING.search(message) or _UNKNOWN.search(message)
     param = found.group(1) if found else None
     return ApiError(400, f"invalid request: {message}", param, code="invalid_value")
 

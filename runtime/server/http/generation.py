@@ -27,11 +27,22 @@ ABORT_ERRORS: dict[AbortCode, tuple[int, str]] = {
 
 
 class Generation:
-    def __init__(self, state: ServerState, req: GenerateReq) -> None:
+    """`replica`: the data-parallel replica the request must run on (None: the router picks);
+    `log_metrics=False` leaves it out of /metrics (SGLang's flag, set by health probes)."""
+
+    def __init__(
+        self,
+        state: ServerState,
+        req: GenerateReq,
+        *,
+        replica: int | None = None,
+        log_metrics: bool = True,
+    ) -> None:
         self.state = state
         self.req = req
+        self.replica = replica
         self.output = RequestOutputBuilder(req)
-        self.timer = state.metrics.timer()
+        self.timer = state.metrics.timer() if log_metrics else None
 
     async def stream(self) -> AsyncIterator[str]:
         """Yields each output's text delta after adding the output to `self.output`."""
@@ -39,9 +50,10 @@ class Generation:
         if self.req.rid in tm.queues:
             raise ApiError(400, f"request id {self.req.rid!r} is already in use", "rid")
         try:
-            async for out in tm.generate(self.req):
+            async for out in tm.generate(self.req, self.replica):
                 self.output.add(out.text_delta, out.token_out)
-                self.timer.tokens(len(out.token_out.new_token_ids))
+                if self.timer is not None:
+                    self.timer.tokens(len(out.token_out.new_token_ids))
                 if self.output.finished:
                     self._on_finish()
                 yield out.text_delta
@@ -59,9 +71,9 @@ class Generation:
         finish = self.output.finish
         assert finish is not None
         last = self.output.last
-        self.timer.finish(
-            finish.type, len(self.req.input_ids), last.cached_tokens if last is not None else 0
-        )
+        if self.timer is not None:
+            cached = last.cached_tokens if last is not None else 0
+            self.timer.finish(finish.type, len(self.req.input_ids), cached)
         error = abort_error(finish)
         if error is not None:
             raise error

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+import typing
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,9 +17,14 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from ...wire.messages import FinishReason
 from ...wire.stats import SchedulerStats
 
 PREFIX = "radixserve"
+# Every value the `finish_reason` label takes. Each series is created at zero up front, so every
+# server exposes the same label sets from its start: a router merging the /metrics of several
+# servers (sglang-router's /engine_metrics) then sees the same series everywhere.
+FINISH_REASONS: tuple[str, ...] = typing.get_args(typing.get_type_hints(FinishReason)["type"])
 # Seconds; CPU decode steps take tens of milliseconds, a long CPU prefill several seconds.
 TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 ITL_BUCKETS = (0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
@@ -110,6 +116,8 @@ class ServerMetrics:
         self.requests = Counter(
             f"{PREFIX}_requests", "Finished requests", ["finish_reason"], registry=r
         )
+        for reason in FINISH_REASONS:
+            self.requests.labels(finish_reason=reason)
         self.prompt_tokens = Counter(f"{PREFIX}_prompt_tokens", "Prompt tokens", registry=r)
         self.generation_tokens = Counter(
             f"{PREFIX}_generation_tokens", "Generated tokens", registry=r

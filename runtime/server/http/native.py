@@ -1,9 +1,8 @@
-"""The native API in SGLang's shapes: /generate and the operational endpoints."""
+"""The native API in SGLang's shapes: /generate (the operational endpoints are in
+operations.py)."""
 
 from __future__ import annotations
 
-import asyncio
-import dataclasses
 from typing import Any, TypeVar
 
 import msgspec
@@ -15,18 +14,10 @@ from ..request_builder import InvalidRequestError, parse_sampling_params
 from .body import json_response, read_json, until_disconnect
 from .errors import ApiError, invalid_request
 from .generation import Generation, run_all
-from .protocol import (
-    AbortRequest,
-    AbortResponse,
-    FlushCacheResponse,
-    GenerateRequest,
-    GenerateResponse,
-    HealthResponse,
-    ModelInfo,
-    ServerInfo,
-)
+from .protocol import GenerateRequest, GenerateResponse
+from .sglang_fields import refuse_unsupported, sglang_sampling
 from .sse import stream_sse
-from .state import ServerState
+from .state import ServerState, check_model
 
 T = TypeVar("T")
 
@@ -38,6 +29,8 @@ def state_of(request: Request) -> ServerState:
 async def generate(request: Request) -> Response:
     state = state_of(request)
     body = await read_json(request, GenerateRequest, state.config.max_body_bytes)
+    refuse_unsupported(body)
+    check_model(state, body.model)
     try:
         generations, single = build_generations(state, body)
     except InvalidRequestError as exc:
@@ -56,12 +49,13 @@ def build_generations(state: ServerState, body: GenerateRequest) -> tuple[list[G
     count = len(prompts)
     sampling = per_item(body.sampling_params, count, "sampling_params")
     rids = per_item(body.rid, count, "rid")
-    logprob = per_item(body.return_logprob, count, "return_logprob")
-    start_len = per_item(body.logprob_start_len, count, "logprob_start_len")
-    top_num = per_item(body.top_logprobs_num, count, "top_logprobs_num")
+    logprob = per_item(body.return_logprob, count, "return_logprob", False)
+    start_len = per_item(body.logprob_start_len, count, "logprob_start_len", -1)
+    top_num = per_item(body.top_logprobs_num, count, "top_logprobs_num", 0)
+    replica = pinned_replica(state, body)
     generations = []
     for i, ids in enumerate(prompts):
-        params = parse_sampling_params(sampling[i])
+        params = parse_sampling_params(sglang_sampling(sampling[i]))
         for j in range(max(params.n, 1)):
             rid = rids[i] or state.new_rid("gen")
             sample = params
@@ -78,8 +72,33 @@ def build_generations(state: ServerState, body: GenerateRequest) -> tuple[list[G
                 top_logprobs_num=top_num[i],
                 stream=body.stream,
             )
-            generations.append(Generation(state, req))
+            generation = Generation(state, req, replica=replica, log_metrics=body.log_metrics)
+            generations.append(generation)
     return generations, single and len(generations) == 1
+
+
+def pinned_replica(state: ServerState, body: GenerateRequest) -> int | None:
+    """The data-parallel replica the client named (SGLang's two spellings), checked."""
+    named = {
+        name: rank
+        for name, rank in (
+            ("routed_dp_rank", body.routed_dp_rank),
+            ("data_parallel_rank", body.data_parallel_rank),
+        )
+        if rank is not None
+    }
+    if len(set(named.values())) > 1:
+        raise ApiError(400, f"the replica is named twice, differently: {named}", "routed_dp_rank")
+    for name, rank in named.items():
+        if not 0 <= rank < state.args.dp_size:
+            raise ApiError(
+                400,
+                f"`{name}` is {rank}; this server has {state.args.dp_size} data-parallel "
+                f"replica(s), ranks 0 to {state.args.dp_size - 1}",
+                name,
+            )
+        return rank
+    return None
 
 
 def prompt_ids(state: ServerState, body: GenerateRequest) -> tuple[list[list[int]], bool]:
@@ -98,13 +117,16 @@ def prompt_ids(state: ServerState, body: GenerateRequest) -> tuple[list[list[int
     return [ids], True  # the builder checks that every entry is an in-vocabulary int
 
 
-def per_item(value: T | list[T] | None, count: int, name: str) -> list[Any]:
-    """A per-prompt field: a list must match the batch; a scalar applies to every prompt."""
+def per_item(
+    value: T | list[T] | None, count: int, name: str, default: T | None = None
+) -> list[Any]:
+    """A per-prompt field: a list must match the batch; a scalar applies to every prompt;
+    None is `default`."""
     if isinstance(value, list):
         if len(value) != count:
             raise ApiError(400, f"`{name}` has {len(value)} entries for {count} prompts", name)
         return value
-    return [value] * count
+    return [default if value is None else value] * count
 
 
 def response_of(
@@ -144,72 +166,3 @@ async def stream_generate(
         return [response_of(state, gens[index].output, with_text, position)]
 
     return await stream_sse(request, [g.stream() for g in gens], render)
-
-
-# --- operational endpoints ---------------------------------------------------------------------
-
-
-async def health(request: Request) -> Response:
-    state = state_of(request)
-    if state.healthy:
-        return json_response(HealthResponse("ok"))
-    reason = state.death_reason or (state.tm.error if state.tm else "starting")
-    return json_response(HealthResponse("unhealthy", reason), 503)
-
-
-async def health_generate(request: Request) -> Response:
-    """Healthy only if a one-token greedy generation completes in time."""
-    state = state_of(request)
-    req = state.builder.build(
-        state.new_rid("health"),
-        state.builder.encode("ping") or [0],
-        {"max_new_tokens": 1, "temperature": 0.0},
-    )
-    try:
-        await asyncio.wait_for(Generation(state, req).run(), state.config.health_generate_timeout_s)
-    except (ApiError, asyncio.TimeoutError) as exc:
-        message = exc.message if isinstance(exc, ApiError) else "generation timed out"
-        return json_response(HealthResponse("unhealthy", message), 503)
-    return json_response(HealthResponse("ok"))
-
-
-async def get_model_info(request: Request) -> Response:
-    state = state_of(request)
-    info = ModelInfo(
-        model_path=state.model_path,
-        tokenizer_path=state.tokenizer_path or state.model_path,
-        served_model_name=state.model_name,
-        chat_template=getattr(state.tokenizer, "chat_template", None),
-        bos_token=getattr(state.tokenizer, "bos_token", None),
-        eos_token=getattr(state.tokenizer, "eos_token", None),
-    )
-    return json_response(info)
-
-
-async def get_server_info(request: Request) -> Response:
-    state = state_of(request)
-    scheduler = await state.scheduler_stats() if state.healthy else None
-    info = ServerInfo(
-        server_args=state.public_args(),
-        runtime=state.info,
-        http=dataclasses.asdict(state.config),
-        scheduler=scheduler,
-        healthy=state.healthy,
-    )
-    return json_response(info)
-
-
-async def flush_cache(request: Request) -> Response:
-    if await state_of(request).manager().flush_cache():
-        return json_response(FlushCacheResponse(True, "the radix cache was flushed"))
-    raise ApiError(400, "cannot flush the cache while requests are running", code="busy")
-
-
-async def abort_request(request: Request) -> Response:
-    state = state_of(request)
-    body = await read_json(request, AbortRequest, state.config.max_body_bytes)
-    tm = state.manager()
-    known = body.rid in tm.queues  # its finish is then abort(code=client): an answer, not an error
-    await tm.abort(body.rid)
-    message = "abort sent" if known else f"no request {body.rid!r} is in flight"
-    return json_response(AbortResponse(known, message))

@@ -26,6 +26,7 @@ from .openai_protocol import (
     Usage,
 )
 from .state import ServerState
+from .state import check_model as check_model  # completions and chat import it from here
 
 # The request builder's field names, as the OpenAI API calls them.
 COMPLETION_FIELDS = {"input_ids": "prompt", "text": "prompt", "max_new_tokens": "max_tokens"}
@@ -41,16 +42,6 @@ async def list_models(request: Request) -> Response:
         max_model_len=state.builder.context_len,
     )
     return json_response(ModelList([card]))
-
-
-def check_model(state: ServerState, model: str | None) -> None:
-    if model is not None and model != state.model_name:
-        raise ApiError(
-            404,
-            f"the model {model!r} does not exist; this server serves {state.model_name!r}",
-            "model",
-            "model_not_found",
-        )
 
 
 def sampling_dict(body: SamplingFields, max_new_tokens: int, copy: int) -> dict[str, Any]:

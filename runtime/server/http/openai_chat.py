@@ -59,7 +59,7 @@ async def chat_completions(request: Request) -> Response:
         raise ApiError(400, "`top_logprobs` needs `logprobs: true`", "top_logprobs")
     tools = plan_tools(body)
     messages, template_args = render_messages(
-        [template_message(m) for m in body.messages],
+        [template_message(i, m) for i, m in enumerate(body.messages)],
         tools,
         state.builder.chat_template_takes_tools,
     )
@@ -99,10 +99,18 @@ def final_message(output: Any, tools: ToolPlan) -> tuple[ChatMessageOut, str | N
     return ChatMessageOut(ROLE, content, calls), "tool_calls"
 
 
-def template_message(message: ChatMessage) -> dict[str, Any]:
+def template_message(index: int, message: ChatMessage) -> dict[str, Any]:
     """A message as chat templates expect it: a role and plain-text content (plus an
-    assistant's earlier tool calls and a tool message's call id)."""
+    assistant's earlier tool calls and a tool message's call id). As in OpenAI's API, only an
+    assistant message that carries `tool_calls` may leave out its content."""
     content = message.content
+    if content is None and not (message.role == "assistant" and message.tool_calls):
+        raise ApiError(
+            400,
+            f"messages[{index}] ({message.role}) has no `content`; only an assistant message "
+            "that carries `tool_calls` may leave it out",
+            f"messages[{index}].content",
+        )
     if isinstance(content, list):
         if any(part.type != "text" for part in content):
             raise ApiError(400, "only text content parts are supported", "messages")

@@ -96,3 +96,14 @@ class ServerState:
         if args.get("api_key"):
             args["api_key"] = "<set>"  # never echo the secret
         return args
+
+
+def check_model(state: ServerState, model: str | None) -> None:
+    """A request may name the model; naming another than the served one is a 404."""
+    if model is not None and model != state.model_name:
+        raise ApiError(
+            404,
+            f"the model {model!r} does not exist; this server serves {state.model_name!r}",
+            "model",
+            "model_not_found",
+        )

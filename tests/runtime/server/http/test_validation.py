@@ -69,6 +69,13 @@ CASES: list[tuple[str, dict[str, Any], int, str]] = [
     ("/v1/chat/completions", {"messages": CHAT, "n": 0}, 400, "n"),
     ("/v1/chat/completions", {"messages": CHAT, "top_logprobs": 2}, 400, "top_logprobs"),
     ("/v1/chat/completions", {"messages": CHAT, "model": "nope"}, 404, "model"),
+    ("/v1/chat/completions", {"messages": [{"role": "user"}]}, 400, "messages[0].content"),
+    (
+        "/v1/chat/completions",
+        {"messages": [*CHAT, {"role": "assistant"}, {"role": "user", "content": "and?"}]},
+        400,
+        "messages[1].content",
+    ),
     (
         "/v1/chat/completions",
         {"messages": [{"role": "user", "content": "hi " * (CONTEXT_LEN + 10)}]},
