@@ -5,7 +5,7 @@ from setuptools import find_packages, setup
 SUBPACKAGE_FOLDERS = ("runtime", "radix_cache", "frontend_lang", "kernels", "utils")
 
 package_dir = {"radixserve": "radixserve"}
-packages = ["radixserve"]
+packages = ["radixserve", "radixserve.lang"]  # lang/: SGLang's module paths
 for folder in SUBPACKAGE_FOLDERS:
     package_dir[f"radixserve.{folder}"] = folder
     packages.append(f"radixserve.{folder}")

@@ -40,9 +40,12 @@ class Imports:
 def module_files() -> dict[str, Path]:
     """radixserve.<dotted> -> its file, for every module of the package."""
     files = {PACKAGE: ROOT / PACKAGE / "__init__.py"}
-    for path in (ROOT / PACKAGE).glob("*.py"):
-        if path.name != "__init__.py":
-            files[f"{PACKAGE}.{path.stem}"] = path
+    for path in [*(ROOT / PACKAGE).glob("*.py"), *(ROOT / PACKAGE / "lang").glob("*.py")]:
+        parts = list(path.relative_to(ROOT).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts.pop()
+        if len(parts) > 1:  # the root's own __init__ is already in
+            files[".".join(parts)] = path
     for folder in FOLDERS:
         for path in (ROOT / folder).rglob("*.py"):
             parts = list(path.relative_to(ROOT).with_suffix("").parts)

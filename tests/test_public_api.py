@@ -24,3 +24,18 @@ def test_public_names_resolve_and_the_import_stays_light() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("OK")
+
+
+def test_sglang_module_paths_alias_the_language() -> None:
+    """`from sglang.lang.ir import REGEX_INT` ports as `from radixserve.lang.ir import ...`."""
+    import radixserve as rs
+    from radixserve.lang import choices, ir
+
+    assert (ir.REGEX_INT, ir.REGEX_FLOAT, ir.REGEX_BOOL, ir.REGEX_STR) == (
+        rs.REGEX_INT,
+        rs.REGEX_FLOAT,
+        rs.REGEX_BOOL,
+        rs.REGEX_STR,
+    )
+    assert choices.greedy_token_selection is rs.greedy_token_selection
+    assert choices.unconditional_likelihood_normalized is rs.unconditional_likelihood_normalized
