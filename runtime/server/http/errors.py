@@ -82,8 +82,20 @@ async def handle_invalid_request(request: Request, exc: Exception) -> Response:
     return invalid_request(exc).response()
 
 
+# What a client that reached a path we do not serve (sglang-router forwards /v1/embeddings,
+# /v1/rerank, /v1/responses... to its workers) is told instead of a bare "Not Found".
+SERVED = (
+    "radixserve serves text generation: /generate, /v1/completions, /v1/chat/completions, "
+    "/v1/models, and SGLang's operational endpoints (/health, /server_info, /model_info, "
+    "/get_load, /flush_cache, /abort_request, /metrics)"
+)
+
+
 async def handle_http_exception(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
+    if exc.status_code == 404:
+        message = f"no endpoint {request.url.path}: {SERVED}"
+        return ApiError(404, message, code="unknown_endpoint").response()
     return ApiError(exc.status_code, str(exc.detail)).response()
 
 

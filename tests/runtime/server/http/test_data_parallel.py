@@ -87,3 +87,21 @@ def test_abort_reaches_the_right_replica_and_flush_covers_both(dp_server: Server
         assert stats["integrity"] == "ok"
         metrics = {f.name for f in text_string_to_metric_families(client.get("/metrics").text)}
         assert "radixserve_num_running_reqs" in metrics
+
+
+def test_a_request_naming_a_replica_runs_there(dp_server: ServerProcess) -> None:
+    """sglang-router's --dp-aware mode sends `data_parallel_rank` (SGLang's current name is
+    `routed_dp_rank`): the request runs on that replica whatever the cache-aware router says."""
+    with dp_server.client() as client:
+        for name in ("data_parallel_rank", "routed_dp_rank"):
+            for rank in (0, 1):
+                before = [r["requests_finished"] for r in scheduler_stats(client)["replicas"]]
+                body = {"text": FAMILIES["a"], "sampling_params": {"max_new_tokens": 1}}
+                reply = client.post("/generate", json={**body, name: rank})
+                assert reply.status_code == 200, reply.text
+                after = [r["requests_finished"] for r in scheduler_stats(client)["replicas"]]
+                assert after[rank] == before[rank] + 1 and after[1 - rank] == before[1 - rank]
+        refused = client.post("/generate", json={"text": "hi", "data_parallel_rank": 2})
+        assert (
+            refused.status_code == 400 and refused.json()["error"]["param"] == "data_parallel_rank"
+        )

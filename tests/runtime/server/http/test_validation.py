@@ -145,6 +145,10 @@ def test_api_key_is_required_except_for_health(server: ServerProcess) -> None:
 
 def test_unknown_path_and_method(client: httpx.Client) -> None:
     assert client.get("/no/such/path").status_code == 404
+    embeddings = client.post("/v1/embeddings", json={"input": "hi"})  # sglang-router forwards it
+    assert embeddings.status_code == 404
+    assert "/v1/embeddings" in embeddings.json()["error"]["message"]
+    assert "/generate" in embeddings.json()["error"]["message"]
     assert client.get("/generate").status_code == 405
     assert "error" in client.get("/generate").json()
 
