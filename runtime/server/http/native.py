@@ -121,11 +121,11 @@ def per_item(
     value: T | list[T] | None, count: int, name: str, default: T | None = None
 ) -> list[Any]:
     """A per-prompt field: a list must match the batch; a scalar applies to every prompt;
-    None is `default`."""
+    None (SGLang's "unset", also inside a list) is `default`."""
     if isinstance(value, list):
         if len(value) != count:
             raise ApiError(400, f"`{name}` has {len(value)} entries for {count} prompts", name)
-        return value
+        return [default if item is None else item for item in value]
     return [default if value is None else value] * count
 
 

@@ -14,6 +14,7 @@ from radixserve.radix_cache.base import CacheStats
 from radixserve.runtime.server.dp_router import DataParallelRouter
 from radixserve.runtime.server.http.errors import ApiError, decode_error
 from radixserve.runtime.server.http.metrics import FINISH_REASONS, ServerMetrics
+from radixserve.runtime.server.http.native import per_item
 from radixserve.runtime.server.http.openai_chat import template_message
 from radixserve.runtime.server.http.openai_protocol import ChatMessage, ToolCall, ToolCallFunction
 from radixserve.runtime.server.http.operations import load_entry, per_replica
@@ -123,6 +124,9 @@ def test_the_routers_body_and_every_sglang_field_at_its_neutral_value_are_accept
     body = decode(SGLANG_NEUTRAL)
     refuse_unsupported(body)
     assert body.session_id == "s-1" and body.no_logs is True
+    # SGLang's null means "the default" for the per-prompt logprob fields.
+    assert per_item(body.return_logprob, 2, "return_logprob", False) == [False, False]
+    assert per_item(None, 1, "logprob_start_len", -1) == [-1]
 
 
 def test_unsupported_fields_are_declared_once_with_neutral_defaults() -> None:
