@@ -16,3 +16,6 @@ class HttpConfig:
     health_generate_timeout_s: float = 60.0
     graceful_shutdown_s: float = 5.0  # open streams get this long after SIGTERM
     death_grace_s: float = 1.0  # after a child dies, /health answers 503 this long before exit
+    # Prompt logprobs kept for echo + logprobs requests (one value per token plus its top-k
+    # alternatives; about 100 bytes each): see prompt_logprobs.py.
+    prompt_logprob_cache_values: int = 1 << 18

@@ -18,6 +18,7 @@ from ..tokenizer_manager import TokenizerManager
 from .config import HttpConfig
 from .errors import ApiError
 from .metrics import ServerMetrics
+from .prompt_logprobs import PromptLogprobCache
 from .token_text import TokenTexts
 
 if TYPE_CHECKING:
@@ -36,6 +37,7 @@ class ServerState:
     metrics: ServerMetrics = field(default_factory=ServerMetrics)
     builder: RequestBuilder = field(init=False)
     token_texts: TokenTexts = field(init=False)
+    prompt_logprobs: PromptLogprobCache = field(init=False)
     tm: TokenizerManager | None = None
     death_reason: str | None = None
     request_shutdown: Callable[[], None] | None = None  # stops the HTTP server (runtime died)
@@ -51,6 +53,9 @@ class ServerState:
             pool_tokens=self.info.pool_tokens,
         )
         self.token_texts = TokenTexts(self.tokenizer)
+        self.prompt_logprobs = PromptLogprobCache(
+            self.config.prompt_logprob_cache_values, self.args.page_size
+        )
 
     @property
     def model_name(self) -> str:
