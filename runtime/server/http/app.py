@@ -24,6 +24,7 @@ from .openai_api import list_models
 from .openai_chat import chat_completions
 from .openai_completions import completions
 from .state import ServerState
+from .tokenize import detokenize, tokenize, tokenizer_info
 
 # Liveness probes must work without the key (load balancers do not hold it).
 OPEN_PATHS = frozenset({"/health"})
@@ -81,6 +82,9 @@ ROUTES = [
     Route("/v1/models", list_models, methods=GET),
     Route("/v1/completions", completions, methods=POST),
     Route("/v1/chat/completions", chat_completions, methods=POST),
+    Route("/tokenize", tokenize, methods=POST),
+    Route("/detokenize", detokenize, methods=POST),
+    Route("/tokenizer_info", tokenizer_info, methods=GET),
 ]
 
 
