@@ -149,8 +149,11 @@ def load_entry(dp_rank: int, stats: SchedulerStats) -> LoadEntry:
 
 
 async def flush_cache(request: Request) -> Response:
-    """GET or POST (SGLang takes both); SGLang's `{"empty_cache": ...}` body is not needed."""
-    if await state_of(request).manager().flush_cache():
+    """GET or POST (SGLang takes both); SGLang's `{"empty_cache": ...}` body is not needed.
+    The prompt logprobs the server kept go too: a flush empties every cache."""
+    state = state_of(request)
+    if await state.manager().flush_cache():
+        state.prompt_logprobs.clear()
         return json_response(FlushCacheResponse(True, "the radix cache was flushed"))
     raise ApiError(400, "cannot flush the cache while requests are running", code="busy")
 

@@ -111,3 +111,46 @@ def test_dead_receive_loop_gives_503_and_unhealthy() -> None:
         detokenizer.close(0)
         ctx.term()
         children.paths.remove()
+
+
+def test_flush_cache_also_empties_the_kept_prompt_logprobs() -> None:
+    """The test plays the scheduler over the real sockets: it answers the flush, and the server
+    then drops the prompt logprobs it kept (they would outlive the radix cache otherwise)."""
+    import msgspec
+    import zmq
+
+    from radixserve.runtime.server.http.openai_logprobs import TokenLogprob
+    from radixserve.runtime.wire.messages import FlushCacheOut, FlushCacheReq, SchedulerInput
+
+    children = FakeChildren()
+    state = ServerState(ServerArgs(), children, INFO, tokenizer=None)
+    ctx = zmq.Context()
+    scheduler = ctx.socket(zmq.PULL)
+    scheduler.bind(children.paths.to_scheduler)
+    detokenizer = ctx.socket(zmq.PUSH)
+    detokenizer.connect(children.paths.to_tokenizer)
+    ids = list(range(1, 2 + 2 * state.prompt_logprobs.block_tokens))
+    entries = [TokenLogprob(ids[0], None, None)] + [TokenLogprob(i, -1.0, None) for i in ids[1:]]
+
+    def answer_flush() -> None:
+        assert scheduler.poll(10_000), "no flush request reached the scheduler"
+        request = msgspec.msgpack.decode(scheduler.recv(), type=SchedulerInput)
+        assert isinstance(request, FlushCacheReq)
+        detokenizer.send(msgspec.msgpack.encode(FlushCacheOut(ok=True)))
+
+    try:
+        with TestClient(create_app(state)) as client:
+            state.prompt_logprobs.store(ids, entries, top_k=0)
+            assert len(state.prompt_logprobs.lookup(ids, 0)) == len(ids)
+            scheduler_side = threading.Thread(target=answer_flush)
+            scheduler_side.start()
+            reply = client.post("/flush_cache")
+            scheduler_side.join(15)
+            assert reply.status_code == 200, reply.text
+            assert state.prompt_logprobs.lookup(ids, 0) == entries[:1]  # only token 0 is known
+            assert state.prompt_logprobs.size_values == 0
+    finally:
+        scheduler.close(0)
+        detokenizer.close(0)
+        ctx.term()
+        children.paths.remove()
