@@ -38,11 +38,23 @@ class ServerArgs:
         default=0.85, metadata={"help": "GPU memory fraction for weights + KV pool"}
     )
     cpu_kv_cache_gib: float = field(default=2.0, metadata={"help": "KV pool size on the CPU, GiB"})
-    chunked_prefill_size: int = field(
-        default=2048, metadata={"help": "max prompt tokens per chunk"}
+    chunked_prefill_size: int | None = field(
+        default=None,
+        metadata={
+            "help": "max prompt tokens per chunk (default: 2048 on the CPU; on a GPU from its "
+            "memory as SGLang does: 8192 on an H100/H200, 4096 under 60 GiB, 2048 under 35 GiB, "
+            "16384 from 160 GiB)"
+        },
     )
     max_prefill_tokens: int = field(default=8192, metadata={"help": "token budget of one step"})
-    max_running_requests: int = field(default=256, metadata={"help": "max concurrent requests"})
+    max_running_requests: int | None = field(
+        default=None,
+        metadata={
+            "help": "max concurrent requests (default: 256 on the CPU; on a GPU from the KV "
+            "pool as SGLang does: pool tokens / context length * 512, kept within 2048..4096, "
+            "at most pool tokens / 2)"
+        },
+    )
     schedule_policy: str = field(default="lpm", metadata={"help": "lpm, fcfs, or dfs-weight"})
     disable_radix_cache: bool = field(default=False, metadata={"help": "no prefix sharing"})
     prefix_cache: str = field(
@@ -77,7 +89,8 @@ class ServerArgs:
     cuda_graph_max_bs: int | None = field(
         default=None,
         metadata={
-            "help": "largest decode batch captured as a CUDA graph (default: min(256, max running))"
+            "help": "largest decode batch captured as a CUDA graph (default: max running "
+            "requests, capped from the GPU's memory: 512 from 60 GiB, 32 / 24 / 8 on smaller GPUs)"
         },
     )
     grammar_backend: str = field(

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ...radix_cache import PrefixCache, create_cache
+from ..config.limits import RuntimeLimits
 from ..config.server_args import ServerArgs
 from ..config.tokenizer import load_tokenizer
 from ..constrained.matcher import GrammarBackend
@@ -27,6 +28,7 @@ class RuntimeState:
     cache: PrefixCache
     scheduler: Scheduler
     request_builder: RequestBuilder
+    limits: RuntimeLimits  # the batch limits the scheduler and the decode graphs run with
 
 
 def eos_token_ids(
@@ -36,6 +38,12 @@ def eos_token_ids(
     if isinstance(tokenizer.eos_token_id, int):
         ids.add(tokenizer.eos_token_id)
     return ids
+
+
+def runner_limits(runner: ModelRunner | TensorParallelRunner) -> RuntimeLimits:
+    """The batch limits the model runner resolved against its KV pool (rank 0's under tensor
+    parallelism: every rank resolves the same)."""
+    return (runner.runner if isinstance(runner, TensorParallelRunner) else runner).limits
 
 
 def grammar_backend(
@@ -87,12 +95,13 @@ def build_runtime(args: ServerArgs) -> RuntimeState:
     tokenizer = load_tokenizer(runner.source, args.tokenizer_path)
     num_pages = runner.num_kv_pages
     cache = build_cache(args, num_pages)
+    limits = runner_limits(runner)
     config = SchedulerConfig(
         page_size=args.page_size,
         context_len=runner.context_len,
-        chunked_prefill_size=args.chunked_prefill_size,
+        chunked_prefill_size=limits.chunked_prefill_size,
         max_prefill_tokens=args.max_prefill_tokens,
-        max_running_requests=args.max_running_requests,
+        max_running_requests=limits.max_running_requests,
         schedule_policy=args.schedule_policy,
         log_interval=args.stats_log_interval,
         num_draft_tokens=num_draft_tokens(args),
@@ -114,4 +123,4 @@ def build_runtime(args: ServerArgs) -> RuntimeState:
         context_len=runner.context_len,
         pool_tokens=num_pages * args.page_size,
     )
-    return RuntimeState(args, runner, tokenizer, cache, scheduler, builder)
+    return RuntimeState(args, runner, tokenizer, cache, scheduler, builder, limits)

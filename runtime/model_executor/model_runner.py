@@ -19,6 +19,7 @@ import torch
 
 from ...kernels.attention import create_attention_backend
 from ...kernels.attention.base import AttentionBackend, AttentionShape
+from ..config.limits import RuntimeLimits, resolve_limits
 from ..config.model_source import ModelSource, resolve_model_source
 from ..config.server_args import ServerArgs
 from ..constrained.bitmask import apply_token_bitmask
@@ -74,6 +75,7 @@ class ModelRunner(StepRunner):
             dtype=self.dtype,
             device=self.device,
         )
+        self.limits = self._resolve_limits()
         self.attention = self._attention_backend()
         self.sampler = Sampler(seed=args.random_seed)
         use_graphs = not args.disable_cuda_graph and self.attention.supports_cuda_graph
@@ -95,12 +97,11 @@ class ModelRunner(StepRunner):
     def _capture_decode_graphs(self) -> DecodeGraphRunner:
         """Decode graphs over an attention backend of their own: its fixed buffers are what
         these graphs replay, so no other set of graphs (or eager pass) may share them."""
-        max_bs = self.args.cuda_graph_max_bs or min(256, self.args.max_running_requests)
         return DecodeGraphRunner(
             self.model,
             self.kv_pool,
             self._attention_backend(),
-            max_bs=max_bs,
+            max_bs=self.limits.cuda_graph_max_bs,
             max_pages_per_request=-(-self.context_len // self.page_size),
         )
 
@@ -159,6 +160,23 @@ class ModelRunner(StepRunner):
             )
         logger.info("KV pool: %d pages of %d tokens", num_pages, self.args.page_size)
         return num_pages
+
+    def _resolve_limits(self) -> RuntimeLimits:
+        """Batch limits the user left unset, derived from the KV pool and the GPU's memory
+        (config/limits.py). Tensor-parallel ranks take the smallest GPU, so every rank captures
+        the same decode graphs."""
+        gpu_memory = None
+        if self.device.type == "cuda":
+            total = torch.cuda.get_device_properties(self.device).total_memory
+            gpu_memory = tp_group().min_over_ranks(total)
+        limits = resolve_limits(
+            self.args,
+            pool_tokens=self.kv_pool.num_pages * self.page_size,
+            context_len=self.context_len,
+            gpu_memory_bytes=gpu_memory,
+        )
+        logger.info("limits: %s", limits)
+        return limits
 
     @torch.inference_mode()
     def forward(self, slices: Sequence[RequestSlice]) -> tuple[ForwardBatch, torch.Tensor]:
