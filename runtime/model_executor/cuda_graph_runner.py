@@ -17,6 +17,12 @@ outputs, the padding, capture and replay; the attention metadata goes through th
 backend's CUDA-graph hooks (`AttentionBackend.plan_for_capture` / `plan_for_replay`), which
 keep it in the backend's own fixed buffers and plan it on the host before each replay.
 Only pure-decode batches run as graphs; anything with a prefill chunk runs eagerly.
+
+Under overlap scheduling an input id may be a future placeholder: it is loaded as is and resolved
+in the static buffer on the device before the replay. The host plan of replay N+1 must not
+overwrite FlashInfer's pinned plan buffer before replay N's copy of it has run on the device, so
+each replay first waits for the event recorded after the previous plan (by then the device is
+past it: the scheduler collected step N-1 before launching N+1).
 """
 
 from __future__ import annotations
@@ -28,8 +34,8 @@ from dataclasses import dataclass
 import torch
 
 from ...kernels.attention.base import AttentionBackend, DecodeGraphLayout, PagedBatchLayout
-from ..scheduler.step import RequestSlice
-from .forward_batch import ForwardBatch
+from ..scheduler.step import RequestSlice, future_index
+from .forward_batch import ForwardBatch, resolve_futures
 from .kv_pool import KVPool
 from .models.base import CausalLM
 from .models.layers.attention import ForwardContext
@@ -65,6 +71,7 @@ class PaddedDecode:
     kv_indptr: list[int]
     kv_page_indices: list[int]
     kv_last_page_len: list[int]
+    max_future_index: int = -1  # the largest request index a placeholder refers to; -1: none
 
     def kv_layout(self) -> DecodeGraphLayout:
         return DecodeGraphLayout(self.kv_indptr, self.kv_page_indices, self.kv_last_page_len)
@@ -83,7 +90,10 @@ def pad_decode_batch(
             raise ValueError("a CUDA-graph batch holds decodes only (one new token each)")
         position = s.prefix_len
         num_pages = position // page_size + 1
-        batch.input_ids.append(s.input_ids[0])
+        token = s.input_ids[0]
+        if token < 0:
+            batch.max_future_index = max(batch.max_future_index, future_index(token))
+        batch.input_ids.append(token)
         batch.positions.append(position)
         slot = s.page_table[position // page_size] * page_size + position % page_size
         batch.out_cache_loc.append(slot)
@@ -139,6 +149,7 @@ class DecodeGraphRunner:
         vocab_size = model.config.vocab_size
         self.logits = torch.zeros(self.max_bs, vocab_size, dtype=torch.float32, device=device)
         self.pool = torch.cuda.graph_pool_handle()
+        self.plan_copied = torch.cuda.Event()  # recorded after each replay's plan
         self.graphs: dict[int, _Graph] = {}
         for bs in reversed(self.sizes):  # largest first: the smaller ones reuse its memory
             self.graphs[bs] = self._capture(bs)
@@ -186,14 +197,21 @@ class DecodeGraphRunner:
         return _Graph(graph, layout)
 
     @torch.inference_mode()
-    def replay(self, slices: Sequence[RequestSlice]) -> tuple[ForwardBatch, torch.Tensor]:
-        """Runs n decodes through the graph of the smallest size >= n; returns n logits rows."""
+    def replay(
+        self, slices: Sequence[RequestSlice], futures: torch.Tensor | None = None
+    ) -> tuple[ForwardBatch, torch.Tensor]:
+        """Runs n decodes through the graph of the smallest size >= n; returns n logits rows.
+        `futures`: the previous launch's samples by request, for placeholder inputs."""
         n = len(slices)
         bs = next(size for size in self.sizes if size >= n)
         entry = self.graphs[bs]
         padded = pad_decode_batch(slices, bs, self.page_size, self.kv_pool.scratch_page)
         self._load_inputs(padded)
+        if padded.max_future_index >= 0:
+            resolve_futures(self.input_ids[:n], futures, padded.max_future_index)
+        self.plan_copied.synchronize()  # see the module docstring
         self.attention.plan_for_replay(padded.kv_layout())
+        self.plan_copied.record()
         entry.graph.replay()
         # The caller reads the n real rows: their inputs, logits and one logits row each.
         return self._batch(n, entry.layout), self.logits[:n]

@@ -8,6 +8,14 @@ All new tokens of all requests are flattened into one row tensor:
 
 Logits are computed only for the rows that need them: each request's last row, plus every row
 from `logits_from` when prompt-token logprobs were asked for.
+
+A slice's first input may be a future placeholder (overlap scheduling): the row's id stays
+negative on the host and `resolve_futures` replaces it on the device with the sample it stands
+for, from the previous launch's samples by request:
+
+    input_ids   |  17  |  -3  |  5  9  2  |        -3 = future_token(2)
+    futures     | a  b  c  d |                     the previous launch's samples, by request
+    resolved    |  17  |   c  |  5  9  2  |
 """
 
 from __future__ import annotations
@@ -18,7 +26,7 @@ from dataclasses import dataclass
 import torch
 
 from ...kernels.attention.base import PagedBatchLayout
-from ..scheduler.step import RequestSlice
+from ..scheduler.step import RequestSlice, future_index
 
 
 @dataclass(slots=True)
@@ -29,6 +37,7 @@ class ForwardBatch:
     layout: PagedBatchLayout
     logits_rows: torch.Tensor  # [N] int64: rows whose hidden states go through the LM head
     logits_ranges: list[tuple[int, int]]  # per request: its [start, end) in the logits rows
+    max_future_index: int = -1  # the largest request index a placeholder refers to; -1: none
 
     @property
     def num_tokens(self) -> int:
@@ -47,6 +56,7 @@ class ForwardBatch:
         qo_indptr, kv_indptr, last_page_len = [0], [0], []
         logits_rows: list[int] = []
         logits_ranges: list[tuple[int, int]] = []
+        max_future_index = -1
         for s in slices:
             seq_len = s.seq_len
             num_pages = -(-seq_len // page_size)
@@ -57,6 +67,8 @@ class ForwardBatch:
                     f"page table has {len(s.page_table)} pages, {num_pages} needed for {seq_len} tokens"
                 )
             row0 = len(input_ids)
+            if s.input_ids[0] < 0:
+                max_future_index = max(max_future_index, future_index(s.input_ids[0]))
             input_ids.extend(s.input_ids)
             new_positions = range(s.prefix_len, seq_len)
             positions.extend(new_positions)
@@ -96,4 +108,23 @@ class ForwardBatch:
             layout=layout,
             logits_rows=as_tensor(logits_rows, torch.int64),
             logits_ranges=logits_ranges,
+            max_future_index=max_future_index,
         )
+
+
+def resolve_futures(
+    input_ids: torch.Tensor, futures: torch.Tensor | None, max_future_index: int
+) -> None:
+    """In place, on the device: each placeholder id becomes the sample it stands for.
+
+    `max_future_index` (known on the host) is checked against the futures' length first: an
+    index past it would be a device-side error, which on a GPU ends the process.
+    """
+    available = 0 if futures is None else futures.numel()
+    if futures is None or max_future_index >= available:
+        raise ValueError(
+            f"a future placeholder refers to request {max_future_index} of the previous launch, "
+            f"which sampled for {available} requests"
+        )
+    index = (-1 - input_ids).clamp_(min=0)
+    input_ids.copy_(torch.where(input_ids < 0, futures[index], input_ids))

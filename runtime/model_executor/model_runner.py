@@ -1,8 +1,15 @@
 """The model runner's one entry point: a batch of request slices in, sampled tokens out.
 
-`ModelRunner.step` builds the ragged batch, runs the model over the paged KV pool, samples every
-request that finished its prompt, and computes prompt-token logprobs where asked. The scheduler
-talks to nothing else (the `StepRunner` seam), so it can be tested with a stand-in.
+`ModelRunner.launch` builds the ragged batch, runs the model over the paged KV pool, samples every
+request that finished its prompt, and computes prompt-token logprobs where asked, all enqueued on
+the device without waiting; `collect` waits and returns the results (launched_step.py). The
+scheduler talks to nothing else (the `StepRunner` seam), so it can be tested with a stand-in.
+
+Overlap scheduling launches step N+1 before collecting step N. Its decodes then feed the
+placeholders of N's samples: `last_sampled` keeps N's sampled ids on the device and the forward
+pass resolves the placeholders there, so no token makes a round trip through the host. Nothing
+between the launch's start and the copies of its outputs may synchronize with the device
+(`torch.tensor(..., device=cuda)` does; host tensors go over with non_blocking copies).
 
 The runner reaches the model and the attention kernels only through their seams: `CausalLM`
 (forward, load_weights, attention_geometry) and `AttentionBackend` (plan/forward, and the
@@ -22,13 +29,13 @@ from ...kernels.attention.base import AttentionBackend, AttentionShape
 from ..config.limits import RuntimeLimits, resolve_limits
 from ..config.model_source import ModelSource, resolve_model_source
 from ..config.server_args import ServerArgs
-from ..constrained.bitmask import apply_token_bitmask
-from ..scheduler.step import RequestSlice, StepRequest, StepResult, StepRunner, TopLogprobs
+from ..scheduler.step import RequestSlice, StepHandle, StepRequest, StepResult, StepRunner
 from .cuda_graph_runner import DecodeGraphRunner
 from .device import resolve_attention_backend, resolve_device, resolve_dtype
 from .distributed import tp_group
-from .forward_batch import ForwardBatch
+from .forward_batch import ForwardBatch, resolve_futures
 from .kv_pool import KVPool
+from .launched_step import LaunchedStep
 from .model_config import ModelConfig
 from .model_loader.weights import (
     init_dummy_weights,
@@ -38,13 +45,8 @@ from .model_loader.weights import (
 from .models import build_model
 from .models.base import CausalLM
 from .models.layers.attention import ForwardContext
-from .sampling import (
-    Sampler,
-    SamplingBatchInfo,
-    token_logprobs,
-    top_logprobs,
-)
-from .sampling.batch_info import stack_vocab_masks
+from .sampling import Sampler
+from .step_sampling import input_logprobs, sample, verify_drafts
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +79,11 @@ class ModelRunner(StepRunner):
         )
         self.limits = self._resolve_limits()
         self.attention = self._attention_backend()
+        # The second of the eager backends that alternate on a GPU (`_eager_attention`).
+        self._spare_attention = self._attention_backend() if self.device.type == "cuda" else None
+        self._eager_flip = False
+        # The last launch's sampled ids by request: what future placeholders stand for.
+        self.last_sampled: torch.Tensor | None = None
         self.sampler = Sampler(seed=args.random_seed)
         use_graphs = not args.disable_cuda_graph and self.attention.supports_cuda_graph
         self.decode_graphs = self._capture_decode_graphs() if use_graphs else None
@@ -179,137 +186,43 @@ class ModelRunner(StepRunner):
         return limits
 
     @torch.inference_mode()
-    def forward(self, slices: Sequence[RequestSlice]) -> tuple[ForwardBatch, torch.Tensor]:
+    def forward(
+        self, slices: Sequence[RequestSlice], futures: torch.Tensor | None = None
+    ) -> tuple[ForwardBatch, torch.Tensor]:
+        """One forward pass; `futures` are the previous launch's samples by request, which
+        the slices' placeholder inputs stand for (see `StepRunner`)."""
         if self.decode_graphs is not None and self.decode_graphs.can_run(slices):
-            return self.decode_graphs.replay(slices)
+            return self.decode_graphs.replay(slices, futures)
         batch = ForwardBatch.build(slices, self.page_size, self.device)
-        self.attention.plan(batch.layout)
-        ctx = ForwardContext(batch=batch, kv_pool=self.kv_pool, attention=self.attention)
+        if batch.max_future_index >= 0:
+            resolve_futures(batch.input_ids, futures, batch.max_future_index)
+        attention = self._eager_attention()
+        attention.plan(batch.layout)
+        ctx = ForwardContext(batch=batch, kv_pool=self.kv_pool, attention=attention)
         return batch, self.model(ctx)
 
+    def _eager_attention(self) -> AttentionBackend:
+        """Alternates two backends on a GPU: FlashInfer plans through a pinned host buffer
+        whose copy to the device runs in stream order, so under overlap the plan of step N+1
+        must not reuse the buffer of step N, whose copy may not have run yet. Step N+2 may:
+        step N was collected before it launches."""
+        if self._spare_attention is None:
+            return self.attention
+        self._eager_flip = not self._eager_flip
+        return self._spare_attention if self._eager_flip else self.attention
+
     @torch.inference_mode()
-    def step(self, requests: Sequence[StepRequest]) -> list[StepResult]:
-        batch, logits = self.forward([r.slice for r in requests])
-        results = [StepResult() for _ in requests]
-        self._sample(requests, batch, logits, results)
-        self._verify_drafts(requests, batch, logits, results)
-        self._input_logprobs(requests, batch, logits, results)
-        return results
+    def launch(self, requests: Sequence[StepRequest]) -> StepHandle:
+        step = LaunchedStep(requests, self.device)
+        batch, logits = self.forward([r.slice for r in requests], self.last_sampled)
+        sample(requests, batch, logits, step, self.sampler, self.vocab_size)
+        verify_drafts(requests, batch, logits, step, self.vocab_size)
+        input_logprobs(requests, batch, logits, step)
+        self.last_sampled = step.samples_by_request()
+        step.start_copies()
+        return step
 
-    def _verify_drafts(
-        self,
-        requests: Sequence[StepRequest],
-        batch: ForwardBatch,
-        logits: torch.Tensor,
-        results: list[StepResult],
-    ) -> None:
-        """Greedy choice after every row of each speculative slice, in one argmax and one copy.
-        The scheduler drafts only for greedy requests without penalties, bias or logprobs, so
-        the argmax (under the grammar's mask for that row, if any) is what sampling would pick."""
-        drafting = [i for i, r in enumerate(requests) if r.draft_token_ids]
-        if not drafting:
-            return
-        rows = [row for i in drafting for row in range(*batch.logits_ranges[i])]
-        scores = logits.index_select(0, torch.tensor(rows, device=logits.device))
-        masks = self._draft_masks(requests, drafting)
-        if masks is not None:
-            scores = apply_token_bitmask(scores, masks)
-        picked_ids = scores.argmax(-1).tolist()
-        offset = 0
-        for i in drafting:
-            count = len(requests[i].draft_token_ids or ()) + 1
-            results[i].verified_ids = picked_ids[offset : offset + count]
-            offset += count
-
-    def _draft_masks(
-        self, requests: Sequence[StepRequest], drafting: list[int]
-    ) -> torch.Tensor | None:
-        """[verified rows, W]: each grammar request's per-row masks, all-allowed elsewhere;
-        None when no drafting request has a grammar."""
-        rows: list[torch.Tensor | None] = []
-        for i in drafting:
-            mask = requests[i].vocab_mask
-            count = len(requests[i].draft_token_ids or ()) + 1
-            rows.extend(mask.unbind(0) if mask is not None else [None] * count)
-        return stack_vocab_masks(rows, self.vocab_size, self.device)
-
-    def _sample(
-        self,
-        requests: Sequence[StepRequest],
-        batch: ForwardBatch,
-        logits: torch.Tensor,
-        results: list[StepResult],
-    ) -> None:
-        chosen = [i for i, r in enumerate(requests) if r.sample and not r.draft_token_ids]
-        if not chosen:
-            return
-        rows = torch.tensor([batch.logits_ranges[i][1] - 1 for i in chosen], device=logits.device)
-        info = SamplingBatchInfo.build(
-            [requests[i].sampling for i in chosen],
-            [requests[i].prompt_ids for i in chosen],
-            [requests[i].output_ids for i in chosen],
-            self.vocab_size,
-            logits.device,
-            vocab_masks=[requests[i].vocab_mask for i in chosen],
-            banned_token_ids=[requests[i].banned_token_ids for i in chosen],
-        )
-        num_top = max(requests[i].top_logprobs_num for i in chosen)
-        out = self.sampler(logits.index_select(0, rows), info, num_top)
-        ids = out.next_token_ids.tolist()
-        lps = out.logprobs.tolist()
-        top = TopLogprobRows(out.top_logprob_ids, out.top_logprob_values)
-        for k, i in enumerate(chosen):
-            result, request = results[i], requests[i]
-            result.next_token_id = ids[k]
-            if request.return_logprob:
-                result.logprob = lps[k]
-                if request.top_logprobs_num:
-                    result.top_logprobs = top.row(k, request.top_logprobs_num)
-
-    def _input_logprobs(
-        self,
-        requests: Sequence[StepRequest],
-        batch: ForwardBatch,
-        logits: torch.Tensor,
-        results: list[StepResult],
-    ) -> None:
-        rows: list[int] = []
-        targets: list[int] = []
-        spans: list[tuple[int, int, int]] = []  # (request index, start in rows, count)
-        for i, request in enumerate(requests):
-            s = request.slice
-            if s.logits_from is None or request.draft_token_ids:
-                continue
-            start, _ = batch.logits_ranges[i]
-            first_target = s.prefix_len + s.logits_from + 1
-            last_target = min(s.seq_len, len(request.prompt_ids) - 1)
-            count = max(0, last_target - first_target + 1)
-            spans.append((i, len(rows), count))
-            rows.extend(range(start, start + count))
-            targets.extend(request.prompt_ids[first_target : first_target + count])
-        if not rows:
-            return
-        row_logits = logits.index_select(0, torch.tensor(rows, device=logits.device))
-        values = token_logprobs(row_logits, torch.tensor(targets, device=logits.device)).tolist()
-        num_top = max(requests[i].top_logprobs_num for i, _, _ in spans)
-        top = TopLogprobRows(*(top_logprobs(row_logits, num_top) if num_top else (None, None)))
-        for i, offset, count in spans:
-            results[i].input_logprobs = values[offset : offset + count]
-            n = requests[i].top_logprobs_num
-            if n:
-                results[i].input_top_logprobs = [
-                    top.row(r, n) for r in range(offset, offset + count)
-                ]
-
-
-class TopLogprobRows:
-    """Top-k (token id, logprob) pairs per row, copied to Python lists once per step."""
-
-    def __init__(self, ids: torch.Tensor | None, values: torch.Tensor | None) -> None:
-        self.ids = ids.tolist() if ids is not None else []
-        self.values = values.tolist() if values is not None else []
-
-    def row(self, index: int, n: int) -> TopLogprobs:
-        if not self.ids:
-            return []
-        return list(zip(self.ids[index][:n], self.values[index][:n], strict=True))
+    def collect(self, handle: StepHandle) -> list[StepResult]:
+        if not isinstance(handle, LaunchedStep):
+            raise TypeError(f"not a step this runner launched: {type(handle).__name__}")
+        return handle.results()

@@ -7,6 +7,11 @@ Rank 0 lives in the scheduler's process and is what the scheduler sees as its mo
             (row-parallel layers all-reduce, the LM head all-gathers the vocabulary)
     rank 0: samples from the full logits; the workers drop theirs
 
+Under overlap scheduling a slice's input may be a placeholder for rank 0's previous sample,
+which only rank 0 has: it then broadcasts its samples by request over the device group before
+the pass (on GPUs an NCCL broadcast in stream order, so the host still does not wait), and every
+rank resolves the placeholders from them.
+
 Workers are plain subprocesses (`python -m radixserve.runtime.tp_worker`): the scheduler process
 is a daemon and may not have multiprocessing children. They die with their parent
 (PR_SET_PDEATHSIG), and rank 0 checks them before every step, so a lost worker ends the
@@ -30,7 +35,7 @@ from typing import TYPE_CHECKING
 
 from ..config.model_source import ModelSource
 from ..config.server_args import ServerArgs
-from ..scheduler.step import RequestSlice, StepRequest, StepResult, StepRunner
+from ..scheduler.step import RequestSlice, StepHandle, StepRequest, StepResult, StepRunner
 from .device import resolve_device
 from .distributed import (
     destroy_tensor_parallel,
@@ -119,18 +124,32 @@ class TensorParallelRunner(StepRunner):
         if lost:
             raise WorkerLostError(f"tensor-parallel worker(s) exited (pid, status): {lost}")
 
-    def _send_to_workers(self, slices: list[RequestSlice]) -> None:
-        """The workers run the same forward pass over these slices."""
+    def _send_to_workers(
+        self, slices: list[RequestSlice], futures: torch.Tensor | None = None
+    ) -> None:
+        """The workers run the same forward pass over these slices; with placeholder inputs,
+        rank 0's previous samples (`futures`) follow over the device group."""
         self._check_workers()
-        tp_group().broadcast_object(slices)
+        if futures is not None and not any(s.has_future for s in slices):
+            futures = None
+        tp_group().broadcast_object((slices, 0 if futures is None else futures.numel()))
+        if futures is not None:
+            import torch
 
-    def forward(self, slices: Sequence[RequestSlice]) -> tuple[ForwardBatch, torch.Tensor]:
-        self._send_to_workers(list(slices))
-        return self.runner.forward(slices)
+            torch.distributed.broadcast(futures, src=0)
 
-    def step(self, requests: Sequence[StepRequest]) -> list[StepResult]:
-        self._send_to_workers([r.slice for r in requests])
-        return self.runner.step(requests)
+    def forward(
+        self, slices: Sequence[RequestSlice], futures: torch.Tensor | None = None
+    ) -> tuple[ForwardBatch, torch.Tensor]:
+        self._send_to_workers(list(slices), futures)
+        return self.runner.forward(slices, futures)
+
+    def launch(self, requests: Sequence[StepRequest]) -> StepHandle:
+        self._send_to_workers([r.slice for r in requests], self.runner.last_sampled)
+        return self.runner.launch(requests)
+
+    def collect(self, handle: StepHandle) -> list[StepResult]:
+        return self.runner.collect(handle)
 
     def shutdown(self) -> None:
         """Stops the workers and leaves the group.
@@ -181,6 +200,8 @@ def create_model_runner(args: ServerArgs) -> ModelRunner | TensorParallelRunner:
 
 
 def worker_main(rank: int, init_file: str, args: ServerArgs) -> None:
+    import torch
+
     from .model_runner import ModelRunner
 
     device_type = resolve_device(args).type
@@ -188,10 +209,15 @@ def worker_main(rank: int, init_file: str, args: ServerArgs) -> None:
     runner = ModelRunner(args)
     group = tp_group()
     while True:
-        slices = group.broadcast_object()
-        if slices == STOP:
+        message = group.broadcast_object()
+        if message == STOP:
             break
-        runner.forward(slices)  # rank 0 samples; this rank contributes its shard
+        slices, future_rows = message
+        futures = None
+        if future_rows:  # rank 0's previous samples, which the placeholders stand for
+            futures = torch.empty(future_rows, dtype=torch.int64, device=runner.device)
+            torch.distributed.broadcast(futures, src=0)
+        runner.forward(slices, futures)  # rank 0 samples; this rank contributes its shard
     destroy_tensor_parallel()
 
 

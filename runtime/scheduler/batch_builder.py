@@ -5,6 +5,10 @@ Admission reserves KV for the tokens a request is expected to generate, as a fra
 without trouble, and jumps back up after a retraction, as SGLang's scheduler does. Retraction
 sends the request whose redo costs least (fewest generated tokens) back to the waiting queue;
 its computed pages go into the tree first, so re-admission matches most of them.
+
+Under overlap scheduling the previous step is still in flight while this one is built: a request
+whose sample is pending decodes its placeholder (`Req.future`), one that the pending sample is
+sure to end gets no slice, and a retracted one waits for that sample before re-admission.
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ class ScheduledSlice:
     extend_len: int
     is_prefill: bool
     step_request: StepRequest
+    epoch: int = 0  # req.retractions when scheduled: a retraction since voids the slice's KV
+    launch: int = -1  # the scheduler's number of the launch that ran it
 
 
 @dataclass(slots=True)
@@ -73,7 +79,10 @@ class BatchBuilder:
     # --- running requests ----------------------------------------------------------------------
 
     def _schedule_decodes(self, waiting: list[Req], running: list[Req], plan: BatchPlan) -> None:
-        decodes = [r for r in running if not r.is_prefilling]
+        context_len = self.config.context_len
+        decodes = [
+            r for r in running if not r.is_prefilling and not r.ends_with_future(context_len)
+        ]
         while len(decodes) > 1:
             if self.kv.decode_pages_needed(decodes) <= self._headroom():
                 break
@@ -85,9 +94,8 @@ class BatchBuilder:
             if drafts and self.kv.reserve(req, 1 + len(drafts)):
                 plan.slices.append(self._decode_slice(req, drafts))
             elif self.kv.reserve(req, 1):
-                plan.slices.append(
-                    self._decode_slice(req) if req.output_ids else self._slice(req, 1)
-                )
+                decode = req.output_ids or req.future is not None
+                plan.slices.append(self._decode_slice(req) if decode else self._slice(req, 1))
             else:
                 self._retract(req, waiting, running, plan)
 
@@ -110,7 +118,8 @@ class BatchBuilder:
         running.remove(req)
         waiting.insert(0, req)
         req.retractions += 1
-        if not req.input_logprobs_sent:
+        # A sample in flight means the prompt is done: no recompute would bring them back.
+        if not req.input_logprobs_sent and req.future is None:
             req.input_logprobs.clear()
             req.input_top_logprobs.clear()
         plan.retracted.append(req)
@@ -126,6 +135,8 @@ class BatchBuilder:
         for req in order_waiting(self.config.schedule_policy, list(waiting), self.kv.match):
             if budget <= 0 or len(running) >= self.config.max_running_requests:
                 break
+            if req.future is not None:  # retracted with a sample in flight: admit it after
+                continue
             match = self.kv.match(req)
             if self._shares_with_prefilling(req, match.cached_len, prefilling):
                 continue  # admit after the other prefill lands in the tree
@@ -165,9 +176,10 @@ class BatchBuilder:
         """The common case, built directly: one new token after outputs, so no prompt logprobs
         (they end with the prompt) and the slice is the last sampled token. With n-gram
         `drafts` the slice is [last, *drafts], with logits on every row for the verification."""
+        last = req.output_ids[-1] if req.future is None else req.future
         step_request = StepRequest(
             slice=RequestSlice(
-                [req.output_ids[-1], *(drafts or ())],
+                [last, *(drafts or ())],
                 req.kv_len,
                 req.page_table,
                 0 if drafts else None,
@@ -180,30 +192,33 @@ class BatchBuilder:
             top_logprobs_num=req.top_logprobs_num,
             draft_token_ids=drafts or None,
         )
-        return ScheduledSlice(req, 1 + len(drafts or ()), False, step_request)
+        return ScheduledSlice(req, 1 + len(drafts or ()), False, step_request, req.retractions)
+
+    def may_draft(self, req: Req) -> bool:
+        """Speculation is on and exact for this request's sampling: greedy, no penalties (they
+        would change with each kept token), no logit bias (the verification takes the raw
+        argmax), no logprobs."""
+        params = req.sampling
+        return (
+            self.config.num_draft_tokens > 0
+            and params.is_greedy
+            and not params.uses_penalties
+            and not params.logit_bias
+            and not req.return_logprob
+        )
 
     def _drafts(self, req: Req) -> list[int]:
-        """N-gram drafts for a decode, when speculation is on and exact for this request:
-        greedy, no penalties (they would change with each kept token), no logit bias or pending
-        min_new_tokens (the verification takes the raw argmax), no logprobs. Under a
-        grammar, only the drafts the grammar accepts are proposed."""
-        if self.config.num_draft_tokens <= 0:
+        """N-gram drafts for a decode, where `may_draft` and no min_new_tokens is pending (its
+        bans would change the argmax). Under a grammar, only the drafts the grammar accepts are
+        proposed. None while a sample is in flight: the lookup needs the latest token."""
+        if not self.may_draft(req) or req.future is not None:
             return []
         budget = min(
             self.config.num_draft_tokens,
             req.remaining_new_tokens() - 1,  # the model's own token comes on top
             self.config.context_len - req.fill_len - 1,
         )
-        params = req.sampling
-        if (
-            budget <= 0
-            or not req.output_ids
-            or not params.is_greedy
-            or params.uses_penalties
-            or params.logit_bias
-            or params.min_new_tokens > len(req.output_ids)
-            or req.return_logprob
-        ):
+        if budget <= 0 or not req.output_ids or req.sampling.min_new_tokens > len(req.output_ids):
             return []
         drafts = propose_drafts(req.fill_ids, budget, self.config.ngram_max)
         if drafts and req.grammar is not None:
@@ -231,4 +246,4 @@ class BatchBuilder:
         )
         # A decode feeds exactly the last sampled token; anything else computes prompt KV.
         is_decode = extend_len == 1 and end == fill_len and bool(req.output_ids)
-        return ScheduledSlice(req, extend_len, not is_decode, step_request)
+        return ScheduledSlice(req, extend_len, not is_decode, step_request, req.retractions)

@@ -61,8 +61,11 @@ class RequestKVManager:
         return True
 
     def commit(self, req: Req) -> None:
-        """Moves the request's computed whole pages into the tree and re-locks its longer path."""
-        aligned = req.kv_len // self.page_size * self.page_size
+        """Moves the request's computed whole pages into the tree and re-locks its longer path.
+
+        Only tokens known on the host key the tree: a launched slice's KV counts in kv_len, but
+        its sample (a future input) or unverified drafts are not in fill yet."""
+        aligned = min(req.kv_len, req.fill_len) // self.page_size * self.page_size
         if not self.sharing or aligned <= req.tree_len:
             return
         num_pages = aligned // self.page_size

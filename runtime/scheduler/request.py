@@ -9,6 +9,14 @@ Token bookkeeping, for a request with prompt P and outputs O so far (fill = P + 
 The next forward pass feeds fill[kv_len : kv_len + k]. While kv_len + 1 < len(fill) the request is
 prefilling (chunks); afterwards each step feeds the one last token (decode). A retracted request
 keeps its outputs and re-enters as a prefill of the whole fill.
+
+kv_len counts the tokens whose KV is computed or already launched: it grows when a step is
+launched, not when its results come back. Under overlap scheduling a sample is still in flight
+when the next step is built; `future` is then that sample's placeholder id, the next decode's
+input, and the outputs lack the token until the step is collected:
+
+    fill:      | prompt | o0 ... o(m-1) | (future) |
+    KV:        |<----------- kv_len --------->|          the launched decode fed o(m-1)
 """
 
 from __future__ import annotations
@@ -51,6 +59,9 @@ class Req:
     input_logprobs_sent: bool = False
     spec_sent: bool = False
     grammar: RequestGrammar | None = None  # a structured-output request's grammar state
+    # Overlap scheduling: the placeholder of a sample in flight, and the launch it came from.
+    future: int | None = None
+    future_launch: int = -1
 
     @classmethod
     def from_wire(cls, msg: GenerateReq) -> Req:
@@ -100,3 +111,16 @@ class Req:
 
     def remaining_new_tokens(self) -> int:
         return max(self.sampling.max_new_tokens - len(self.output_ids), 0)
+
+    @property
+    def outputs_decided(self) -> int:
+        """Output tokens sampled so far, counting one still in flight."""
+        return len(self.output_ids) + (self.future is not None)
+
+    def ends_with_future(self, context_len: int) -> bool:
+        """Its sample in flight is sure to end it (max_new_tokens or the context reached), so
+        no decode after it needs scheduling."""
+        return self.future is not None and (
+            len(self.output_ids) + 1 >= self.sampling.max_new_tokens
+            or self.fill_len + 1 >= context_len
+        )

@@ -7,6 +7,14 @@ For each scheduled slice the runner returns a `StepResult`:
                                   max_new_tokens and the context; a grammar advances and may
                                   force its next tokens (jump-forward)
     speculative slice             the drafts the model agrees with are kept, then its own token
+
+The KV length grew when the slice was launched. Under overlap scheduling a result arrives one
+step late, so its request may have moved on meanwhile:
+
+    ended (finished, aborted)     the result is dropped: a wasted decode, pages already back
+    retracted since the launch    the sample still counts (it came from valid KV); the slice's
+                                  pages are gone, so nothing is committed, and a chunk's prompt
+                                  logprobs are dropped (the re-prefill computes them again)
 """
 
 from __future__ import annotations
@@ -37,28 +45,35 @@ class ResultApplier:
         self.counters = counters
         self.jump_forward = jump_forward  # grammar-forced tokens in one chunk, not a step each
 
-    def apply(self, scheduled: ScheduledSlice, result: StepResult) -> None:
-        """The request's new state after its slice ran: KV length, prompt logprobs, the sampled
-        token (or the kept drafts), its finish; computed whole pages move into the tree."""
+    def apply(self, scheduled: ScheduledSlice, result: StepResult) -> bool:
+        """The request's new state after its slice ran: prompt logprobs, the sampled token (or
+        the kept drafts), its finish; computed whole pages move into the tree. False when the
+        result is dropped because the request ended while the step was in flight."""
         req = scheduled.req
+        if req.future_launch == scheduled.launch:
+            req.future = None  # the sample arrives (the request may hold a newer one)
+        if req.finish is not None:
+            self.counters.dropped_results += 1
+            return False
         drafts = scheduled.step_request.draft_token_ids
         if drafts:
             if result.verified_ids is None:
                 raise RuntimeError("the runner returned no verified ids for a drafted slice")
             self._apply_verified(req, drafts, result.verified_ids)
-            return
-        req.kv_len += scheduled.extend_len
-        if result.input_logprobs:
+            return True
+        kv_valid = scheduled.epoch == req.retractions
+        if result.input_logprobs and (kv_valid or result.next_token_id is not None):
             req.input_logprobs.extend(result.input_logprobs)
             req.input_top_logprobs.extend(
                 result.input_top_logprobs or [None] * len(result.input_logprobs)
             )
         if result.next_token_id is None:
-            self.kv.commit(req)  # an unfinished chunk: share it with requests arriving meanwhile
-            return
+            if kv_valid:  # an unfinished chunk: share it with requests arriving meanwhile
+                self.kv.commit(req)
+            return True
         if req.sampling.max_new_tokens == 0:
             req.finish = FinishReason("length")  # prefill only (scoring); the sample is dropped
-            return
+            return True
         token = result.next_token_id
         req.output_ids.append(token)
         req.pending_ids.append(token)
@@ -68,8 +83,9 @@ class ResultApplier:
         req.finish = self._check_finish(req, token)
         if req.grammar is not None and req.finish is None:
             req.finish = self._advance_grammar(req, token)
-        if scheduled.is_prefill:
+        if scheduled.is_prefill and kv_valid:
             self.kv.commit(req)
+        return True
 
     def _apply_verified(self, req: Req, drafts: Sequence[int], verified: list[int]) -> None:
         """Keeps the drafts the model agrees with, then the model's own next token.
@@ -77,14 +93,15 @@ class ResultApplier:
         The step fed [last, d1..dk]; verified[i] is the model's greedy token after row i. Drafts
         d1..dj with d(i+1) == verified[i] are exactly what decoding one token at a time would
         have produced, and verified[j] follows them. The KV of the last token and the j kept
-        drafts is valid; rows past them are garbage that later steps overwrite.
+        drafts is valid; rows past them are garbage that later steps overwrite. (Drafted steps
+        are never left in flight, so the launch's KV growth of 1 + k is corrected here.)
         """
         kept = 0
         while kept < len(drafts) and drafts[kept] == verified[kept]:
             kept += 1
         self.counters.spec_draft_tokens += len(drafts)
         self.counters.spec_accepted_tokens += kept
-        req.kv_len += 1 + kept
+        req.kv_len -= len(drafts) - kept
         tokens = [*drafts[:kept], verified[kept]]
         for position, token in enumerate(tokens):
             req.output_ids.append(token)

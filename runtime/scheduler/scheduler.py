@@ -6,9 +6,19 @@ Each `step()`:
   3. continues running prefills in chunks under the step's token budget;
   4. admits waiting requests in policy order (match + lock their cached prefix) while the budget,
      `max_running_requests` and a reservation for their expected new tokens allow;
-  5. runs the model runner once over the mixed batch, appends sampled tokens, checks stops, and moves
-     computed pages into the radix tree so later requests share them.
-The runner is anything with `step(list[StepRequest]) -> list[StepResult]`, so tests can stand one in.
+  5. launches the batch on the model runner, then collects it: appends sampled tokens, checks stops,
+     and moves computed pages into the radix tree so later requests share them.
+The runner is any `StepRunner` (launch / collect), so tests can stand one in.
+
+Overlap scheduling (`overlap=True`) leaves each batch in flight until the next step has launched
+its own, so the device never waits for the host's bookkeeping:
+
+    step N+1:  drop aborted | build N+1 | launch N+1 | collect N, apply N, outputs of N
+               (a decode whose input is N's sample feeds its placeholder, resolved on the device)
+
+A request that N ends may run one wasted decode in N+1; its result is dropped. A batch with a
+request that needs its sample on the host before its next slice can be built (a grammar's next
+mask or forced tokens, n-gram drafts) is collected at once, as without overlap.
 """
 
 from __future__ import annotations
@@ -16,21 +26,31 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Collection
+from dataclasses import dataclass
 
 import msgspec
 
 from ...radix_cache import PrefixCache
-from ..wire.messages import AbortCode, DetokenizeSpec, FinishReason, GenerateReq, TokenOut
+from ..wire.messages import AbortCode, FinishReason, GenerateReq, TokenOut
 from ..wire.stats import SchedulerCounters, SchedulerStats, StepStats
 from .batch_builder import BatchBuilder, ScheduledSlice
 from .config import SchedulerConfig
-from .grammar import GrammarBackend, RequestGrammar
+from .constraints import attach_vocab_masks, ban_early_stops
+from .grammar import GrammarBackend
 from .kv_manager import RequestKVManager
+from .outputs import token_out
 from .request import Req
 from .results import ResultApplier
-from .step import StepRequest, StepRunner
+from .step import StepHandle, StepRunner, future_token
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class LaunchedBatch:
+    slices: list[ScheduledSlice]
+    handle: StepHandle
+    synchronous: bool  # collected in the step that launched it
 
 
 class Scheduler:
@@ -43,8 +63,10 @@ class Scheduler:
         sharing: bool = True,
         grammar_backend: GrammarBackend | None = None,
         jump_forward: bool = True,
+        overlap: bool = False,
     ) -> None:
         self.runner = runner
+        self.overlap = overlap  # launch step N+1 before collecting step N
         self.cache = cache
         self.config = config
         self.eos_token_ids = frozenset(eos_token_ids)
@@ -59,6 +81,8 @@ class Scheduler:
         self.results = ResultApplier(
             self.kv, config, self.eos_token_ids, self.counters, jump_forward
         )
+        self.inflight: LaunchedBatch | None = None  # overlap: the batch the next step collects
+        self.launches = 0
 
     @property
     def jump_forward(self) -> bool:
@@ -100,6 +124,8 @@ class Scheduler:
 
     @property
     def has_work(self) -> bool:
+        """Requests wait or run. A batch may still be in flight without: only ended requests'
+        wasted decodes, whose results the next step (or `drain`) drops."""
         return bool(self.waiting or self.running)
 
     # --- one step ------------------------------------------------------------------------------
@@ -116,17 +142,21 @@ class Scheduler:
             cache_hit_tokens=plan.cache_hit_tokens,
         )
         self.counters.cache_hit_tokens += plan.cache_hit_tokens
-        self._attach_vocab_masks(plan.slices)
-        self._ban_early_stops(plan.slices)
-        if plan.slices:
-            forward_start = time.perf_counter()
-            results = self.runner.step([s.step_request for s in plan.slices])
-            stats.forward_seconds = time.perf_counter() - forward_start
-            for scheduled, result in zip(plan.slices, results, strict=True):
-                self.results.apply(scheduled, result)
-            outputs.extend(self._collect_outputs([s.req for s in plan.slices]))
-        # Everything but the runner's forward pass is the scheduler's own CPU cost.
-        stats.schedule_seconds = time.perf_counter() - started - stats.forward_seconds
+        attach_vocab_masks(plan.slices, self.grammar_backend)
+        ban_early_stops(plan.slices, self.eos_token_ids)
+        stats.build_seconds = time.perf_counter() - started
+        launched = self._launch(plan.slices, stats) if plan.slices else None
+        previous, self.inflight = self.inflight, None
+        if previous is not None:  # the device runs the new batch meanwhile
+            outputs.extend(self._collect(previous, stats))
+        if launched is not None and launched.synchronous:
+            outputs.extend(self._collect(launched, stats))
+        elif launched is not None:
+            self.inflight, stats.overlapped = launched, True
+        stats.wall_seconds = time.perf_counter() - started
+        stats.forward_seconds = stats.launch_seconds + stats.device_wait_seconds
+        # Everything but the runner's launch and the wait for the device is the scheduler's own.
+        stats.schedule_seconds = stats.wall_seconds - stats.forward_seconds
         stats.queue_depth, stats.running = len(self.waiting), len(self.running)
         stats.kv_usage = 1.0 - self.cache.num_free_pages / max(self.cache.num_pages, 1)
         self.counters.add(stats)
@@ -134,34 +164,47 @@ class Scheduler:
         self._maybe_log(stats)
         return outputs
 
-    def _ban_early_stops(self, slices: list[ScheduledSlice]) -> None:
-        """Requests short of min_new_tokens may not sample a token that would end them."""
-        for scheduled in slices:
-            req, request = scheduled.req, scheduled.step_request
-            params = req.sampling
-            if not request.sample or params.min_new_tokens <= len(req.output_ids):
-                continue
-            stops = set(params.stop_token_ids or ())
-            if not params.ignore_eos:
-                stops |= self.eos_token_ids
-            request.banned_token_ids = sorted(stops)
+    def _launch(self, slices: list[ScheduledSlice], stats: StepStats) -> LaunchedBatch:
+        """Hands the batch to the runner; its KV counts as computed from now on. Left in flight,
+        each sample becomes its request's future: the next decode's input placeholder."""
+        started = time.perf_counter()
+        handle = self.runner.launch([s.step_request for s in slices])
+        stats.launch_seconds = time.perf_counter() - started
+        self.launches += 1
+        launch = self.launches
+        synchronous = not self.overlap or any(self._needs_sample_first(s) for s in slices)
+        for index, scheduled in enumerate(slices):
+            req = scheduled.req
+            req.kv_len += scheduled.extend_len
+            scheduled.launch = launch
+            if not synchronous and scheduled.step_request.sample:
+                req.future, req.future_launch = future_token(index), launch
+        return LaunchedBatch(slices, handle, synchronous)
 
-    def _attach_vocab_masks(self, slices: list[ScheduledSlice]) -> None:
-        """Gives each constrained request that samples this step its allowed-token bitmask."""
-        constrained: list[tuple[StepRequest, RequestGrammar]] = []
-        for scheduled in slices:
-            request, grammar = scheduled.step_request, scheduled.req.grammar
-            if grammar is None or not request.sample:
-                continue
-            if request.draft_token_ids:  # a mask per verified row
-                request.vocab_mask = grammar.draft_bitmasks(list(request.draft_token_ids))
-            else:
-                constrained.append((request, grammar))
-        if not constrained or self.grammar_backend is None:  # no backend: no grammar admitted
-            return
-        masks = self.grammar_backend.allowed_tokens_bitmasks([g for _, g in constrained])
-        for (request, _), mask in zip(constrained, masks, strict=True):
-            request.vocab_mask = mask
+    def _needs_sample_first(self, scheduled: ScheduledSlice) -> bool:
+        """Its next slice cannot be built before its sample is on the host: a grammar's next
+        mask and forced tokens, or n-gram drafts (SGLang's overlap skips these steps too)."""
+        req = scheduled.req
+        return scheduled.step_request.sample and (
+            req.grammar is not None or self.builder.may_draft(req)
+        )
+
+    def _collect(self, batch: LaunchedBatch, stats: StepStats) -> list[TokenOut]:
+        waited = time.perf_counter()
+        results = self.runner.collect(batch.handle)
+        arrived = time.perf_counter()
+        stats.device_wait_seconds += arrived - waited
+        stats.device_seconds += batch.handle.device_seconds or 0.0
+        apply = self.results.apply
+        applied = [s.req for s, r in zip(batch.slices, results, strict=True) if apply(s, r)]
+        outputs = self._collect_outputs(applied)
+        stats.result_seconds += time.perf_counter() - arrived
+        return outputs
+
+    def drain(self) -> list[TokenOut]:
+        """Collects the batch in flight, if any (outputs only for requests still running)."""
+        batch, self.inflight = self.inflight, None
+        return self._collect(batch, StepStats()) if batch is not None else []
 
     def finish_externally(self, rid: str, finish: FinishReason) -> None:
         """Ends a request for a reason found outside: a stop string the detokenizer matched
@@ -188,6 +231,7 @@ class Scheduler:
         retired here (a no-op for those retired already) and gets a final output, so no caller
         waits forever and no page or lock stays held.
         """
+        self.inflight = None  # its requests are among `live`
         outputs = []
         for req in live:
             if req.rid in self.requests:  # not counted yet (finished or aborted) by the step
@@ -195,14 +239,14 @@ class Scheduler:
             req.aborted = True
             req.finish = FinishReason.abort(AbortCode.INTERNAL, message)
             self._retire(req)
-            outputs.append(self._token_out(req))
+            outputs.append(token_out(req))
         return outputs
 
     def _drop_aborted(self) -> list[TokenOut]:
         outputs = []
         for req in [r for r in self.waiting + self.running if r.aborted]:
             self._retire(req)
-            outputs.append(self._token_out(req))
+            outputs.append(token_out(req))
             self.counters.requests_aborted += 1
         return outputs
 
@@ -221,34 +265,8 @@ class Scheduler:
                 self._retire(req)
                 self.counters.requests_finished += 1
             if req.pending_ids or req.finish is not None:
-                outputs.append(self._token_out(req))
+                outputs.append(token_out(req))
         return outputs
-
-    def _token_out(self, req: Req) -> TokenOut:
-        out = TokenOut(
-            rid=req.rid,
-            new_token_ids=req.pending_ids,
-            prompt_tokens=len(req.prompt_ids),
-            cached_tokens=req.cached_len,
-            completion_tokens=len(req.output_ids),
-            finish=req.finish,
-            output_logprobs=req.pending_logprobs,
-            output_top_logprobs=req.pending_top_logprobs,
-        )
-        if not req.spec_sent:
-            out.spec = DetokenizeSpec(
-                stop=req.sampling.stop_strings(),
-                skip_special_tokens=req.sampling.skip_special_tokens,
-                spaces_between_special_tokens=req.sampling.spaces_between_special_tokens,
-            )
-            req.spec_sent = True
-        if req.return_logprob and req.logprob_start_len >= 0 and not req.input_logprobs_sent:
-            lead: list[float | None] = [None] if req.logprob_start_len == 0 else []
-            out.input_logprobs = lead + list(req.input_logprobs)
-            out.input_top_logprobs = lead + list(req.input_top_logprobs)  # type: ignore[operator]
-            req.input_logprobs_sent = True
-        req.pending_ids, req.pending_logprobs, req.pending_top_logprobs = [], [], []
-        return out
 
     def _maybe_log(self, stats: StepStats) -> None:
         interval = self.config.log_interval
@@ -271,6 +289,7 @@ class Scheduler:
         """Evicts every cached prefix; refused while requests run (their paths are locked)."""
         if self.has_work:
             return False
+        self.drain()  # only ended requests' wasted decodes can be in flight now
         self.cache.flush()
         return True
 

@@ -1,5 +1,5 @@
 """The seam between the scheduler and the model runner: what it hands the runner each step,
-what it gets back, and the runner's interface (`StepRunner`).
+what it gets back, and the runner's interface (`StepRunner`: launch a step, collect it later).
 
 Plain data with no torch import at run time: the scheduler depends on these, never on model
 code, so it can run against a stand-in runner in tests.
@@ -21,7 +21,9 @@ if TYPE_CHECKING:
 class RequestSlice:
     """What one request contributes to a forward pass."""
 
-    input_ids: Sequence[int]  # its new tokens: a prefill chunk or one decode token
+    # Its new tokens: a prefill chunk or one decode token. The first may be a future
+    # placeholder (`future_token`): the sample of the previous launch, resolved on the device.
+    input_ids: Sequence[int]
     prefix_len: int  # tokens already in its KV pages
     page_table: Sequence[int]  # pages covering prefix_len + len(input_ids) tokens
     logits_from: int | None = (
@@ -36,6 +38,11 @@ class RequestSlice:
     def seq_len(self) -> int:
         return self.prefix_len + len(self.input_ids)
 
+    @property
+    def has_future(self) -> bool:
+        """Its first input is the previous launch's sample, still on the device."""
+        return self.input_ids[0] < 0
+
 
 TopLogprobs = list[tuple[int, float]]
 
@@ -47,7 +54,7 @@ class StepRequest:
     slice: RequestSlice
     sampling: SamplingParams
     prompt_ids: Sequence[int]
-    output_ids: Sequence[int]
+    output_ids: Sequence[int]  # applied so far; a future input (slice.has_future) comes after
     sample: bool  # False for a prefill chunk that does not reach the end of the prompt
     return_logprob: bool = False
     top_logprobs_num: int = 0
@@ -73,18 +80,61 @@ class StepResult:
     verified_ids: list[int] | None = None
 
 
+def future_token(index: int) -> int:
+    """The placeholder input id for the token the previous launch sampled for its request
+    `index` (SGLang's future ids): negative, so it can never be a real token."""
+    return -1 - index
+
+
+def future_index(token_id: int) -> int:
+    """The previous launch's request index a placeholder stands for."""
+    return -1 - token_id
+
+
+class StepHandle:
+    """A launched step: what `StepRunner.launch` returns and `collect` takes back, once.
+
+    Runners subclass it with their own pending state. After `collect`, `device_seconds` is how
+    long the device worked on the step (None where the runner cannot tell).
+    """
+
+    __slots__ = ("device_seconds",)
+
+    def __init__(self) -> None:
+        self.device_seconds: float | None = None
+
+
 @runtime_checkable
 class StepRunner(Protocol):
-    """What the scheduler drives: one forward pass and sampling per `step`, plus what its
-    process and the offline Engine read once at start-up.
+    """What the scheduler drives: one forward pass and sampling per step, split into a launch
+    that enqueues the device work and a collect that waits for it, plus what its process and
+    the offline Engine read once at start-up.
 
-        scheduler   results = runner.step([StepRequest, ...])   one result per request, in order
+        scheduler   handle = runner.launch([StepRequest, ...])   returns once the work is queued
+                    results = runner.collect(handle)            one result per request, in order
         start-up    context_len, vocab_size, num_kv_pages, model_name
         exit        runner.shutdown()
 
-    `step` may raise; an exception with a true `fatal` attribute (a lost tensor-parallel worker)
-    ends the runtime, any other aborts that step's requests. Implemented by the model runner,
-    rank 0 of a tensor-parallel group, and the stand-ins of tests and benchmarks.
+    Overlap scheduling launches step N+1 before collecting step N, so the device computes N
+    while the host builds N+1 and then processes N's results:
+
+        host     | build N+1 | launch N+1 | collect N, apply N | build N+2 | launch N+2 | ...
+        device   |..... step N .....|........ step N+1 ..........|...... step N+2 ....
+
+    Contract:
+    - `launch` reads the requests' host data (ids, page tables, outputs) before it returns;
+      the scheduler may change them afterwards. Handles are collected in launch order, once.
+    - Futures: the first input id of a slice may be a placeholder, `future_token(i)`: the
+      token the previous launch sampled for its request i. The runner resolves it on the
+      device, so the sample never travels to the host and back in between. That request's
+      `output_ids` lack the pending token; the runner counts it where sampling reads the
+      outputs (penalties, the step of a seeded draw).
+    - `launch` or `collect` may raise; an exception with a true `fatal` attribute (a lost
+      tensor-parallel worker) ends the runtime, any other aborts the requests of the steps in
+      flight.
+
+    Implemented by the model runner, rank 0 of a tensor-parallel group, and the stand-ins of
+    tests and benchmarks.
     """
 
     @property
@@ -105,7 +155,13 @@ class StepRunner(Protocol):
         """The name the APIs report for the model (its directory or file name)."""
         ...
 
-    def step(self, requests: Sequence[StepRequest]) -> list[StepResult]: ...
+    def launch(self, requests: Sequence[StepRequest]) -> StepHandle:
+        """Enqueues the step's forward pass and sampling; returns without waiting for them."""
+        ...
+
+    def collect(self, handle: StepHandle) -> list[StepResult]:
+        """Waits for a launched step; one result per request of its launch, in order."""
+        ...
 
     def shutdown(self) -> None:
         """Releases what the runner started (worker processes); a no-op where it started none."""

@@ -24,6 +24,17 @@ NOT_EVERYWHERE = "not reported by every replica"
 
 
 class StepStats(msgspec.Struct, kw_only=True):
+    """One scheduler step: the batch it launched, and where the step's wall time went.
+
+    Under overlap scheduling a step launches batch N+1 and then collects batch N, so the
+    device figures (device_wait_seconds, device_seconds) are batch N's:
+
+        wall_seconds = build + launch + device_wait + results (+ dropping aborted requests)
+        schedule_seconds = wall_seconds - forward_seconds    the scheduler's own CPU time
+        forward_seconds = launch_seconds + device_wait_seconds
+    GPU-busy share over a run: sum(device_seconds) / sum(wall_seconds).
+    """
+
     batch_size: int = 0
     prefill_tokens: int = 0
     decode_tokens: int = 0
@@ -32,7 +43,16 @@ class StepStats(msgspec.Struct, kw_only=True):
     running: int = 0
     kv_usage: float = 0.0  # fraction of pages not free
     schedule_seconds: float = 0.0  # CPU time spent deciding the batch (not the forward pass)
-    forward_seconds: float = 0.0
+    forward_seconds: float = 0.0  # time inside the runner: launching, and waiting on the device
+    build_seconds: float = 0.0  # choosing the batch, allocating pages, masks and bans
+    launch_seconds: float = 0.0  # the runner's launch: metadata, planning, enqueuing the work
+    device_wait_seconds: float = 0.0  # blocked in the runner's collect until results are back
+    result_seconds: float = 0.0  # applying results, finishes, commits, outputs
+    # Device time of the batch collected in this step (CUDA events; the launch itself where
+    # the device is the CPU); 0 where the runner does not measure it.
+    device_seconds: float = 0.0
+    wall_seconds: float = 0.0
+    overlapped: bool = False  # the launched batch stays in flight until the next step
 
 
 class SchedulerCounters(msgspec.Struct, kw_only=True):
@@ -47,11 +67,18 @@ class SchedulerCounters(msgspec.Struct, kw_only=True):
     jump_forward_tokens: int = 0  # grammar-forced tokens appended without a decode step each
     spec_draft_tokens: int = 0  # n-gram drafts proposed to the model
     spec_accepted_tokens: int = 0  # ... of which the model agreed with (one step saved each)
+    overlapped_steps: int = 0  # steps whose batch stayed in flight into the next step
+    dropped_results: int = 0  # results of requests that ended while in flight (wasted decodes)
+    wall_seconds: float = 0.0  # the steps' total wall time ...
+    device_seconds: float = 0.0  # ... and the device's share of it (see StepStats)
 
     def add(self, step: StepStats) -> None:
         self.steps += 1
         self.prefill_tokens += step.prefill_tokens
         self.decode_tokens += step.decode_tokens
+        self.overlapped_steps += step.overlapped
+        self.wall_seconds += step.wall_seconds
+        self.device_seconds += step.device_seconds
 
 
 class SchedulerStats(SchedulerCounters, kw_only=True):

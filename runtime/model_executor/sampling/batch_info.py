@@ -3,6 +3,9 @@
 Everything the sampler needs is a [B] or [B, 1] tensor, so one set of tensor ops serves every
 request in the batch. The Python flags beside the tensors let the sampler skip whole stages
 (the sort for top-k / top-p, the random draw, penalties) that no row in this batch needs.
+
+Host values reach the device with non_blocking copies: `torch.tensor(..., device=cuda)` would
+wait for the device's queue, and under overlap scheduling that queue holds the previous step.
 """
 
 from __future__ import annotations
@@ -16,6 +19,21 @@ from ...constrained.bitmask import bitmask_words
 from ...wire.sampling_params import SamplingParams
 from .penalties import PenaltyTensors
 from .seeded import seed_to_int64
+
+
+@dataclass(slots=True)
+class PendingOutputs:
+    """Rows whose request has one output more than its `output_ids`: a sample of the previous
+    step, still on the device (overlap scheduling). Row `rows[j]`'s token is
+    `source[positions[j]]` (the resolved input ids of the forward pass)."""
+
+    rows: list[int]
+    source: torch.Tensor
+    positions: list[int]
+
+    def token_ids(self) -> torch.Tensor:
+        index = torch.tensor(self.positions, dtype=torch.int64)
+        return self.source.index_select(0, index.to(self.source.device, non_blocking=True))
 
 
 @dataclass(slots=True)
@@ -61,10 +79,13 @@ class SamplingBatchInfo:
         device: torch.device,
         vocab_masks: Sequence[torch.Tensor | None] | None = None,
         banned_token_ids: Sequence[Sequence[int] | None] | None = None,
+        pending: PendingOutputs | None = None,
     ) -> SamplingBatchInfo:
         """`params` must be validated; `output_ids[i]` are the tokens request i generated so far;
         `vocab_masks[i]`, when given, is row i's [W] int32 allowed-token bitmask;
-        `banned_token_ids[i]` are tokens row i must not sample (EOS before min_new_tokens)."""
+        `banned_token_ids[i]` are tokens row i must not sample (EOS before min_new_tokens);
+        `pending` names rows with one more output on the device (counted in steps and
+        penalties)."""
         if not len(params) == len(prompt_ids) == len(output_ids):
             raise ValueError(
                 f"batch lists differ in length: {len(params)} params, "
@@ -72,7 +93,7 @@ class SamplingBatchInfo:
             )
 
         def tensor(values: list, dtype: torch.dtype) -> torch.Tensor:
-            return torch.tensor(values, dtype=dtype, device=device)
+            return torch.tensor(values, dtype=dtype).to(device, non_blocking=True)
 
         greedy = [p.is_greedy for p in params]
         # Greedy rows get neutral values, so the flags below describe the sampled rows only and
@@ -89,6 +110,9 @@ class SamplingBatchInfo:
             seed_to_int64(p.seed) if s and p.seed is not None else 0
             for p, s in zip(params, seeded, strict=True)
         ]
+        steps = [len(o) for o in output_ids]
+        for row in pending.rows if pending is not None else ():
+            steps[row] += 1
         return cls(
             vocab_size=vocab_size,
             temperatures=tensor(temps, torch.float32).unsqueeze(1),
@@ -98,8 +122,10 @@ class SamplingBatchInfo:
             min_ps=tensor(min_ps, torch.float32),
             seeds=tensor(seeds, torch.int64),
             seeded=tensor(seeded, torch.bool),
-            steps=tensor([len(o) for o in output_ids], torch.int64),
-            penalties=PenaltyTensors.build(params, prompt_ids, output_ids, vocab_size, device),
+            steps=tensor(steps, torch.int64),
+            penalties=PenaltyTensors.build(
+                params, prompt_ids, output_ids, vocab_size, device, pending
+            ),
             vocab_mask=stack_vocab_masks(vocab_masks, vocab_size, device),
             logit_adjustments=logit_adjustments(params, banned_token_ids, device),
             all_greedy=all(greedy),
@@ -148,7 +174,7 @@ def logit_adjustments(
     if not rows:
         return None
     return (
-        torch.tensor(rows, dtype=torch.int64, device=device),
-        torch.tensor(cols, dtype=torch.int64, device=device),
-        torch.tensor(values, dtype=torch.float32, device=device),
+        torch.tensor(rows, dtype=torch.int64).to(device, non_blocking=True),
+        torch.tensor(cols, dtype=torch.int64).to(device, non_blocking=True),
+        torch.tensor(values, dtype=torch.float32).to(device, non_blocking=True),
     )

@@ -7,7 +7,8 @@ Semantics (the same as HF for repetition and OpenAI for the other two):
 - presence_penalty p over output tokens: logit -= p * (count > 0).
 
 Only the rows that use a penalty get [P, V] tensors, so one request with a penalty in a large
-batch costs one row of vocabulary-sized memory, not B rows.
+batch costs one row of vocabulary-sized memory, not B rows. A request whose latest output is
+still on the device (overlap scheduling) has it added to its counts there.
 """
 
 from __future__ import annotations
@@ -15,11 +16,15 @@ from __future__ import annotations
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from ...wire.sampling_params import SamplingParams
+
+if TYPE_CHECKING:
+    from .batch_info import PendingOutputs
 
 
 @dataclass(slots=True)
@@ -39,6 +44,7 @@ class PenaltyTensors:
         output_ids: Sequence[Sequence[int]],
         vocab_size: int,
         device: torch.device,
+        pending: PendingOutputs | None = None,
     ) -> PenaltyTensors | None:
         rows = [i for i, p in enumerate(params) if p.uses_penalties]
         if not rows:
@@ -46,16 +52,17 @@ class PenaltyTensors:
         chosen = [params[i] for i in rows]
 
         def column(values: list[float]) -> torch.Tensor:
-            return torch.tensor(values, dtype=torch.float32, device=device).unsqueeze(1)
+            return _on(device, torch.tensor(values, dtype=torch.float32).unsqueeze(1))
 
         output_counts = token_counts([output_ids[i] for i in rows], vocab_size, device)
+        add_pending_outputs(output_counts, rows, pending)
         seen = None
         if any(p.repetition_penalty != 1.0 for p in chosen):
             seen = output_counts > 0
             prompt_index = flat_token_index([prompt_ids[i] for i in rows], vocab_size, device)
             seen.view(-1).index_fill_(0, prompt_index, True)
         return cls(
-            rows=None if len(rows) == len(params) else torch.tensor(rows, device=device),
+            rows=None if len(rows) == len(params) else _on(device, torch.tensor(rows)),
             repetition=column([p.repetition_penalty for p in chosen]),
             frequency=column([p.frequency_penalty for p in chosen]),
             presence=column([p.presence_penalty for p in chosen]),
@@ -72,6 +79,22 @@ class PenaltyTensors:
         sub = sub - self.frequency * self.output_counts
         sub = sub - self.presence * (self.output_counts > 0).float()
         return sub if self.rows is None else scores.index_copy(0, self.rows, sub)
+
+
+def add_pending_outputs(
+    counts: torch.Tensor, rows: list[int], pending: PendingOutputs | None
+) -> None:
+    """Counts, on the device, the pending output of each penalized row that has one."""
+    if pending is None:
+        return
+    penalty_row = {row: p for p, row in enumerate(rows)}
+    taken = [j for j, row in enumerate(pending.rows) if row in penalty_row]
+    if not taken:
+        return
+    device = counts.device
+    tokens = pending.token_ids().index_select(0, _on(device, torch.tensor(taken)))
+    where = _on(device, torch.tensor([penalty_row[pending.rows[j]] for j in taken]))
+    counts.index_put_((where, tokens), torch.ones(len(taken), device=device), accumulate=True)
 
 
 def token_counts(
@@ -104,4 +127,9 @@ def flat_token_index(
         bad = int(flat.min()) if flat.min() < 0 else int(flat.max())
         raise ValueError(f"token ids must be in [0, {vocab_size}), got {bad}")
     index = np.repeat(np.arange(len(id_lists), dtype=np.int64) * vocab_size, lengths) + flat
-    return torch.from_numpy(index).to(device)
+    return _on(device, torch.from_numpy(index))
+
+
+def _on(device: torch.device, host: torch.Tensor) -> torch.Tensor:
+    """A host tensor on `device` without waiting for the device's queue (see batch_info.py)."""
+    return host.to(device, non_blocking=True)
