@@ -93,6 +93,15 @@ class ServerArgs:
             "requests, capped from the GPU's memory: 512 from 60 GiB, 32 / 24 / 8 on smaller GPUs)"
         },
     )
+    disable_overlap_schedule: bool | None = field(
+        default=None,
+        metadata={
+            "help": "build and launch each step only after the previous one's results are "
+            "processed (default: overlap on a GPU, where the host prepares step N+1 while the "
+            "device computes step N; off on the CPU, where the device is the host itself and "
+            "overlap gains nothing: bench_decode measured it no faster)"
+        },
+    )
     grammar_backend: str = field(
         default="llguidance",
         metadata={"help": "structured output (regex, json_schema, ebnf): llguidance or none"},

@@ -10,6 +10,7 @@ from ..config.limits import RuntimeLimits
 from ..config.server_args import ServerArgs
 from ..config.tokenizer import load_tokenizer
 from ..constrained.matcher import GrammarBackend
+from ..model_executor.device import resolve_device
 from ..model_executor.model_runner import ModelRunner
 from ..model_executor.tp_worker import TensorParallelRunner, create_model_runner
 from ..scheduler.scheduler import Scheduler, SchedulerConfig
@@ -68,6 +69,13 @@ def num_draft_tokens(args: ServerArgs) -> int:
     return args.speculative_num_draft_tokens
 
 
+def overlap_schedule(args: ServerArgs) -> bool:
+    """Overlap scheduling unless --disable-overlap-schedule; by default on a GPU only."""
+    if args.disable_overlap_schedule is not None:
+        return not args.disable_overlap_schedule
+    return resolve_device(args).type == "cuda"
+
+
 def prefix_cache_name(args: ServerArgs) -> str:
     """The registry name of the prefix cache the flags select (SGLang's --disable-radix-cache
     means the naive cache)."""
@@ -116,6 +124,7 @@ def build_runtime(args: ServerArgs) -> RuntimeState:
         sharing=cache.shares_prefixes,
         grammar_backend=grammar_backend(args, tokenizer, runner.vocab_size, eos),
         jump_forward=not args.disable_jump_forward,
+        overlap=overlap_schedule(args),
     )
     builder = RequestBuilder(
         tokenizer=tokenizer,

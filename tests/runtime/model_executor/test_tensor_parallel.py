@@ -100,22 +100,27 @@ def test_engine_with_two_ranks_generates_what_one_rank_does(tiny_with_tokenizer:
     prompts = [[rng.randrange(320) for _ in range(n)] for n in (5, 12, 40, 3)]
     params = {"max_new_tokens": 12, "temperature": 0, "ignore_eos": True}
     outputs = {}
-    for tp_size in (1, 2):
+    # Overlap scheduling under tensor parallelism: rank 0 broadcasts its samples for the
+    # workers to resolve the placeholder inputs.
+    for tp_size, overlap in ((1, False), (2, False), (2, True)):
         engine = Engine(
             model_path=str(tiny_with_tokenizer),
             device="cpu",
             page_size=4,
             max_total_tokens=2048,
             tp_size=tp_size,
+            disable_overlap_schedule=not overlap,
         )
         try:
-            outputs[tp_size] = [
+            outputs[tp_size, overlap] = [
                 o["output_ids"] for o in engine.generate(input_ids=prompts, sampling_params=params)
             ]
+            assert (engine.scheduler.counters.overlapped_steps > 0) == overlap
         finally:
             engine.shutdown()
-    assert outputs[2] == outputs[1]
-    assert all(len(ids) == 12 for ids in outputs[2])
+    assert outputs[2, False] == outputs[1, False]
+    assert outputs[2, True] == outputs[1, False]
+    assert all(len(ids) == 12 for ids in outputs[2, False])
 
 
 def test_a_lost_worker_is_a_clear_error(tiny_with_tokenizer: Path) -> None:
