@@ -81,7 +81,9 @@ class BatchBuilder:
     def _schedule_decodes(self, waiting: list[Req], running: list[Req], plan: BatchPlan) -> None:
         context_len = self.config.context_len
         decodes = [
-            r for r in running if not r.is_prefilling and not r.ends_with_future(context_len)
+            r
+            for r in running
+            if not r.is_prefilling and (r.future is None or not r.ends_with_future(context_len))
         ]
         while len(decodes) > 1:
             if self.kv.decode_pages_needed(decodes) <= self._headroom():

@@ -25,19 +25,22 @@ def ban_early_stops(slices: list[ScheduledSlice], eos_token_ids: Set[int]) -> No
         request.banned_token_ids = sorted(stops)
 
 
-def attach_vocab_masks(slices: list[ScheduledSlice], backend: GrammarBackend | None) -> None:
-    """Gives each constrained request that samples this step its allowed-token bitmask."""
+def attach_vocab_masks(slices: list[ScheduledSlice], backend: GrammarBackend | None) -> bool:
+    """Gives each constrained request that samples this step its allowed-token bitmask; True if
+    there is one (its grammar must see the sample before its next mask)."""
     constrained: list[tuple[StepRequest, RequestGrammar]] = []
+    any_sampled = False
     for scheduled in slices:
         request, grammar = scheduled.step_request, scheduled.req.grammar
         if grammar is None or not request.sample:
             continue
+        any_sampled = True
         if request.draft_token_ids:  # a mask per verified row
             request.vocab_mask = grammar.draft_bitmasks(list(request.draft_token_ids))
         else:
             constrained.append((request, grammar))
-    if not constrained or backend is None:  # no backend: no grammar admitted
-        return
-    masks = backend.allowed_tokens_bitmasks([g for _, g in constrained])
-    for (request, _), mask in zip(constrained, masks, strict=True):
-        request.vocab_mask = mask
+    if constrained and backend is not None:  # no backend: no grammar admitted
+        masks = backend.allowed_tokens_bitmasks([g for _, g in constrained])
+        for (request, _), mask in zip(constrained, masks, strict=True):
+            request.vocab_mask = mask
+    return any_sampled

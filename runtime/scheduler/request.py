@@ -118,9 +118,9 @@ class Req:
         return len(self.output_ids) + (self.future is not None)
 
     def ends_with_future(self, context_len: int) -> bool:
-        """Its sample in flight is sure to end it (max_new_tokens or the context reached), so
-        no decode after it needs scheduling."""
-        return self.future is not None and (
-            len(self.output_ids) + 1 >= self.sampling.max_new_tokens
-            or self.fill_len + 1 >= context_len
+        """Its sample in flight (`future` set) is sure to end it (max_new_tokens or the context
+        reached), so no decode after it needs scheduling."""
+        outputs = len(self.output_ids) + 1
+        return (
+            outputs >= self.sampling.max_new_tokens or len(self.prompt_ids) + outputs >= context_len
         )

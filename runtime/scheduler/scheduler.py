@@ -142,10 +142,13 @@ class Scheduler:
             cache_hit_tokens=plan.cache_hit_tokens,
         )
         self.counters.cache_hit_tokens += plan.cache_hit_tokens
-        attach_vocab_masks(plan.slices, self.grammar_backend)
+        constrained = attach_vocab_masks(plan.slices, self.grammar_backend)
         ban_early_stops(plan.slices, self.eos_token_ids)
         stats.build_seconds = time.perf_counter() - started
-        launched = self._launch(plan.slices, stats) if plan.slices else None
+        launched = None
+        if plan.slices:
+            synchronous = not self.overlap or constrained or self._drafting(plan.slices)
+            launched = self._launch(plan.slices, stats, synchronous)
         previous, self.inflight = self.inflight, None
         if previous is not None:  # the device runs the new batch meanwhile
             outputs.extend(self._collect(previous, stats))
@@ -164,7 +167,9 @@ class Scheduler:
         self._maybe_log(stats)
         return outputs
 
-    def _launch(self, slices: list[ScheduledSlice], stats: StepStats) -> LaunchedBatch:
+    def _launch(
+        self, slices: list[ScheduledSlice], stats: StepStats, synchronous: bool
+    ) -> LaunchedBatch:
         """Hands the batch to the runner; its KV counts as computed from now on. Left in flight,
         each sample becomes its request's future: the next decode's input placeholder."""
         started = time.perf_counter()
@@ -172,22 +177,26 @@ class Scheduler:
         stats.launch_seconds = time.perf_counter() - started
         self.launches += 1
         launch = self.launches
-        synchronous = not self.overlap or any(self._needs_sample_first(s) for s in slices)
-        for index, scheduled in enumerate(slices):
-            req = scheduled.req
-            req.kv_len += scheduled.extend_len
-            scheduled.launch = launch
-            if not synchronous and scheduled.step_request.sample:
-                req.future, req.future_launch = future_token(index), launch
+        # The per-step hot path: one pass of attribute updates.
+        if synchronous:
+            for scheduled in slices:
+                scheduled.req.kv_len += scheduled.extend_len
+                scheduled.launch = launch
+        else:
+            for index, scheduled in enumerate(slices):
+                req = scheduled.req
+                req.kv_len += scheduled.extend_len
+                scheduled.launch = launch
+                if scheduled.step_request.sample:
+                    req.future, req.future_launch = future_token(index), launch
         return LaunchedBatch(slices, handle, synchronous)
 
-    def _needs_sample_first(self, scheduled: ScheduledSlice) -> bool:
-        """Its next slice cannot be built before its sample is on the host: a grammar's next
-        mask and forced tokens, or n-gram drafts (SGLang's overlap skips these steps too)."""
-        req = scheduled.req
-        return scheduled.step_request.sample and (
-            req.grammar is not None or self.builder.may_draft(req)
-        )
+    def _drafting(self, slices: list[ScheduledSlice]) -> bool:
+        """A sampling request may get n-gram drafts next step, which need its latest token on
+        the host (grammar requests are the other kind: SGLang's overlap skips both)."""
+        if self.config.num_draft_tokens <= 0:
+            return False
+        return any(s.step_request.sample and self.builder.may_draft(s.req) for s in slices)
 
     def _collect(self, batch: LaunchedBatch, stats: StepStats) -> list[TokenOut]:
         waited = time.perf_counter()
