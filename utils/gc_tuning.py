@@ -18,3 +18,10 @@ def freeze_startup_objects() -> None:
     gc.freeze()
     _, middle, old = gc.get_threshold()
     gc.set_threshold(YOUNG_GENERATION_THRESHOLD, middle, old)
+
+
+def release_frozen_objects() -> None:
+    """Hands frozen objects back to the collector. An offline Engine froze its model with the
+    rest of the process at start-up; without this, a shut-down Engine's reference cycles are never
+    collected, and a second Engine in the same process finds the first one's GPU memory taken."""
+    gc.unfreeze()

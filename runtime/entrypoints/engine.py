@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from ...utils.gc_tuning import freeze_startup_objects
+from ...utils.gc_tuning import freeze_startup_objects, release_frozen_objects
 from ..config.server_args import ServerArgs
 from ..detokenizer.manager import DetokenizerManager
 from ..server.output import RequestOutputBuilder
@@ -88,6 +88,7 @@ class Engine:
     def shutdown(self) -> None:
         self._abort(list(self.scheduler.requests), "engine shut down", AbortCode.SHUTDOWN)
         self.state.runner.shutdown()  # stops tensor-parallel worker ranks, if any
+        release_frozen_objects()  # so `del engine` frees its model and KV pool
 
     def __enter__(self) -> Engine:
         return self

@@ -86,3 +86,21 @@ def test_gpu_engine_derives_limits_from_its_pool(tmp_path: Path, tokenizer_dir: 
             assert graphs.max_bs == expected.cuda_graph_max_bs
     finally:
         engine.shutdown()
+
+
+def test_a_shut_down_engine_is_collected(tmp_path: Path, tokenizer_dir: str) -> None:
+    """The Engine freezes the process's objects at start-up (gc_tuning); shutting it down hands
+    them back, so its model and KV pool go with the last reference (a second GPU Engine in the
+    same process found the first one's memory still taken)."""
+    import gc
+    import weakref
+
+    model = build_tiny_model("llama", tmp_path)
+    engine = Engine(str(model), tokenizer_path=tokenizer_dir, device="cpu", max_total_tokens=512)
+    pool = weakref.ref(engine.state.runner)
+    engine.generate(input_ids=[[5, 6, 7]], sampling_params={"max_new_tokens": 2})
+    engine.shutdown()
+    del engine
+    gc.collect()
+    assert pool() is None
+    assert gc.get_freeze_count() == 0
