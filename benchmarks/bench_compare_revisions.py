@@ -1,6 +1,7 @@
 """Runs benchmarks on an earlier revision and on this checkout, interleaved, in one run.
 
     python benchmarks/bench_compare_revisions.py --base 36fac94 [--rounds 3]
+        [--only bench_radix_cache.py] [--radix-args '--page-size 1 --traces multi-turn ...']
 
 The base revision is unpacked with `git archive` into a temporary folder (nothing in this
 checkout changes) with its own `radixserve` import root, so each side imports its own code.
@@ -65,9 +66,14 @@ def unpack_base(revision: str, into: Path) -> Tree:
     return Tree(f"base {revision}", root, into / "import_root")
 
 
-def run_benchmark(tree: Tree, script: str) -> str:
+def run_benchmark(tree: Tree, script: str, extra: list[str] | None = None) -> str:
     env = {**os.environ, "PYTHONPATH": str(tree.import_root)}
-    command = [sys.executable, str(tree.root / "benchmarks" / script), *BENCHMARKS[script]]
+    command = [
+        sys.executable,
+        str(tree.root / "benchmarks" / script),
+        *BENCHMARKS[script],
+        *(extra or []),
+    ]
     done = subprocess.run(command, cwd=tree.root, env=env, capture_output=True, text=True)
     if done.returncode != 0:
         raise SystemExit(f"{script} failed on {tree.name}:\n{done.stdout}\n{done.stderr}")
@@ -94,6 +100,15 @@ def parse(script: str, output: str) -> Figures:
             figures[f"{name} match p50 us"] = float(cells[1])
             figures[f"{name} insert p50 us"] = float(cells[3])
             figures[f"{name} replay s"] = float(cells[8])
+        per_call = re.match(
+            r"\s+(\S+) per call: insert mean ([\d.]+) us .* evict p50 ([\d.]+) us mean ([\d.]+) us",
+            line,
+        )
+        if section and per_call:
+            name = f"{section} {per_call.group(1)}"
+            figures[f"{name} insert mean us"] = float(per_call.group(2))
+            figures[f"{name} evict p50 us"] = float(per_call.group(3))
+            figures[f"{name} evict mean us"] = float(per_call.group(4))
         micro = re.search(r"page size (\d+): radix median ([\d.]+) us", line)
         if micro:
             figures[f"match 2k-token prompt ps{micro.group(1)} radix us"] = float(micro.group(2))
@@ -104,15 +119,27 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--base", required=True, help="the earlier revision (a commit or tag)")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--only", choices=sorted(BENCHMARKS), help="run one of the benchmarks, not all"
+    )
+    parser.add_argument(
+        "--radix-args",
+        default="",
+        help="more flags for bench_radix_cache.py, e.g. "
+        "'--page-size 1 --traces multi-turn --pool-fraction 0.3'",
+    )
     args = parser.parse_args()
+    scripts = [args.only] if args.only else list(BENCHMARKS)
+    extra = {"bench_radix_cache.py": args.radix_args.split()}
     best: dict[str, dict[str, float]] = defaultdict(dict)  # tree name -> figure -> best
     with tempfile.TemporaryDirectory(prefix="radixserve-compare-") as tmp:
         trees = [unpack_base(args.base, Path(tmp)), Tree("head", HEAD, HEAD)]
         for round_index in range(args.rounds):
             for tree in trees if round_index % 2 == 0 else reversed(trees):
-                for script in BENCHMARKS:
+                for script in scripts:
                     print(f"round {round_index + 1}: {script} on {tree.name}", flush=True)
-                    for name, value in parse(script, run_benchmark(tree, script)).items():
+                    output = run_benchmark(tree, script, extra.get(script))
+                    for name, value in parse(script, output).items():
                         previous = best[tree.name].get(name, float("inf"))
                         best[tree.name][name] = min(previous, value)
     base, head = (best[t.name] for t in trees)

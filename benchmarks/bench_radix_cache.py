@@ -15,8 +15,15 @@ largest requests with some slack, if that is more), so eviction runs all the tim
 entries for the block-hash cache) and the replay's total time in all cache calls. Each latency
 is the call's minimum over `--repeats` identical replays; the garbage collector is off.
 
+Evictions are timed as calls of their own (the eviction an allocation needs runs first), and a
+second line per cache gives insert and evict per call with the pages each moved. At page size 1
+the replay also runs `bulk_ref` (benchmarks/bulk_reference_cache.py): a tree whose page lists are
+numpy arrays and whose free list grows by concatenation, unchecked, as the tensor-based trees of
+SGLang and mini-sglang keep pages: the bulk-operation reference for insert and evict per call.
+
     python benchmarks/bench_radix_cache.py [--page-size 16,1] [--traces few-shot,multi-turn,tree]
         [--caches radix,block_hash,naive] [--pool-fraction 0.25] [--concurrency 8] [--repeats 3]
+        [--no-bulk-reference]
 """
 
 from __future__ import annotations
@@ -24,14 +31,21 @@ from __future__ import annotations
 import argparse
 import gc
 import statistics
+import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from radixserve.radix_cache import PrefixCache, create_cache
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.bulk_reference_cache import BulkReferenceCache  # noqa: E402
+from radixserve.radix_cache import PrefixCache, create_cache  # noqa: E402
 
 VOCAB = 32_000
+BULK_REF = "bulk_ref"  # the numpy reference tree (page size 1 only)
 MATCH_TARGET_US = 20.0
 
 
@@ -100,6 +114,9 @@ TRACES = {"few-shot": few_shot, "multi-turn": multi_turn, "tree": tree_of_though
 class Result:
     match_ns: list[int] = field(default_factory=list)
     insert_ns: list[int] = field(default_factory=list)
+    evict_ns: list[int] = field(default_factory=list)
+    insert_pages: int = 0  # pages handed to the cache over all inserts
+    evict_pages: int = 0
     peak_nodes: int = 0
     seconds: float = 0.0
 
@@ -120,6 +137,7 @@ def insert_timed(cache: PrefixCache, run: Running, tokens: list[int], result: Re
     t0 = time.perf_counter_ns()
     out = cache.insert(tokens[:aligned], run.table[: aligned // ps])
     result.insert_ns.append(time.perf_counter_ns() - t0)
+    result.insert_pages += aligned // ps - out.cached_len // ps
     run.table[: aligned // ps] = out.pages
     cache.lock(out.node)
     cache.unlock(run.node)
@@ -145,7 +163,7 @@ def replay_min(
     machine is shared: a call that happened to be preempted would otherwise set the p99."""
     best: Result | None = None
     for _ in range(args.repeats):
-        cache = create_cache(name, pool, page_size)
+        cache = make_cache(name, pool, page_size)
         result = replay(cache, trace, args.concurrency)
         gc.collect()
         if best is None:
@@ -153,12 +171,30 @@ def replay_min(
             continue
         best.match_ns = list(map(min, best.match_ns, result.match_ns))
         best.insert_ns = list(map(min, best.insert_ns, result.insert_ns))
+        best.evict_ns = list(map(min, best.evict_ns, result.evict_ns))
         best.seconds = min(best.seconds, result.seconds)
     assert best is not None
     return cache, best
 
 
-def replay(cache: PrefixCache, trace: Trace, concurrency: int) -> Result:
+def make_cache(name: str, pool: int, page_size: int) -> Any:
+    if name == BULK_REF:
+        return BulkReferenceCache(pool)
+    return create_cache(name, pool, page_size)
+
+
+def alloc_timed(cache: Any, need: int, result: Result) -> list[int] | None:
+    """alloc_pages, with the eviction it needs done (and timed) as its own call first."""
+    short = need - cache.num_free_pages
+    if 0 < short <= cache.num_evictable_pages:
+        t0 = time.perf_counter_ns()
+        freed = cache.evict(short)
+        result.evict_ns.append(time.perf_counter_ns() - t0)
+        result.evict_pages += freed
+    return cache.alloc_pages(need)
+
+
+def replay(cache: Any, trace: Trace, concurrency: int) -> Result:
     result, wave, in_wave = Result(), [], set()
     ps = cache.page_size
     start = time.perf_counter()
@@ -171,11 +207,11 @@ def replay(cache: PrefixCache, trace: Trace, concurrency: int) -> Result:
         result.match_ns.append(time.perf_counter_ns() - t0)
         cache.lock(match.node)
         need = -(-(len(req.prompt) + len(req.output)) // ps) - len(match.pages)
-        pages = cache.alloc_pages(need)
+        pages = alloc_timed(cache, need, result)
         if pages is None and wave:  # the wave holds the pool: finish it and retry
             finish_wave(cache, wave, result)
             in_wave.clear()
-            pages = cache.alloc_pages(need)
+            pages = alloc_timed(cache, need, result)
         if pages is None:
             raise SystemExit(f"{trace.name}: a pool of {cache.num_pages} pages is too small")
         wave.append(Running(req, match.pages + pages, match.node, match.cached_len))
@@ -203,12 +239,26 @@ def pct(values: list[int], q: float) -> float:
     return float(np.percentile(values, q)) / 1e3 if values else 0.0
 
 
-def row(name: str, cache: PrefixCache, r: Result) -> str:
+def row(name: str, cache: Any, r: Result) -> str:
     s = cache.stats()
     return (
         f"{name:<11}{pct(r.match_ns, 50):>10.1f}{pct(r.match_ns, 99):>10.1f}"
         f"{pct(r.insert_ns, 50):>11.1f}{pct(r.insert_ns, 99):>11.1f}"
         f"{100 * s.hit_rate:>9.1f}%{s.evicted_pages:>11,}{r.peak_nodes:>11,}{r.seconds:>8.2f}"
+    )
+
+
+def page_ops_row(name: str, r: Result) -> str:
+    """Insert and evict per call, with the pages each call moved on average (a second line per
+    cache: the per-call cost of bulk page operations)."""
+    per_insert = r.insert_pages / max(len(r.insert_ns), 1)
+    per_evict = r.evict_pages / max(len(r.evict_ns), 1)
+    mean_insert = statistics.fmean(r.insert_ns) / 1e3 if r.insert_ns else 0.0
+    mean_evict = statistics.fmean(r.evict_ns) / 1e3 if r.evict_ns else 0.0
+    return (
+        f"  {name} per call: insert mean {mean_insert:.1f} us ({per_insert:.0f} new pages), "
+        f"evict p50 {pct(r.evict_ns, 50):.1f} us mean {mean_evict:.1f} us "
+        f"({len(r.evict_ns)} calls, {per_evict:.0f} pages each)"
     )
 
 
@@ -255,6 +305,11 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--repeats", type=int, default=3, help="latency: per-call minimum")
+    parser.add_argument(
+        "--no-bulk-reference",
+        action="store_true",
+        help=f"at page size 1 the replay also runs {BULK_REF} (benchmarks/bulk_reference_cache.py)",
+    )
     args = parser.parse_args()
 
     gc.disable()
@@ -275,9 +330,15 @@ def main() -> None:
                 f"{distinct:,} distinct); latencies in microseconds"
             )
             print(HEADER)
-            for name in args.caches.split(","):
+            names = args.caches.split(",")
+            if page_size == 1 and not args.no_bulk_reference and BULK_REF not in names:
+                names.append(BULK_REF)
+            for name in names:
+                if name == BULK_REF and page_size != 1:
+                    continue
                 cache, result = replay_min(name, pool, page_size, trace, args)
                 print(row(name, cache, result), flush=True)
+                print(page_ops_row(name, result), flush=True)
         micro = match_microbench(page_size)
         verdict = "meets" if micro["radix"] < MATCH_TARGET_US else "MISSES"
         print(

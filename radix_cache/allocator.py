@@ -1,82 +1,134 @@
-"""The free list of KV pages, with a per-page flag so a double free is caught where it happens."""
+"""The free list of KV pages, with a state byte per page, so a double free or a page handed to
+the cache twice is caught where it happens.
+
+Every page is in exactly one state, kept by the allocator for whoever owns the pool:
+
+    FREE    on the free list
+    HELD    handed out by `alloc`, owned privately by a request
+    CACHED  taken by the cache (`take`), until it releases it (`release`)
+
+Each transition checks every page of the call (in range, distinct, in the expected state) before it
+changes anything, as a constant number of bulk operations (page_flags.py), so a call costs the
+same few Python steps for one page or a thousand.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
+
+import numpy as np
+
+from .page_flags import BULK_MIN, PageFlags, PageIds, Problem
+
+HELD, FREE, CACHED = 0, 1, 2
+STATE_NAMES = {HELD: "held", FREE: "free", CACHED: "cached"}
 
 
 class PageAllocator:
-    """A stack of free page ids plus `is_free[page]` (a bytearray: one byte per page).
+    """A stack of free page ids (a numpy array and its top) plus `state[page]` (PageFlags)."""
 
-    The flag costs one byte per page and turns the two classic bookkeeping bugs (freeing a page
-    twice, freeing an id outside the pool) into an immediate ValueError instead of a corrupted
-    free list discovered much later.
-    """
+    __slots__ = ("num_pages", "_stack", "_top", "state", "holder")
 
-    __slots__ = ("num_pages", "_free", "_is_free")
-
-    def __init__(self, num_pages: int) -> None:
+    def __init__(self, num_pages: int, holder: str = "cache") -> None:
         if num_pages < 1:
             raise ValueError(f"a page pool needs at least one page, got {num_pages}")
         self.num_pages = num_pages
-        # Popping from the end hands out low page ids first, which keeps test output readable.
-        self._free = list(range(num_pages - 1, -1, -1))
-        self._is_free = bytearray(b"\x01") * num_pages
+        self.holder = holder  # how error messages name the owner of CACHED pages
+        # Popping from the top hands out low page ids first, which keeps test output readable.
+        self._stack = np.arange(num_pages - 1, -1, -1, dtype=np.int64)
+        self._top = num_pages  # _stack[:_top] is the free list
+        self.state = PageFlags(num_pages, FREE)
 
     @property
     def num_free(self) -> int:
-        return len(self._free)
+        return self._top
 
     def alloc(self, n: int) -> list[int]:
         """`n` pages off the free list; ValueError if there are fewer (callers evict first)."""
-        if n < 0 or n > len(self._free):
-            raise ValueError(f"asked for {n} pages, {len(self._free)} free")
+        if n < 0 or n > self._top:
+            raise ValueError(f"asked for {n} pages, {self._top} free")
         if n == 0:
             return []
-        pages = self._free[-n:]
-        del self._free[-n:]
-        pages.reverse()
-        is_free = self._is_free
-        for page in pages:
-            is_free[page] = 0
+        ids = self._stack[self._top - n : self._top][::-1]
+        self._top -= n
+        if n >= BULK_MIN:
+            self.state.view[ids] = HELD
+            return ids.tolist()
+        pages = ids.tolist()
+        self.state.set(pages, HELD)
         return pages
 
-    def free(self, pages: Iterable[int]) -> None:
-        """Puts pages back; ValueError (and no change at all) on a bad or already free id."""
-        pages = list(pages)
-        is_free = self._is_free
-        for i, page in enumerate(pages):
-            if not 0 <= page < self.num_pages or is_free[page]:
-                for undo in pages[:i]:
-                    is_free[undo] = 0
-                what = "outside the pool" if not 0 <= page < self.num_pages else "already free"
-                raise ValueError(f"cannot free page {page}: {what} (pool of {self.num_pages})")
-            is_free[page] = 1
-        self._free.extend(pages)
+    def free(self, pages: PageIds, what: str = "free") -> None:
+        """Puts held pages back; ValueError (and no change at all) on a bad, free or cached id."""
+        pages = pages if type(pages) is list or isinstance(pages, np.ndarray) else list(pages)
+        self._move(pages, HELD, FREE, what)
+        self._push(pages)
+
+    def take(self, pages: PageIds, what: str = "insert") -> None:
+        """Held pages become the cache's; ValueError (and no change) unless all are held."""
+        self._move(pages, HELD, CACHED, what)
+
+    def release(self, pages: PageIds) -> None:
+        """The cache's pages go back to the free list (evicted or released)."""
+        problem = self.state.move(pages, CACHED, FREE, own=True)
+        if problem is not None:
+            raise ValueError(self._describe(problem, CACHED, "release"))
+        self._push(pages)
+
+    def _push(self, pages: PageIds) -> None:
+        n = len(pages)
+        self._stack[self._top : self._top + n] = pages
+        self._top += n
+
+    def check(self, pages: PageIds, expected: int, what: str) -> None:
+        """ValueError unless `pages` are distinct, in range and all in state `expected`."""
+        self._move(pages, expected, None, what)
+
+    def _move(self, pages: PageIds, expected: int, value: int | None, what: str) -> None:
+        problem = self.state.move(pages, expected, value)
+        if problem is not None:
+            raise ValueError(self._describe(problem, expected, what))
 
     def check_not_free(self, pages: Sequence[int], what: str) -> None:
-        """ValueError unless `pages` are distinct, in range and not free: pages someone holds."""
-        if pages and (min(pages) < 0 or max(pages) >= self.num_pages):
-            raise ValueError(f"{what} was given a page outside the pool of {self.num_pages}")
-        if any(map(self._is_free.__getitem__, pages)):
-            raise ValueError(f"{what} was given a page that is on the free list")
-        if len(set(pages)) != len(pages):
-            raise ValueError(f"{what} was given the same page twice")
+        """ValueError unless `pages` are distinct, in range and held (the caller's own pages)."""
+        self.check(pages, HELD, what)
+
+    def _describe(self, problem: Problem, expected: int, what: str) -> str:
+        page = problem.page
+        if problem.kind == "outside":
+            return f"{what} was given page {page}, outside the pool of {self.num_pages}"
+        if problem.kind == "twice":
+            return f"{what} was given the same page twice (page {page})"
+        if problem.flag == FREE:
+            return f"{what} was given page {page}, which is already free (on the free list)"
+        if problem.flag == CACHED:
+            fix = ": unlock it instead" if what == "free_pages" else " for other tokens"
+            return f"{what} was given page {page}, which the {self.holder} owns{fix}"
+        wanted = STATE_NAMES[expected]
+        return f"{what} was given page {page}, which a request holds (expected {wanted})"
 
     def is_free(self, page: int) -> bool:
-        return bool(self._is_free[page])
+        return self.state.bytes[page] == FREE
+
+    def is_cached(self, page: int) -> bool:
+        return self.state.bytes[page] == CACHED
+
+    def cached_pages(self) -> list[int]:
+        return self.state.pages_with(CACHED)
 
     def free_list(self) -> list[int]:
-        return list(self._free)
+        return self._stack[: self._top].tolist()
 
-    def check(self) -> str | None:
+    def problem(self) -> str | None:
         """A description of the first inconsistency between the list and the flags, or None."""
-        if len(set(self._free)) != len(self._free):
+        free = self.free_list()
+        if len(set(free)) != len(free):
             return "a page is on the free list twice"
-        if sum(self._is_free) != len(self._free):
-            return f"{sum(self._is_free)} pages flagged free but {len(self._free)} on the list"
-        for page in self._free:
-            if not 0 <= page < self.num_pages or not self._is_free[page]:
+        flagged = self.state.count(FREE)
+        if flagged != len(free):
+            return f"{flagged} pages flagged free but {len(free)} on the list"
+        for page in free:
+            if not 0 <= page < self.num_pages or self.state.bytes[page] != FREE:
                 return f"free-list page {page} is out of range or not flagged free"
         return None
 

@@ -34,7 +34,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, ClassVar, TypeAlias
 
-from .allocator import PageAllocator, partition_problem
+from .allocator import HELD, PageAllocator, partition_problem
+from .page_flags import PageIds, join_pages
 
 NodeRef: TypeAlias = Any
 """An opaque node handle to pass back to lock/unlock. Every cache has a root handle: what an empty
@@ -115,8 +116,7 @@ class PrefixCache(ABC):
             )
         self.num_pages = num_pages
         self.page_size = page_size
-        self.allocator = PageAllocator(num_pages)
-        self._owned = bytearray(num_pages)  # 1 where the cache owns the page: catches bad frees
+        self.allocator = PageAllocator(num_pages, self.holder)
         self._cached_pages = 0
         self._locked_pages = 0
         self.num_nodes = 1  # tree nodes or entries, the root included
@@ -161,7 +161,7 @@ class PrefixCache(ABC):
         """-1 reference on the node and its ancestors; raises IntegrityError below zero."""
 
     @abstractmethod
-    def _evict_next(self) -> list[int]:
+    def _evict_next(self) -> PageIds:
         """Takes the first unlocked leaf in eviction order out of the structure and returns its
         pages, still flagged owned: `evict` disowns a whole batch at once. [] when none is left."""
 
@@ -182,32 +182,25 @@ class PrefixCache(ABC):
 
     # --- pages ---------------------------------------------------------------------------------
 
-    def _own(self, pages: list[int]) -> None:
-        """Pages handed to the cache by insert."""
-        owned = self._owned
-        for page in pages:
-            owned[page] = 1
+    def _own(self, pages: PageIds) -> None:
+        """Pages handed to the cache by insert; ValueError (no change) unless all are held."""
+        self.allocator.take(pages)
         self._cached_pages += len(pages)
 
-    def _disown(self, pages: list[int]) -> None:
+    def _disown(self, pages: PageIds) -> None:
         """Cached pages going back to the free list (evicted or released)."""
-        owned = self._owned
-        for page in pages:
-            owned[page] = 0
-        self.allocator.free(pages)
+        self.allocator.release(pages)
         self._cached_pages -= len(pages)
 
     def _check_handed_over(self, pages: list[int]) -> None:
         """ValueError unless `pages` are held privately by the caller: distinct, in range, neither
         free nor the cache's own."""
-        self.allocator.check_not_free(pages, "insert")
-        if any(map(self._owned.__getitem__, pages)):
-            raise ValueError(f"insert was given a page the {self.holder} owns for other tokens")
+        self.allocator.check(pages, HELD, "insert")
 
     def _free_duplicates(self, pages: list[int]) -> None:
         """Frees the caller's pages that insert found already cached (under other page ids)."""
         if pages:
-            self.allocator.free(pages)
+            self.allocator.free(pages, "insert")
             self.duplicate_pages_freed += len(pages)
 
     def _check_insert_shape(self, num_tokens: int, num_pages: int) -> None:
@@ -233,27 +226,23 @@ class PrefixCache(ABC):
     def free_pages(self, pages: Iterable[int]) -> None:
         """Returns privately held pages to the free list (never pages the cache owns).
         Raises ValueError for a page out of range or already free."""
-        pages = list(pages)
-        if pages and (min(pages) < 0 or max(pages) >= self.num_pages):
-            raise ValueError(f"free_pages was given a page outside the pool of {self.num_pages}")
-        if any(map(self._owned.__getitem__, pages)):
-            raise ValueError(
-                f"free_pages was given a page the {self.holder} owns: unlock it instead"
-            )
-        self.allocator.free(pages)
+        self.allocator.free(pages, "free_pages")
 
     def evict(self, num_pages: int) -> int:
         """Evicts whole unlocked leaves in policy order until at least `num_pages` pages are
         freed or nothing evictable is left; returns the pages freed (may exceed the ask)."""
-        freed: list[int] = []
-        while len(freed) < num_pages:
+        parts: list[PageIds] = []
+        count = 0
+        while count < num_pages:
             pages = self._evict_next()
-            if not pages:
+            if len(pages) == 0:
                 break
-            freed += pages
-        self._disown(freed)
-        self.evicted_pages += len(freed)
-        return len(freed)
+            parts.append(pages)
+            count += len(pages)
+        if parts:
+            self._disown(join_pages(parts))
+        self.evicted_pages += count
+        return count
 
     def flush(self) -> int:
         """Evicts everything unlocked; returns the pages freed. Locked paths stay."""
@@ -332,13 +321,13 @@ class PrefixCache(ABC):
         ):
             if counted != recounted:
                 raise IntegrityError(f"{name} is {counted} but the {self.holder} has {recounted}")
-        flagged = {page for page, flag in enumerate(self._owned) if flag}
+        flagged = set(self.allocator.cached_pages())
         if flagged != set(recount.pages):
             wrong = sorted(flagged ^ set(recount.pages))
             raise IntegrityError(f"owned-page flags disagree with the {self.holder} on {wrong}")
         held = None if held_pages is None else list(held_pages)
         free = self.allocator.free_list()
-        problem = self.allocator.check() or partition_problem(
+        problem = self.allocator.problem() or partition_problem(
             self.num_pages, free, recount.pages, held
         )
         if problem:

@@ -1,4 +1,5 @@
-"""Looking inside a radix tree: the integrity check's walk, a text dump and a JSON-able list.
+"""Looking inside a radix tree: the integrity check's walk, a text dump, a JSON-able list and
+one page of nodes at a time (for the server's /debug/radix_tree).
 
 Every walk here is iterative: a long multi-turn conversation makes a deep chain of nodes, and
 recursion would hit Python's limit long before memory does.
@@ -7,6 +8,7 @@ recursion would hit Python's limit long before memory does.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .base import IntegrityError, Recount
@@ -71,6 +73,8 @@ def _check_node(node: TreeNode, ps: int, seen_ids: set[int]) -> None:
         _fail(f"{node!r} is not under its parent's child key")
     if not node.key or len(node.key) != len(node.pages) * ps:
         _fail(f"{node!r}: {len(node.key)} tokens but {len(node.pages)} pages of {ps}")
+    if node.page_array is not None and node.page_array.tolist() != node.pages:
+        _fail(f"{node!r}: its page array differs from its page list")
     if node.lock_ref < 0:
         _fail(f"{node!r} has a negative lock count")
     # A node's count is the locks ending at it plus those of its children.
@@ -153,3 +157,32 @@ def tree_nodes_dict(root: TreeNode, token_preview: int = 16) -> list[dict[str, A
         children = _sorted_children(node, reverse=True)
         stack.extend((child, node.node_id) for child in children)
     return nodes
+
+
+@dataclass(slots=True, frozen=True)
+class NodeRow:
+    """A node met by `tree_page`, with what the walk knows about its place."""
+
+    node: TreeNode
+    parent_id: int | None  # None for the root
+    depth: int  # edges from the root
+
+
+def tree_page(root: TreeNode, offset: int, limit: int) -> list[NodeRow]:
+    """Nodes `offset` .. `offset + limit - 1` of a depth-first walk that starts at the root and
+    visits children in insertion order, so parents come before their children and consecutive
+    pages of an unchanged tree cover it exactly once. Costs O(offset + limit) steps: the walk
+    skips the first `offset` nodes without building rows for them."""
+    if offset < 0 or limit < 0:
+        raise ValueError(f"offset and limit must be >= 0, got {offset} and {limit}")
+    rows: list[NodeRow] = []
+    stack: list[tuple[TreeNode, int | None, int]] = [(root, None, 0)]
+    index = 0
+    while stack and len(rows) < limit:
+        node, parent_id, depth = stack.pop()
+        if index >= offset:
+            rows.append(NodeRow(node, parent_id, depth))
+        index += 1
+        # Reversed onto the stack, so the first inserted child is visited first.
+        stack.extend((c, node.node_id, depth + 1) for c in reversed(node.children.values()))
+    return rows

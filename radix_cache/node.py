@@ -31,6 +31,9 @@ class TreeNode:
     priority: int = 0  # free for a policy object's own key (tests pin paths with it); kept on split
     children: dict[Any, TreeNode] = field(default_factory=dict)
     node_id: int = field(default_factory=lambda: next(_ids))
+    # `pages` as an int64 numpy array, kept for long edges (page_flags.BULK_MIN pages or more) so
+    # that evicting them is one bulk operation; None for short ones. Always equal to `pages`.
+    page_array: Any = None
 
     @property
     def is_leaf(self) -> bool:

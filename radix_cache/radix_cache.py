@@ -31,6 +31,7 @@ from .node import (
     child_key,
     new_root,
 )
+from .page_flags import PageIds, as_ids, is_bulk
 
 
 class RadixCache(PrefixCache):
@@ -113,6 +114,9 @@ class RadixCache(PrefixCache):
         parent.children[child_key(upper.key, 0, ps)] = upper  # the same first page as child's
         child.key = child.key[length:]
         child.pages = child.pages[length // ps :]
+        if child.page_array is not None:
+            upper.page_array = child.page_array[: length // ps]
+            child.page_array = child.page_array[length // ps :]
         child.parent = upper
         upper.children[child_key(child.key, 0, ps)] = child
         self.num_nodes += 1
@@ -137,13 +141,17 @@ class RadixCache(PrefixCache):
             else [m for m, ours in zip(mine, tree_pages, strict=True) if m != ours]
         )
         new_pages = list(pages[num_matched:])
-        # Only pages the caller hands over need checking; the rest are the tree's own.
-        self._check_handed_over(duplicates + new_pages)
-        self._free_duplicates(duplicates)
+        # Only pages the caller hands over need checking; the rest are the tree's own. Without
+        # duplicates (the usual case) `_own` checks the new pages and takes them in one pass.
+        if duplicates:
+            self._check_handed_over(duplicates + new_pages)
+            self._free_duplicates(duplicates)
         if new_pages:
+            array = as_ids(new_pages) if is_bulk(new_pages) else None
+            self._own(new_pages if array is None else array)
             leaf = TreeNode(tokens[matched:], new_pages, node, last_access=self._clock)
+            leaf.page_array = array
             node.children[child_key(leaf.key, 0, ps)] = leaf
-            self._own(new_pages)
             self.num_nodes += 1
             self._heap.push(leaf, self.num_nodes)
             tree_pages += new_pages
@@ -181,7 +189,7 @@ class RadixCache(PrefixCache):
 
     # --- eviction ------------------------------------------------------------------------------
 
-    def _evict_next(self) -> list[int]:
+    def _evict_next(self) -> PageIds:
         leaf = self._heap.pop()
         if leaf is None:
             return []
@@ -191,7 +199,7 @@ class RadixCache(PrefixCache):
         leaf.parent = None  # marks it detached: its heap entries are dead, lock() refuses it
         self.num_nodes -= 1
         self._heap.push(parent, self.num_nodes)  # it may have just become an evictable leaf
-        return leaf.pages
+        return leaf.pages if leaf.page_array is None else leaf.page_array
 
     # --- inspection ----------------------------------------------------------------------------
 

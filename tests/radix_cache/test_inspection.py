@@ -33,7 +33,7 @@ def some_leaf(cache: RadixCache, locked: bool):
 
 
 def lose_a_page(cache: RadixCache) -> None:
-    cache.allocator._free.pop()
+    cache.allocator._top -= 1
 
 
 def double_cache_a_page(cache: RadixCache) -> None:

@@ -17,6 +17,7 @@ from radixserve.radix_cache import (
     cache_class,
     create_cache,
 )
+from radixserve.radix_cache.allocator import HELD
 from radixserve.radix_cache.block_hash_cache import BlockHashCache
 
 # --- naive -------------------------------------------------------------------------------------
@@ -150,8 +151,10 @@ CORRUPTIONS = {
     "node count": lambda cache: setattr(cache, "num_nodes", cache.num_nodes + 1),
     "cached page count": lambda cache: setattr(cache, "_cached_pages", cache._cached_pages - 1),
     "locked page count": lambda cache: setattr(cache, "_locked_pages", cache._locked_pages + 1),
-    "owned-page flags": lambda cache: cache._owned.__setitem__(cache._owned.index(1), 0),
-    "flagged free": lambda cache: cache.allocator._free.pop(),
+    "owned-page flags": lambda cache: cache.allocator.state.bytes.__setitem__(
+        cache.allocator.cached_pages()[0], HELD
+    ),
+    "flagged free": lambda cache: setattr(cache.allocator, "_top", cache.allocator._top - 1),
 }
 
 
@@ -178,7 +181,7 @@ def test_every_cache_shares_allocation_and_eviction(name: str) -> None:
     cache, held = shared_state(name)
     assert cache.num_cached_pages == 3 and cache.num_locked_pages == 2
     assert cache.num_free_pages == 11 and cache.num_available_pages == 12
-    cached_page = [page for page in range(16) if cache._owned[page]][:1]
+    cached_page = [page for page in range(16) if cache.allocator.is_cached(page)][:1]
     with pytest.raises(ValueError, match="owns: unlock it instead"):
         cache.free_pages(cached_page)
     assert cache.alloc_pages(13) is None and cache.stats().evicted_pages == 0  # nothing evicted
