@@ -11,4 +11,6 @@ for folder in SUBPACKAGE_FOLDERS:
     packages.append(f"radixserve.{folder}")
     packages += [f"radixserve.{folder}.{sub}" for sub in find_packages(folder)]
 
-setup(package_dir=package_dir, packages=packages)
+# The dashboard page the server serves (runtime/server/http/static/).
+package_data = {"radixserve.runtime.server.http": ["static/*.html"]}
+setup(package_dir=package_dir, packages=packages, package_data=package_data)

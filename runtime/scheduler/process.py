@@ -28,6 +28,7 @@ from ..wire.messages import (
     FlushCacheReq,
     GenerateReq,
     GetStatsReq,
+    GetTreeReq,
     ReadyOut,
     RuntimeInfo,
     SchedulerInput,
@@ -37,6 +38,7 @@ from ..wire.messages import (
     TokenOut,
 )
 from .scheduler import Scheduler
+from .tree_view import tree_out
 
 logger = logging.getLogger(__name__)
 IDLE_POLL_MS = 50
@@ -122,6 +124,10 @@ class SchedulerLoop:
         elif isinstance(message, GetStatsReq):
             stats = self.scheduler.stats()
             self.send.send(StatsOut(stats=stats, dp_rank=self.dp_rank))
+        elif isinstance(message, GetTreeReq):
+            s = self.scheduler
+            reply = tree_out(s.cache, message, len(s.running), len(s.waiting), self.dp_rank)
+            self.send.send(reply)
         elif isinstance(message, ShutdownReq):
             self.running = False
 

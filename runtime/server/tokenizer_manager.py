@@ -1,7 +1,7 @@
 """The server side of the process boundary: sends requests, routes results back to callers.
 
 With `--dp-size N` there are N scheduler replicas: a `DataParallelRouter` picks each request's
-replica, aborts follow the request there, and control requests (flush, stats) go to every
+replica, aborts follow the request there, and control requests (flush, stats, cache tree) go to every
 replica and are answered once all have replied.
 
 Every in-flight request has an asyncio queue. A receive task moves each `TextOut` from the
@@ -31,9 +31,11 @@ from ..wire.messages import (
     FlushCacheReq,
     GenerateReq,
     GetStatsReq,
+    GetTreeReq,
     SchedulerInput,
     StatsOut,
     TextOut,
+    TreeOut,
 )
 from ..wire.stats import SchedulerStats, merge_replicas
 from .dp_router import DataParallelRouter
@@ -42,7 +44,7 @@ from .processes import RuntimeProcesses
 logger = logging.getLogger(__name__)
 WATCHDOG_INTERVAL_S = 0.2
 CONTROL_TIMEOUT_S = 30.0
-R = TypeVar("R", FlushCacheOut, StatsOut)
+R = TypeVar("R", FlushCacheOut, StatsOut, TreeOut)
 
 
 class RuntimeDiedError(RuntimeError):
@@ -178,7 +180,14 @@ class TokenizerManager:
         replies = await self._control(GetStatsReq(), StatsOut)
         return merge_replicas([r.stats for r in sorted(replies, key=lambda r: r.dp_rank)])
 
-    async def _control(self, message: FlushCacheReq | GetStatsReq, reply_type: type[R]) -> list[R]:
+    async def cache_tree(self, request: GetTreeReq) -> list[TreeOut]:
+        """One page of every replica's prefix-cache nodes, by dp rank."""
+        replies = await self._control(request, TreeOut)
+        return sorted(replies, key=lambda r: r.dp_rank)
+
+    async def _control(
+        self, message: FlushCacheReq | GetStatsReq | GetTreeReq, reply_type: type[R]
+    ) -> list[R]:
         """Sends a control request to every replica; their replies once all have answered."""
         if self.error is not None:
             raise RuntimeDiedError(self.error)

@@ -3,7 +3,7 @@
 Messages travel as tagged unions: a socket decodes with `msgspec.msgpack.Decoder(UnionType)` and
 the tag picks the class, so no code ever looks a class up by name.
 
-    tokenizer side --GenerateReq/AbortReq/FinishReq/FlushCacheReq--> scheduler
+    tokenizer side --GenerateReq/AbortReq/FinishReq/FlushCacheReq/GetTreeReq--> scheduler
     scheduler      --TokenBatchOut--------------------------------> detokenizer
     detokenizer    --TextOut--------------------------------------> tokenizer side
 
@@ -18,6 +18,7 @@ from typing import Literal
 
 import msgspec
 
+from ...radix_cache.base import CacheStats
 from .sampling_params import SamplingParams
 from .stats import SchedulerStats
 
@@ -97,11 +98,22 @@ class GetStatsReq(msgspec.Struct, tag=True):
     pass
 
 
+class GetTreeReq(msgspec.Struct, tag=True, kw_only=True):
+    """One page of the prefix cache's nodes (`/debug/radix_tree`): `limit` nodes from the
+    `offset`-th in the tree's walk order, each with its first `token_preview` token ids."""
+
+    offset: int = 0
+    limit: int
+    token_preview: int = 0
+
+
 class ShutdownReq(msgspec.Struct, tag=True):
     pass
 
 
-SchedulerInput = GenerateReq | AbortReq | FinishReq | FlushCacheReq | GetStatsReq | ShutdownReq
+SchedulerInput = (
+    GenerateReq | AbortReq | FinishReq | FlushCacheReq | GetStatsReq | GetTreeReq | ShutdownReq
+)
 
 
 # --- scheduler -> detokenizer -> tokenizer side ------------------------------------------------
@@ -157,7 +169,42 @@ class StatsOut(msgspec.Struct, tag=True, kw_only=True):
     dp_rank: int = 0
 
 
-ControlOut = FlushCacheOut | StatsOut  # answers to control requests, passed on by the detokenizer
+class CacheNodeView(msgspec.Struct, frozen=True, kw_only=True):
+    """One node of the radix tree as `/debug/radix_tree` shows it."""
+
+    id: int
+    parent: int | None  # None for the root
+    depth: int  # edges from the root (the root is 0)
+    num_tokens: int  # the edge's tokens (a multiple of the page size)
+    num_pages: int
+    lock_ref: int  # running requests whose locked path runs through this node
+    last_access: int  # the cache clock (one tick per match or insert) at the last access
+    hits: int  # matches that passed through this node
+    num_children: int
+    key_head: list[int] = []  # the edge's first token ids (GetTreeReq.token_preview)
+    tier: str | None = None  # where the node's KV lives, for a cache with tiers
+
+
+class TreeOut(msgspec.Struct, tag=True, kw_only=True):
+    """A scheduler's answer to GetTreeReq: one page of its cache's nodes, parents before
+    children (a node's parent may be on an earlier page), and the cache's counters."""
+
+    kind: str  # the prefix cache: radix, block_hash, naive
+    policy: str  # its eviction order
+    page_size: int
+    num_pages: int
+    clock: int  # the cache clock now, against which last_access ages
+    total_nodes: int  # nodes in the whole tree, root included
+    offset: int
+    nodes: list[CacheNodeView]  # empty for a cache that is not a tree
+    stats: CacheStats
+    running: int  # requests running in the scheduler now
+    waiting: int
+    dp_rank: int = 0
+
+
+# Answers to control requests, passed on by the detokenizer.
+ControlOut = FlushCacheOut | StatsOut | TreeOut
 
 
 class RuntimeInfo(msgspec.Struct, frozen=True, kw_only=True):

@@ -17,7 +17,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..tokenizer_manager import TokenizerManager
-from . import native, operations
+from . import debug, native, operations
 from .body import ClientDisconnected
 from .errors import EXCEPTION_HANDLERS, ApiError
 from .openai_api import list_models
@@ -26,8 +26,9 @@ from .openai_completions import completions
 from .state import ServerState
 from .tokenize import detokenize, tokenize, tokenizer_info
 
-# Liveness probes must work without the key (load balancers do not hold it).
-OPEN_PATHS = frozenset({"/health"})
+# Liveness probes must work without the key (load balancers do not hold it); the dashboard is a
+# static page without data, which asks for the key and sends it on its own requests.
+OPEN_PATHS = frozenset({"/health", "/dashboard"})
 CLIENT_CLOSED_REQUEST = 499  # nginx's status for "the client went away"
 
 
@@ -85,6 +86,8 @@ ROUTES = [
     Route("/tokenize", tokenize, methods=POST),
     Route("/detokenize", detokenize, methods=POST),
     Route("/tokenizer_info", tokenizer_info, methods=GET),
+    Route("/debug/radix_tree", debug.radix_tree, methods=GET),
+    Route("/dashboard", debug.dashboard, methods=GET),
 ]
 
 

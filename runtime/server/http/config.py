@@ -19,3 +19,8 @@ class HttpConfig:
     # Prompt logprobs kept for echo + logprobs requests (one value per token plus its top-k
     # alternatives; about 100 bytes each): see prompt_logprobs.py.
     prompt_logprob_cache_values: int = 1 << 18
+    # /debug/radix_tree: nodes per page by default and at most, token ids shown per node at
+    # most (the walk runs in the scheduler's loop, between two steps, so pages stay bounded).
+    debug_tree_default_nodes: int = 500
+    debug_tree_max_nodes: int = 5000
+    debug_tree_max_preview: int = 64

@@ -87,7 +87,7 @@ async def handle_invalid_request(request: Request, exc: Exception) -> Response:
 SERVED = (
     "radixserve serves text generation: /generate, /v1/completions, /v1/chat/completions, "
     "/v1/models, and SGLang's operational endpoints (/health, /server_info, /model_info, "
-    "/get_load, /flush_cache, /abort_request, /metrics)"
+    "/get_load, /flush_cache, /abort_request, /metrics), /debug/radix_tree and /dashboard"
 )
 
 
