@@ -21,7 +21,8 @@ def tree_out(
         policy = cache.policy.name or type(cache.policy).__name__
         clock = cache._clock
         rows = tree_page(cache.root, max(request.offset, 0), max(request.limit, 0))
-        nodes = [node_view(row, request.token_preview) for row in rows]
+        tiered = getattr(cache, "host", None) is not None  # a host tier under the device pool
+        nodes = [node_view(row, request.token_preview, tiered) for row in rows]
     return TreeOut(
         kind=cache.kind,
         policy=policy,
@@ -38,10 +39,14 @@ def tree_out(
     )
 
 
-def node_view(row: NodeRow, token_preview: int) -> CacheNodeView:
+def node_view(row: NodeRow, token_preview: int, tiered: bool = False) -> CacheNodeView:
+    """`tier`, for a cache with a host tier, says where the node's KV lives: "device", "host"
+    or "device+host" (a device node with a host copy); None for a one-tier cache."""
     node = row.node
-    # A cache with tiers marks where each node's KV lives; the one-tier tree has no such mark.
-    tier = getattr(node, "tier", None)
+    tier = None
+    if tiered and not node.is_root:
+        on_host = getattr(node, "host_pages", None) is not None
+        tier = ("device+host" if on_host else "device") if len(node.pages) else "host"
     return CacheNodeView(
         id=node.node_id,
         parent=row.parent_id,
@@ -53,5 +58,5 @@ def node_view(row: NodeRow, token_preview: int) -> CacheNodeView:
         hits=node.hits,
         num_children=len(node.children),
         key_head=node.key[: max(token_preview, 0)],
-        tier=None if tier is None else str(tier),
+        tier=tier,
     )
