@@ -17,10 +17,14 @@ A decode token is simply a request with extend_len == 1, so prefill chunks and d
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
+import numpy as np
 import torch
+
+HostInts = Sequence[int] | np.ndarray  # host-side ids: planning reads them without a sync
 
 
 @dataclass(slots=True)
@@ -51,13 +55,13 @@ class PagedBatchLayout:
 
 @dataclass(slots=True)
 class DecodeGraphLayout:
-    """The KV layout of one padded decode batch, as host lists: what a CUDA graph's attention
-    is planned over before capture and before each replay. Every row has one query token, so
-    qo_indptr is implicitly 0, 1, ..., bs."""
+    """The KV layout of one padded decode batch, on the host (int sequences or numpy arrays):
+    what a CUDA graph's attention is planned over before capture and before each replay. Every
+    row has one query token, so qo_indptr is implicitly 0, 1, ..., bs."""
 
-    kv_indptr: list[int]  # [bs + 1]
-    kv_page_indices: list[int]  # [kv_indptr[bs]]
-    kv_last_page_len: list[int]  # [bs]
+    kv_indptr: HostInts  # [bs + 1]
+    kv_page_indices: HostInts  # [kv_indptr[bs]]
+    kv_last_page_len: HostInts  # [bs]
 
     @property
     def batch_size(self) -> int:

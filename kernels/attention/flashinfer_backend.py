@@ -248,7 +248,7 @@ class FlashInferAttentionBackend(AttentionBackend):
     def _plan_graph(self, wrapper: Any, layout: DecodeGraphLayout) -> None:
         """Copies the layout into the fixed buffers and plans on the host; forward() runs it."""
         s = self.shape
-        as_host = lambda values: torch.tensor(values, dtype=torch.int32)  # noqa: E731
+        as_host = lambda values: torch.as_tensor(values, dtype=torch.int32)  # noqa: E731
         wrapper.plan(
             as_host(layout.kv_indptr),
             as_host(layout.kv_page_indices),

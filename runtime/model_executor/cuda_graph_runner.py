@@ -31,11 +31,13 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from ...kernels.attention.base import AttentionBackend, DecodeGraphLayout, PagedBatchLayout
-from ..scheduler.step import RequestSlice, future_index
+from ..scheduler.step import RequestSlice
 from .forward_batch import ForwardBatch, resolve_futures
+from .host_layout import build_host_layout
 from .kv_pool import KVPool
 from .models.base import CausalLM
 from .models.layers.attention import ForwardContext
@@ -63,14 +65,15 @@ def graph_batch_sizes(max_bs: int) -> list[int]:
 
 @dataclass(slots=True)
 class PaddedDecode:
-    """Host-side inputs of one padded decode batch (see the module docstring's diagram)."""
+    """Host-side inputs of one padded decode batch (see the module docstring's diagram), as
+    numpy arrays: int64 per row, int32 for the KV layout."""
 
-    input_ids: list[int]
-    positions: list[int]
-    out_cache_loc: list[int]
-    kv_indptr: list[int]
-    kv_page_indices: list[int]
-    kv_last_page_len: list[int]
+    input_ids: np.ndarray
+    positions: np.ndarray
+    out_cache_loc: np.ndarray
+    kv_indptr: np.ndarray
+    kv_page_indices: np.ndarray
+    kv_last_page_len: np.ndarray
     max_future_index: int = -1  # the largest request index a placeholder refers to; -1: none
 
     def kv_layout(self) -> DecodeGraphLayout:
@@ -82,32 +85,29 @@ def pad_decode_batch(
 ) -> PaddedDecode:
     """Lays out n decode slices (extend_len 1 each) as a batch of bs >= n rows (n may be 0:
     the all-padding batch graphs are captured on)."""
-    if len(slices) > bs:
-        raise ValueError(f"{len(slices)} decodes do not fit a graph of batch size {bs}")
-    batch = PaddedDecode([], [], [], [0], [], [])
-    for s in slices:
-        if s.extend_len != 1:
-            raise ValueError("a CUDA-graph batch holds decodes only (one new token each)")
-        position = s.prefix_len
-        num_pages = position // page_size + 1
-        token = s.input_ids[0]
-        if token < 0:
-            batch.max_future_index = max(batch.max_future_index, future_index(token))
-        batch.input_ids.append(token)
-        batch.positions.append(position)
-        slot = s.page_table[position // page_size] * page_size + position % page_size
-        batch.out_cache_loc.append(slot)
-        batch.kv_page_indices.extend(s.page_table[:num_pages])
-        batch.kv_indptr.append(len(batch.kv_page_indices))
-        batch.kv_last_page_len.append(position % page_size + 1)
-    for _ in range(bs - len(slices)):
-        batch.input_ids.append(0)
-        batch.positions.append(0)
-        batch.out_cache_loc.append(scratch_page * page_size)
-        batch.kv_page_indices.append(scratch_page)
-        batch.kv_indptr.append(len(batch.kv_page_indices))
-        batch.kv_last_page_len.append(1)
-    return batch
+    n = len(slices)
+    if n > bs:
+        raise ValueError(f"{n} decodes do not fit a graph of batch size {bs}")
+    if any(len(s.input_ids) != 1 for s in slices):
+        raise ValueError("a CUDA-graph batch holds decodes only (one new token each)")
+    real = build_host_layout(slices, page_size)
+    pad = bs - n
+    # Each padding row reads and writes one slot of the scratch page.
+    real_pages = int(real.kv_indptr[-1])
+    pad_indptr = np.arange(real_pages + 1, real_pages + pad + 1, dtype=np.int32)
+    return PaddedDecode(
+        input_ids=np.concatenate([real.input_ids, np.zeros(pad, np.int64)]),
+        positions=np.concatenate([real.positions, np.zeros(pad, np.int64)]),
+        out_cache_loc=np.concatenate(
+            [real.out_cache_loc, np.full(pad, scratch_page * page_size, np.int64)]
+        ),
+        kv_indptr=np.concatenate([real.kv_indptr, pad_indptr]),
+        kv_page_indices=np.concatenate(
+            [real.kv_page_indices, np.full(pad, scratch_page, np.int32)]
+        ),
+        kv_last_page_len=np.concatenate([real.kv_last_page_len, np.ones(pad, np.int32)]),
+        max_future_index=real.max_future_index,
+    )
 
 
 @dataclass(slots=True)
@@ -165,7 +165,7 @@ class DecodeGraphRunner:
             (self.positions, padded.positions),
             (self.out_cache_loc, padded.out_cache_loc),
         ):
-            buffer[:bs].copy_(torch.tensor(values, dtype=torch.int64), non_blocking=True)
+            buffer[:bs].copy_(torch.from_numpy(values), non_blocking=True)
 
     def _batch(self, n: int, layout: PagedBatchLayout) -> ForwardBatch:
         """The first n rows of the static buffers as a batch (n = bs while capturing)."""

@@ -23,10 +23,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from ...kernels.attention.base import PagedBatchLayout
-from ..scheduler.step import RequestSlice, future_index
+from ..scheduler.step import RequestSlice
+from .host_layout import build_host_layout, logits_rows
 
 
 @dataclass(slots=True)
@@ -49,66 +51,35 @@ class ForwardBatch:
     ) -> ForwardBatch:
         if not slices:
             raise ValueError("a forward batch needs at least one request")
-        input_ids: list[int] = []
-        positions: list[int] = []
-        out_cache_loc: list[int] = []
-        page_indices: list[int] = []
-        qo_indptr, kv_indptr, last_page_len = [0], [0], []
-        logits_rows: list[int] = []
-        logits_ranges: list[tuple[int, int]] = []
-        max_future_index = -1
-        for s in slices:
-            seq_len = s.seq_len
-            num_pages = -(-seq_len // page_size)
-            if s.extend_len < 1:
-                raise ValueError("every request in a batch needs at least one new token")
-            if len(s.page_table) < num_pages:
-                raise ValueError(
-                    f"page table has {len(s.page_table)} pages, {num_pages} needed for {seq_len} tokens"
-                )
-            row0 = len(input_ids)
-            if s.input_ids[0] < 0:
-                max_future_index = max(max_future_index, future_index(s.input_ids[0]))
-            input_ids.extend(s.input_ids)
-            new_positions = range(s.prefix_len, seq_len)
-            positions.extend(new_positions)
-            out_cache_loc.extend(
-                s.page_table[p // page_size] * page_size + p % page_size for p in new_positions
-            )
-            page_indices.extend(s.page_table[:num_pages])
-            qo_indptr.append(len(input_ids))
-            kv_indptr.append(len(page_indices))
-            last_page_len.append(seq_len - (num_pages - 1) * page_size)
-            first = s.extend_len - 1 if s.logits_from is None else s.logits_from
-            start = len(logits_rows)
-            logits_rows.extend(range(row0 + first, row0 + s.extend_len))
-            logits_ranges.append((start, len(logits_rows)))
+        host = build_host_layout(slices, page_size)
+        rows, logits_ranges = logits_rows(slices, host.qo_indptr)
 
-        def as_tensor(values: list[int], dtype: torch.dtype) -> torch.Tensor:
-            return torch.tensor(values, dtype=dtype).to(device, non_blocking=True)
+        def on_device(values: np.ndarray) -> torch.Tensor:
+            return torch.from_numpy(values).to(device, non_blocking=True)
 
-        hosts = [torch.tensor(v, dtype=torch.int32) for v in (qo_indptr, kv_indptr, last_page_len)]
-        qo_host, kv_host, last_host = hosts
+        qo_host, kv_host, last_host = (
+            torch.from_numpy(v) for v in (host.qo_indptr, host.kv_indptr, host.kv_last_page_len)
+        )
         layout = PagedBatchLayout(
             page_size=page_size,
             qo_indptr=qo_host.to(device, non_blocking=True),
             kv_indptr=kv_host.to(device, non_blocking=True),
-            kv_page_indices=as_tensor(page_indices, torch.int32),
+            kv_page_indices=on_device(host.kv_page_indices),
             kv_last_page_len=last_host.to(device, non_blocking=True),
-            seq_lens_cpu=[s.seq_len for s in slices],
-            extend_lens_cpu=[s.extend_len for s in slices],
+            seq_lens_cpu=host.seq_lens.tolist(),
+            extend_lens_cpu=host.extend_lens.tolist(),
             qo_indptr_host=qo_host,
             kv_indptr_host=kv_host,
             kv_last_page_len_host=last_host,
         )
         return cls(
-            input_ids=as_tensor(input_ids, torch.int64),
-            positions=as_tensor(positions, torch.int64),
-            out_cache_loc=as_tensor(out_cache_loc, torch.int64),
+            input_ids=on_device(host.input_ids),
+            positions=on_device(host.positions),
+            out_cache_loc=on_device(host.out_cache_loc),
             layout=layout,
-            logits_rows=as_tensor(logits_rows, torch.int64),
+            logits_rows=on_device(rows),
             logits_ranges=logits_ranges,
-            max_future_index=max_future_index,
+            max_future_index=host.max_future_index,
         )
 
 

@@ -104,3 +104,31 @@ def test_a_shut_down_engine_is_collected(tmp_path: Path, tokenizer_dir: str) -> 
     gc.collect()
     assert pool() is None
     assert gc.get_freeze_count() == 0
+
+
+@pytest.mark.gpu
+def test_a_shut_down_gpu_engine_frees_its_memory(tmp_path: Path, tokenizer_dir: str) -> None:
+    """With decode graphs and overlap on: after shutdown and the last reference, the device
+    memory the Engine reserved (weights, KV pool, graph pools, workspaces) is free again."""
+    import gc
+    import weakref
+
+    model = build_tiny_model("llama", tmp_path, head_dim=64)
+    gc.collect()
+    torch.cuda.empty_cache()
+    free_before, _ = torch.cuda.mem_get_info()
+    engine = Engine(
+        str(model), tokenizer_path=tokenizer_dir, device="cuda", max_total_tokens=400_000
+    )
+    engine.generate(input_ids=[[5, 6, 7]] * 4, sampling_params={"max_new_tokens": 4})
+    runner = weakref.ref(engine.state.runner)
+    engine.shutdown()
+    del engine
+    gc.collect()
+    alive = runner()
+    holders = [type(r).__name__ for r in gc.get_referrers(alive)] if alive is not None else []
+    del alive
+    assert runner() is None, f"the model runner is still referenced by {holders}"
+    torch.cuda.empty_cache()
+    free_after, _ = torch.cuda.mem_get_info()
+    assert free_before - free_after < 256 * 2**20, (free_before, free_after)

@@ -36,26 +36,24 @@ def test_real_rows_then_padding_rows_on_the_scratch_page() -> None:
         RequestSlice([9], 8, [1, 3, 6]),  # position 8: a new page 6, offset 0
     ]
     batch = pad_decode_batch(slices, 5, PAGE, SCRATCH)
-    assert batch.input_ids == [7, 8, 9, 0, 0]
-    assert batch.positions == [0, 5, 8, 0, 0]
-    assert batch.out_cache_loc == [5 * PAGE, 9 * PAGE + 1, 6 * PAGE, SCRATCH * PAGE, SCRATCH * PAGE]
-    assert batch.kv_page_indices == [5, 2, 9, 1, 3, 6, SCRATCH, SCRATCH]
-    assert batch.kv_indptr == [0, 1, 3, 6, 7, 8]
-    assert batch.kv_last_page_len == [1, 2, 1, 1, 1]
+    assert batch.input_ids.tolist() == [7, 8, 9, 0, 0]
+    assert batch.positions.tolist() == [0, 5, 8, 0, 0]
+    assert batch.out_cache_loc.tolist() == [5 * PAGE, 9 * PAGE + 1, 6 * PAGE, SCRATCH * PAGE, SCRATCH * PAGE]
+    assert batch.kv_page_indices.tolist() == [5, 2, 9, 1, 3, 6, SCRATCH, SCRATCH]
+    assert batch.kv_indptr.tolist() == [0, 1, 3, 6, 7, 8]
+    assert batch.kv_last_page_len.tolist() == [1, 2, 1, 1, 1]
     # What the attention backend plans a graph over: the same KV layout.
     layout = batch.kv_layout()
     assert layout.batch_size == 5
-    assert (layout.kv_indptr, layout.kv_page_indices, layout.kv_last_page_len) == (
-        batch.kv_indptr,
-        batch.kv_page_indices,
-        batch.kv_last_page_len,
-    )
+    assert layout.kv_indptr is batch.kv_indptr
+    assert layout.kv_page_indices is batch.kv_page_indices
+    assert layout.kv_last_page_len is batch.kv_last_page_len
 
 
 def test_only_pages_in_use_are_listed() -> None:
     # A page table may hold pages reserved ahead; attention must see only the filled ones.
     batch = pad_decode_batch([RequestSlice([1], 3, [4, 5, 6])], 1, PAGE, SCRATCH)
-    assert batch.kv_page_indices == [4] and batch.kv_last_page_len == [4]
+    assert batch.kv_page_indices.tolist() == [4] and batch.kv_last_page_len.tolist() == [4]
 
 
 def test_prefill_rows_and_oversized_batches_are_refused() -> None:
@@ -63,4 +61,4 @@ def test_prefill_rows_and_oversized_batches_are_refused() -> None:
         pad_decode_batch([RequestSlice([1, 2], 0, [0])], 2, PAGE, SCRATCH)
     with pytest.raises(ValueError, match="do not fit"):
         pad_decode_batch([RequestSlice([1], 0, [0])] * 3, 2, PAGE, SCRATCH)
-    assert pad_decode_batch([], 2, PAGE, SCRATCH).kv_indptr == [0, 1, 2]
+    assert pad_decode_batch([], 2, PAGE, SCRATCH).kv_indptr.tolist() == [0, 1, 2]

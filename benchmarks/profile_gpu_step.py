@@ -1,0 +1,120 @@
+"""Where a decode step's GPU time goes: kernels of the Llama-3.1-8B shape grouped by kind.
+
+Runs the public Engine (dummy weights) at one batch size, then profiles `--new-tokens` decode
+steps with torch.profiler (CUDA graphs stay on: CUPTI reports the kernels a graph replays) and
+prints, per step: GPU kernel time by kind (GEMMs, attention, norms, rotary, activation, sampling,
+copies, other), the GEMMs' achieved weight-read bandwidth, the busiest kernels, and the wall time
+per step, so a gap between kernel time and wall time (idle GPU) shows too.
+
+    python3 benchmarks/profile_gpu_step.py [--batch-size 1] [--new-tokens 64] [engine flags]
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+from benchmarks.dummy_model import write_dummy_model_dir
+from radixserve import Engine
+
+# First match wins; names are lowercased kernel names.
+KINDS = (
+    ("attention", r"flashinfer|batchdecode|batchprefill|prefillwith|decodewith|merge_state"),
+    ("gemm", r"gemm|gemv|cutlass|sm90_xmma|nvjet|splitk|cublas"),
+    ("norm", r"rms|norm"),
+    ("rotary", r"rope|rotary"),
+    ("activation", r"silu|act_and_mul"),
+    ("sampling", r"argmax|topk|top_k|sort|softmax|multinomial|sampl|max_kernel|reduce"),
+    ("copy", r"copy|memcpy|memset|fill|index|scatter|gather|cat"),
+)
+
+
+def kind_of(name: str) -> str:
+    lowered = name.lower()
+    for kind, pattern in KINDS:
+        if re.search(pattern, lowered):
+            return kind
+    return "other"
+
+
+def weight_bytes(engine: Engine) -> int:
+    model = engine.state.runner.model  # type: ignore[attr-defined]
+    return sum(
+        p.numel() * p.element_size() for n, p in model.named_parameters() if "embed" not in n
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model-path", default="llama-3.1-8b-shape")
+    parser.add_argument("--batch-size", type=int, default=1)
+    parser.add_argument("--new-tokens", type=int, default=64)
+    parser.add_argument("--prompt-len", type=int, default=128)
+    parser.add_argument("--disable-cuda-graph", action="store_true")
+    parser.add_argument("--disable-overlap-schedule", action="store_true")
+    parser.add_argument("--top", type=int, default=15)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as folder:
+        model_dir = write_dummy_model_dir(args.model_path, Path(folder))
+        engine = Engine(
+            str(model_dir),
+            load_format="dummy",
+            device="cuda",
+            dtype="bfloat16",
+            disable_cuda_graph=args.disable_cuda_graph,
+            disable_overlap_schedule=args.disable_overlap_schedule,
+        )
+        profile_steps(engine, args)
+        engine.shutdown()
+
+
+def profile_steps(engine: Engine, args: argparse.Namespace) -> None:
+    prompts = [
+        [(7 * i + j) % 30000 + 2 for j in range(args.prompt_len)] for i in range(args.batch_size)
+    ]
+    params = {"max_new_tokens": args.new_tokens, "temperature": 0, "ignore_eos": True}
+    engine.generate(input_ids=prompts, sampling_params=params)  # warm-up, kernels compiled
+    engine.flush_cache()
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        engine.generate(input_ids=prompts, sampling_params=params)
+        torch.cuda.synchronize()
+    wall = time.perf_counter() - start
+    steps = args.new_tokens  # one prefill step and new_tokens - 1 decode steps
+    by_kind: dict[str, float] = defaultdict(float)
+    by_name: dict[str, float] = defaultdict(float)
+    for event in prof.events():
+        if event.device_type != torch.autograd.DeviceType.CUDA:
+            continue
+        micros = event.device_time_total if hasattr(event, "device_time_total") else 0.0
+        by_kind[kind_of(event.name)] += micros
+        by_name[event.name] += micros
+    total = sum(by_kind.values())
+    gemm_bytes = weight_bytes(engine)
+    print(
+        f"\nbatch {args.batch_size}, {steps} steps, wall {wall / steps * 1e3:.3f} ms/step "
+        f"(profiler on), kernels {total / steps / 1e3:.3f} ms/step"
+    )
+    for kind, micros in sorted(by_kind.items(), key=lambda kv: -kv[1]):
+        print(f"  {kind:<11} {micros / steps / 1e3:8.3f} ms/step  {micros / total:6.1%}")
+    gemm_s = by_kind["gemm"] / steps / 1e6
+    if gemm_s > 0:
+        print(
+            f"  GEMM weight read: {gemm_bytes / 1e9:.2f} GB/step -> "
+            f"{gemm_bytes / gemm_s / 1e12:.2f} TB/s"
+        )
+    print("busiest kernels (ms/step):")
+    for name, micros in sorted(by_name.items(), key=lambda kv: -kv[1])[: args.top]:
+        print(f"  {micros / steps / 1e3:7.3f}  {name[:110]}")
+
+
+if __name__ == "__main__":
+    main()
