@@ -52,3 +52,19 @@ def rotary(
     from .rope import rotary as run
 
     return run(positions, q, k, cos_table, sin_table)
+
+
+def rotary_and_store(
+    positions: torch.Tensor,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    cos_table: torch.Tensor,
+    sin_table: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    slots: torch.Tensor,
+) -> torch.Tensor:
+    from .rope import rotary_and_store as run
+
+    return run(positions, q, k, v, cos_table, sin_table, k_cache, v_cache, slots)

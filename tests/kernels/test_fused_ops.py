@@ -95,6 +95,45 @@ def test_rotary_on_qkv_views_at_ragged_positions(dtype: torch.dtype, head_dim: i
     assert_close(k_out, k_ref, dtype)
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("tokens", [1, 37])
+def test_rotary_into_the_paged_cache_matches_rotary_then_store(
+    dtype: torch.dtype, tokens: int
+) -> None:
+    """One launch rotates q and k and writes k and v at their slots; the reference rotates
+    (torch code) and stores with index assignment. Slots outside `slots` stay untouched."""
+    head_dim, heads, kv_heads, page_size, pages = 128, 32, 8, 16, 12
+    rope = RopeConfig(theta=500000.0)
+    rotary = RotaryEmbedding(head_dim, 4096, rope).cuda()
+    qkv = torch.randn(tokens, (heads + 2 * kv_heads) * head_dim, device="cuda", dtype=dtype)
+    q, k, v = qkv.split([heads * head_dim, kv_heads * head_dim, kv_heads * head_dim], dim=-1)
+    q, k, v = (x.view(tokens, -1, head_dim) for x in (q, k, v))
+    positions = torch.randint(0, 4096, (tokens,), device="cuda")
+    slots = torch.randperm(pages * page_size, device="cuda")[:tokens]
+    shape = (pages, page_size, kv_heads, head_dim)
+    k_cache, v_cache = (torch.randn(shape, device="cuda", dtype=dtype) for _ in range(2))
+    k_ref, v_ref = k_cache.clone(), v_cache.clone()
+    q_out = rotary.rotate_into_cache(positions, q, k, v, k_cache, v_cache, slots)
+    assert q_out is not None
+    fused.set_enabled(False)
+    try:
+        q_rot, k_rot = rotary(positions, q, k)
+    finally:
+        fused.set_enabled(True)
+    k_ref.view(-1, kv_heads, head_dim)[slots] = k_rot
+    v_ref.view(-1, kv_heads, head_dim)[slots] = v
+    assert q_out.is_contiguous()
+    assert_close(q_out, q_rot, dtype)
+    assert_close(k_cache, k_ref, dtype)
+    assert torch.equal(v_cache, v_ref)
+    # A cache in another dtype is left to the separate rotate-and-store path.
+    other = torch.float16 if dtype != torch.float16 else torch.float32
+    assert (
+        rotary.rotate_into_cache(positions, q, k, v, k_cache.to(other), v_cache.to(other), slots)
+        is None
+    )
+
+
 def test_switched_off_or_on_the_cpu_the_torch_code_runs() -> None:
     x = torch.randn(2, 8)
     assert not fused.available(x)

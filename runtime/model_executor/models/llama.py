@@ -56,6 +56,11 @@ class LlamaAttention(nn.Module):
         v = v.view(-1, self.num_kv_heads, self.head_dim)
         if self.q_norm is not None and self.k_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
+        k_cache, v_cache = ctx.kv_pool.layer(self.attn.layer_id)
+        slots = ctx.batch.out_cache_loc
+        rotated_q = self.rotary.rotate_into_cache(positions, q, k, v, k_cache, v_cache, slots)
+        if rotated_q is not None:  # one fused launch rotated q and k and stored k and v
+            return self.o_proj(self.attn.attend(rotated_q, ctx))
         q, k = self.rotary(positions, q, k)
         return self.o_proj(self.attn(q, k, v, ctx))
 

@@ -35,5 +35,9 @@ class PagedAttention(nn.Module):
     ) -> torch.Tensor:
         """q [T, H, D], k/v [T, Hkv, D] -> [T, H * D]."""
         ctx.kv_pool.store(self.layer_id, ctx.batch.out_cache_loc, k, v)
+        return self.attend(q, ctx)
+
+    def attend(self, q: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
+        """q [T, H, D] over the pool, whose pages already hold this step's K/V -> [T, H * D]."""
         k_cache, v_cache = ctx.kv_pool.layer(self.layer_id)
         return ctx.attention.forward(q, k_cache, v_cache, self.scaling)

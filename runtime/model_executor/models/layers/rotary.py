@@ -65,6 +65,24 @@ class RotaryEmbedding(nn.Module):
         sin = self.sin_table.index_select(0, positions).unsqueeze(1)
         return _rotate(q, cos, sin), _rotate(k, cos, sin)
 
+    def rotate_into_cache(
+        self,
+        positions: torch.Tensor,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        k_cache: torch.Tensor,
+        v_cache: torch.Tensor,
+        slots: torch.Tensor,
+    ) -> torch.Tensor | None:
+        """On the GPU, in one fused launch: the rotated q, with the rotated k and v already
+        written into the caches at `slots`. None where that kernel does not apply (the CPU,
+        fused kernels off, a KV cache in another dtype): the caller rotates and stores apart."""
+        if not (fused.available(q) and self.fused_ok) or k_cache.dtype != q.dtype:
+            return None
+        cos, sin = self.cos_table, self.sin_table
+        return fused.rotary_and_store(positions, q, k, v, cos, sin, k_cache, v_cache, slots)
+
 
 def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     x32 = x.float()
