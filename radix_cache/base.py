@@ -51,6 +51,10 @@ class MatchResult:
     pages: list[int]  # the cache's pages for the matched prefix, one per page_size tokens
     cached_len: int  # matched tokens: a multiple of page_size
     node: NodeRef  # the node ending the match (the root when nothing matched): what to lock
+    # The hierarchical cache only: tokens after cached_len whose KV sits in the host pool (or is
+    # on its way back), ending at host_node; `load_back` brings them to the device.
+    host_len: int = 0
+    host_node: NodeRef = None
 
 
 @dataclass(slots=True, frozen=True)
@@ -78,6 +82,15 @@ class CacheStats:
     num_matches: int = 0
     num_inserts: int = 0
     duplicate_pages_freed: int = 0  # caller pages that insert found already cached
+    # The host tier (hierarchical cache; zero elsewhere). Device hits are `hit_tokens`.
+    host_pages: int = 0  # the host pool's size in pages
+    host_free_pages: int = 0
+    host_cached_tokens: int = 0
+    host_hit_tokens: int = 0  # matched tokens found on the host (loaded back, or loading)
+    load_back_tokens: int = 0  # tokens copied host -> device
+    load_back_seconds: float = 0.0  # from a load's start to its completion seen, summed
+    write_back_tokens: int = 0  # tokens copied device -> host
+    host_evicted_pages: int = 0  # host copies dropped (host LRU)
 
 
 @dataclass(slots=True, frozen=True)

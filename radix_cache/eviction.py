@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import heapq
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from ..utils.registry import Registry
 from .node import TreeNode
@@ -129,3 +129,24 @@ class EvictableHeap:
             if heap[i] < heap[(i - 1) // 2]:
                 return f"heap entry {i} is smaller than its parent"
         return None
+
+
+class TierHeap(EvictableHeap):
+    """An evictable heap whose notion of evictable is a predicate of the cache's (the
+    hierarchical cache keeps one heap per tier, each with its own rule)."""
+
+    __slots__ = ("evictable",)
+
+    def __init__(self, policy: EvictionPolicy, evictable: Callable[[TreeNode], bool]) -> None:
+        super().__init__(policy)
+        self.evictable = evictable
+
+    def push(self, node: TreeNode, num_nodes: int) -> None:
+        if self.evictable(node):
+            heapq.heappush(self._heap, (self.policy.order_key(node), node.node_id, node))
+            if len(self._heap) > 4 * num_nodes + self._slack:
+                self.compact()
+
+    def _is_current(self, entry: tuple[OrderKey, int, TreeNode]) -> bool:
+        key, _, node = entry
+        return self.evictable(node) and key == self.policy.order_key(node)

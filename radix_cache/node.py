@@ -34,6 +34,11 @@ class TreeNode:
     # `pages` as an int64 numpy array, kept for long edges (page_flags.BULK_MIN pages or more) so
     # that evicting them is one bulk operation; None for short ones. Always equal to `pages`.
     page_array: Any = None
+    # The hierarchical cache's (hicache.py): the node's copy in the host pool (None: none), and
+    # the load-back in flight into its device pages (None: none). A node on the host only has
+    # `pages == []`; every other cache leaves both None.
+    host_pages: list[int] | None = None
+    loading: Any = None
 
     @property
     def is_leaf(self) -> bool:

@@ -71,6 +71,28 @@ class ServerArgs:
             "recently used) or lfu (least frequently matched)"
         },
     )
+    enable_hierarchical_cache: bool = field(
+        default=False,
+        metadata={
+            "help": "keep KV the radix cache evicts in a host-memory tier (pinned on a GPU) and "
+            "copy it back on a hit instead of recomputing it (SGLang's HiCache)"
+        },
+    )
+    hicache_ratio: float = field(
+        default=2.0,
+        metadata={"help": "host tier size as a multiple of the device KV pool"},
+    )
+    hicache_size: float = field(
+        default=0.0,
+        metadata={"help": "host tier size in GiB; overrides --hicache-ratio when > 0"},
+    )
+    hicache_write_policy: str = field(
+        default="write_back",
+        metadata={
+            "help": "write_back (copy a device leaf to the host when it is evicted) or "
+            "write_through (copy every new leaf to the host at once)"
+        },
+    )
     attention_backend: str = field(default="auto", metadata={"help": "torch, flashinfer, or auto"})
     tp_size: int = field(
         default=1, metadata={"help": "tensor-parallel ranks: one process per GPU (gloo on the CPU)"}

@@ -6,11 +6,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ...radix_cache import PrefixCache, create_cache
+from ...radix_cache.hicache import WRITE_POLICIES, HierarchicalRadixCache
 from ..config.limits import RuntimeLimits
 from ..config.server_args import ServerArgs
 from ..config.tokenizer import load_tokenizer
 from ..constrained.matcher import GrammarBackend
 from ..model_executor.device import resolve_device
+from ..model_executor.kv_pool import HostKVPool
 from ..model_executor.model_runner import ModelRunner
 from ..model_executor.tp_worker import TensorParallelRunner, create_model_runner
 from ..scheduler.scheduler import Scheduler, SchedulerConfig
@@ -97,12 +99,50 @@ def build_cache(args: ServerArgs, num_pages: int) -> PrefixCache:
     )
 
 
+def check_hierarchical(args: ServerArgs) -> None:
+    """ValueError for flags the host tier cannot serve, before the slow model load."""
+    if not args.enable_hierarchical_cache:
+        return
+    if prefix_cache_name(args) != "radix":
+        raise ValueError("--enable-hierarchical-cache needs the radix cache (--prefix-cache radix)")
+    if args.tp_size != 1:
+        raise ValueError("--enable-hierarchical-cache runs with --tp-size 1 only")
+    if args.hicache_write_policy not in WRITE_POLICIES:
+        raise ValueError(f"--hicache-write-policy must be one of {WRITE_POLICIES}")
+    if args.hicache_size < 0 or (args.hicache_size == 0 and args.hicache_ratio <= 0):
+        raise ValueError("--hicache-size must be > 0 GiB, or --hicache-ratio > 0")
+
+
+def build_hierarchical_cache(args: ServerArgs, runner: ModelRunner) -> HierarchicalRadixCache:
+    """The radix cache with a host tier over the runner's KV pool: --hicache-size GiB, else
+    --hicache-ratio times the device pool."""
+    pool = runner.kv_pool
+    if args.hicache_size > 0:
+        host_pages = HostKVPool.pages_for_bytes(pool, args.hicache_size * 2**30)
+    else:
+        host_pages = int(pool.num_pages * args.hicache_ratio)
+    host = HostKVPool(pool, host_pages)
+    return HierarchicalRadixCache(
+        pool.num_pages,
+        args.page_size,
+        args.radix_eviction_policy,
+        host_pages=host_pages,
+        mover=host,
+        write_policy=args.hicache_write_policy,
+    )
+
+
 def build_runtime(args: ServerArgs) -> RuntimeState:
     build_cache(args, num_pages=1)  # a bad cache flag fails now, not after the slow model load
+    check_hierarchical(args)
     runner = create_model_runner(args)
     tokenizer = load_tokenizer(runner.source, args.tokenizer_path)
     num_pages = runner.num_kv_pages
-    cache = build_cache(args, num_pages)
+    if args.enable_hierarchical_cache:
+        assert isinstance(runner, ModelRunner)  # check_hierarchical refused tensor parallelism
+        cache: PrefixCache = build_hierarchical_cache(args, runner)
+    else:
+        cache = build_cache(args, num_pages)
     limits = runner_limits(runner)
     config = SchedulerConfig(
         page_size=args.page_size,

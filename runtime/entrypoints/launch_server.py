@@ -32,6 +32,7 @@ LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 def _choices() -> dict[str, Sequence[str]]:
     from ...radix_cache import CACHE_REGISTRY, EVICTION_POLICIES
+    from ...radix_cache.hicache import WRITE_POLICIES
     from ..server.dp_router import LOAD_BALANCE_METHODS
 
     return {
@@ -41,6 +42,7 @@ def _choices() -> dict[str, Sequence[str]]:
         "attention_backend": ("auto", *ATTENTION_BACKENDS),
         "prefix_cache": tuple(CACHE_REGISTRY),
         "radix_eviction_policy": tuple(EVICTION_POLICIES),
+        "hicache_write_policy": WRITE_POLICIES,
         "log_level": LOG_LEVELS,
         "load_balance_method": LOAD_BALANCE_METHODS,
     }

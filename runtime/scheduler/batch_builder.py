@@ -134,12 +134,17 @@ class BatchBuilder:
             return
         reserved = sum(self._future_pages(r) for r in running)
         prefilling = [r.fill_ids for r in running if r.is_prefilling]
+        self.kv.poll_loads()
         for req in order_waiting(self.config.schedule_policy, list(waiting), self.kv.match):
             if budget <= 0 or len(running) >= self.config.max_running_requests:
                 break
             if req.future is not None:  # retracted with a sample in flight: admit it after
                 continue
-            match = self.kv.match(req)
+            if req.loading is not None and not req.loading.done():
+                continue  # its KV is on its way back from the host tier
+            ready, match = self.kv.ready(req, self.kv.match(req))
+            if not ready:
+                continue
             if self._shares_with_prefilling(req, match.cached_len, prefilling):
                 continue  # admit after the other prefill lands in the tree
             self.kv.admit(req, match)

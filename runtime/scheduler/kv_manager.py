@@ -13,6 +13,7 @@ after each prefill chunk and at the end (`commit`), so requests arriving later c
 from __future__ import annotations
 
 from ...radix_cache.base import MatchResult, PrefixCache
+from ...radix_cache.hicache import HierarchicalRadixCache
 from .request import Req
 
 
@@ -26,13 +27,59 @@ class RequestKVManager:
         self.page_size = page_size
         # A non-sharing (naive) cache never takes pages into a tree: requests keep them private.
         self.sharing = sharing
+        self.hierarchical = isinstance(cache, HierarchicalRadixCache)
 
     def match(self, req: Req) -> MatchResult:
         return self.cache.match_prefix(req.fill_ids[: req.max_match_len])
 
+    # --- the host tier (hierarchical cache) ------------------------------------------------------
+    #
+    #   waiting --match reaches host nodes--> loading --copy done--> match again (all device)
+    #           --> admit (as usual)            the request holds a lock on the loaded path
+    #
+    # A request is admitted only once its pages are on the device; on the CPU the copy is done
+    # when `load_back` returns, so it is admitted in the same step.
+
+    def poll_loads(self) -> None:
+        if isinstance(self.cache, HierarchicalRadixCache):
+            self.cache.poll_loads()
+
+    def ready(self, req: Req, match: MatchResult) -> tuple[bool, MatchResult]:
+        """Whether the request may be admitted now, and the match to admit it with. Starts a
+        load-back when the match reaches host-resident KV (a request whose load cannot get
+        device pages now is admitted with its device part: it recomputes the rest)."""
+        cache = self.cache
+        if not isinstance(cache, HierarchicalRadixCache):
+            return True, match
+        if req.loading is None:
+            if not match.host_len:
+                return True, match
+            req.loading = cache.load_back(match)
+            if req.loading is None:
+                return True, match
+        if not req.loading.done():
+            return False, match
+        cache.poll_loads()
+        return True, self.match(req)
+
+    def tier_totals(self) -> tuple[int, int, int]:
+        """The host tier's running totals: host hit, load-back and write-back tokens."""
+        cache = self.cache
+        if not isinstance(cache, HierarchicalRadixCache):
+            return (0, 0, 0)
+        return (cache.host_hit_tokens, cache.load_back_tokens, cache.write_back_tokens)
+
+    def _drop_load(self, req: Req) -> None:
+        """Gives up the request's lock on its loaded path (the load's own lock stays until the
+        copy lands, so an abort meanwhile frees every page of both tiers once it has)."""
+        if req.loading is not None:
+            self.cache.unlock(req.loading.node)
+            req.loading = None
+
     def admit(self, req: Req, match: MatchResult) -> None:
         """Locks the matched path and adopts its pages as the start of the page table."""
         self.cache.lock(match.node)
+        self._drop_load(req)
         req.node = match.node
         req.page_table = list(match.pages)
         req.kv_len = req.tree_len = match.cached_len
@@ -78,6 +125,7 @@ class RequestKVManager:
 
     def release(self, req: Req) -> None:
         """Commits what was computed, unlocks, and frees every private page."""
+        self._drop_load(req)
         if req.node is None:
             return
         self.commit(req)

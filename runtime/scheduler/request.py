@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from ...radix_cache.base import NodeRef
 from ..wire.messages import FinishReason, GenerateReq, TopLogprobs
@@ -47,6 +48,9 @@ class Req:
     node: NodeRef = None  # the locked radix node covering the tree-owned prefix of page_table
     tree_len: int = 0  # tokens of page_table owned by the tree (locked via node)
     admitted: bool = False
+    # The hierarchical cache's load-back of this request's matched host prefix while it waits
+    # (a LoadTicket; the request holds a lock on `loading.node` until admitted or released).
+    loading: Any = None
     finish: FinishReason | None = None
     aborted: bool = False
     retractions: int = 0

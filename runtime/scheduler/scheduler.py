@@ -132,6 +132,7 @@ class Scheduler:
 
     def step(self) -> list[TokenOut]:
         started = time.perf_counter()
+        tier_before = self.kv.tier_totals()
         outputs = self._drop_aborted()
         plan = self.builder.build(self.waiting, self.running)
         self.counters.retractions += len(plan.retracted)
@@ -162,6 +163,11 @@ class Scheduler:
         stats.schedule_seconds = stats.wall_seconds - stats.forward_seconds
         stats.queue_depth, stats.running = len(self.waiting), len(self.running)
         stats.kv_usage = 1.0 - self.cache.num_free_pages / max(self.cache.num_pages, 1)
+        if self.kv.hierarchical:
+            after = self.kv.tier_totals()
+            stats.host_hit_tokens = after[0] - tier_before[0]
+            stats.load_back_tokens = after[1] - tier_before[1]
+            stats.write_back_tokens = after[2] - tier_before[2]
         self.counters.add(stats)
         self.last_step = stats
         self._maybe_log(stats)

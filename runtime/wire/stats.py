@@ -53,6 +53,11 @@ class StepStats(msgspec.Struct, kw_only=True):
     device_seconds: float = 0.0
     wall_seconds: float = 0.0
     overlapped: bool = False  # the launched batch stays in flight until the next step
+    # The hierarchical cache's host tier in this step (0 without it): matched tokens found on
+    # the host, tokens whose copy back to the device started, tokens copied to the host.
+    host_hit_tokens: int = 0
+    load_back_tokens: int = 0
+    write_back_tokens: int = 0
 
 
 class SchedulerCounters(msgspec.Struct, kw_only=True):
