@@ -29,6 +29,7 @@ import argparse
 import dataclasses
 import json
 import random
+import statistics
 import sys
 import tempfile
 import time
@@ -55,6 +56,7 @@ from radixserve.runtime.config.server_args import ServerArgs  # noqa: E402
 from radixserve.runtime.entrypoints.engine import Engine  # noqa: E402
 from radixserve.runtime.entrypoints.launch_server import build_parser  # noqa: E402
 from radixserve.runtime.wire.messages import TokenOut  # noqa: E402
+from radixserve.runtime.wire.stats import StepStats  # noqa: E402
 
 DATASETS = ("sharegpt", "random", "generated-shared-prefix")
 # SGLang's warm-up: up to 16 requests of 256 prompt and 16 new tokens.
@@ -167,6 +169,7 @@ class StepClock:
     def __init__(self, engine: Engine) -> None:
         self.scheduler = engine.scheduler
         self.decode_steps: list[tuple[float, int]] = []  # (seconds, tokens)
+        self.step_stats: list[StepStats] = []  # the scheduler's own figures, every step
         self._last_end = 0.0
 
     def __enter__(self) -> StepClock:
@@ -176,6 +179,7 @@ class StepClock:
         def timed() -> list[TokenOut]:
             outputs = step()
             end = time.perf_counter()
+            self.step_stats.append(self.scheduler.last_step)
             tokens = sum(len(o.new_token_ids) for o in outputs)
             if tokens and all(o.spec is None for o in outputs):  # spec: first output only
                 self.decode_steps.append((end - self._last_end, tokens))
@@ -187,6 +191,28 @@ class StepClock:
 
     def __exit__(self, *exc: object) -> None:
         del self.scheduler.step  # the class's method again
+
+    def breakdown(self) -> dict[str, float]:
+        """Where the steps' time went (medians in ms) and the device's busy share per step:
+        device seconds of the batch collected over the step's wall time (1.0: never idle)."""
+        steps = [st for st in self.step_stats if st.wall_seconds > 0]
+        if not steps:
+            return {}
+        busy = sorted(min(st.device_seconds / st.wall_seconds, 1.0) for st in steps)
+        parts = ("wall", "build", "launch", "device_wait", "result", "device")
+        out = {
+            f"{part}_ms_median": 1e3
+            * statistics.median(getattr(st, f"{part}_seconds") for st in steps)
+            for part in parts
+        }
+        out["gpu_busy_share"] = sum(st.device_seconds for st in steps) / sum(
+            st.wall_seconds for st in steps
+        )
+        # Percentiles of the per-step share from the idle end: p90 of steps are at least this busy.
+        out["gpu_busy_p90_steps_at_least"] = busy[int(0.1 * (len(busy) - 1))]
+        out["gpu_busy_median"] = statistics.median(busy)
+        out["steps_at_least_99pct_busy"] = sum(b >= 0.99 for b in busy) / len(busy)
+        return out
 
     def last_gen_throughput(self) -> float:
         """0.0 when no decode step ran (as SGLang reports before its first decode log)."""
@@ -229,6 +255,7 @@ def throughput_test_once(
         "output_throughput": total_output / latency,
         "total_throughput": (total_input + total_output) / latency,
         "last_gen_throughput": clock.last_gen_throughput(),
+        "step_breakdown": clock.breakdown(),
         # The scheduler's counters over this run (steps, prefill and decode tokens, cache hits,
         # retractions, and whatever else it counts), for where the time went.
         "scheduler": {
@@ -256,6 +283,21 @@ def print_summary(result: dict[str, Any]) -> None:
     for label, key, fmt in rows:
         print(f"{label:<40} {result[key]:<10{fmt}}")
     print("=" * 50)
+    breakdown = result.get("step_breakdown") or {}
+    if breakdown:
+        print(
+            "Per step (medians, ms): "
+            + ", ".join(
+                f"{k.removesuffix('_ms_median')} {v:.3f}"
+                for k, v in breakdown.items()
+                if k.endswith("_ms_median")
+            )
+        )
+        print(
+            f"GPU busy: {breakdown['gpu_busy_share']:.1%} of the wall time; 90% of steps at least "
+            f"{breakdown['gpu_busy_p90_steps_at_least']:.1%} busy; "
+            f"{breakdown['steps_at_least_99pct_busy']:.1%} of steps >= 99%"
+        )
 
 
 def throughput_test(

@@ -55,7 +55,8 @@ def test_random_dataset_prints_sglangs_summary_and_json(
     args = [*TINY, "--dataset-name", "random", "--num-prompts", "6", "--random-input-len", "48"]
     args += ["--random-output-len", "12", "--result-filename", str(out)]
     result = main(args)
-    table = summary(capsys.readouterr().out)
+    printed = capsys.readouterr().out
+    table = summary(printed)
     assert tuple(table) == SUMMARY_LABELS
     assert table["Backend:"] == "engine" and table["Successful requests:"] == "6"
     # EOS ignored: every request runs to its drawn length, and the totals are the draws'.
@@ -69,6 +70,12 @@ def test_random_dataset_prints_sglangs_summary_and_json(
         (line["total_input_tokens"] + line["total_output_tokens"]) / line["total_latency"]
     )
     assert (line["model_path"], line["dataset_name"]) == ("tiny-llama-shape", "random")
+    # The per-step breakdown: parts within the step's wall time, a busy share in [0, 1].
+    steps = line["step_breakdown"]
+    assert 0 < steps["build_ms_median"] <= steps["wall_ms_median"]
+    assert 0 < steps["gpu_busy_p90_steps_at_least"] <= steps["gpu_busy_median"] <= 1
+    assert 0 <= steps["steps_at_least_99pct_busy"] <= 1
+    assert "GPU busy:" in printed
     # CPU defaults resolved by the runtime.
     assert (line["max_running_requests"], line["chunked_prefill_size"]) == (256, 2048)
     # The same seed draws the same request set: a second run appends an equal workload.
