@@ -61,7 +61,7 @@ def test_the_dashboard_draws_the_tree_without_console_errors(
     assert "error" not in page.get_attribute("#status", "class") or ""
     shot = os.environ.get("RADIXSERVE_DASHBOARD_SCREENSHOT")
     if shot:
-        page.wait_for_timeout(4000)  # a few refreshes: the history chart has points
+        page.wait_for_timeout(8000)  # a few refreshes: the history chart has points
         page.screenshot(path=shot)
     page.close()
     assert errors == []
