@@ -4,13 +4,11 @@ and each node's tier once the cache has a host tier."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import msgspec
 
 from radixserve.radix_cache import NaiveCache, RadixCache
-from radixserve.radix_cache.inspection import NodeRow
-from radixserve.runtime.scheduler.tree_view import node_view, tree_out
+from radixserve.radix_cache.hicache import HierarchicalRadixCache
+from radixserve.runtime.scheduler.tree_view import tree_out
 from radixserve.runtime.wire.messages import GetTreeReq, SchedulerOutput, TreeOut
 
 
@@ -55,25 +53,23 @@ def test_a_cache_that_is_not_a_tree_answers_its_counters() -> None:
     assert out.kind == cache.kind and out.nodes == [] and out.stats.num_pages == 8
 
 
-@dataclass
-class TieredNode:  # the fields node_view reads, plus a host copy
-    pages: list[int]
-    host_pages: list[int] | None
-    key: list[int] = field(default_factory=lambda: [7, 8])
-    node_id: int = 5
-    lock_ref: int = 0
-    last_access: int = 1
-    hits: int = 0
-    children: dict = field(default_factory=dict)
-    is_root: bool = False
-
-
 def test_tiers_of_a_cache_with_a_host_tier() -> None:
-    def tier(pages: list[int], host: list[int] | None, tiered: bool = True) -> str | None:
-        row = NodeRow(TieredNode(pages, host), 0, 1)  # type: ignore[arg-type]
-        return node_view(row, 0, tiered).tier
-
-    assert tier([3], None) == "device"
-    assert tier([3], [9]) == "device+host"
-    assert tier([], [9]) == "host"
-    assert tier([3], [9], tiered=False) is None
+    cache = HierarchicalRadixCache(8, page_size=1, host_pages=16)
+    pages = cache.alloc_pages(3)
+    assert pages is not None
+    cache.insert([1, 2, 3], pages)
+    match = cache.match_prefix([1, 2, 9, 9])
+    pages = cache.alloc_pages(2)
+    assert pages is not None
+    cache.insert([1, 2, 9, 9], match.pages + pages)
+    assert cache.evict(2) == 3  # both leaves move to the host tier
+    out = roundtrip(tree_out(cache, GetTreeReq(limit=10, token_preview=2), 0, 0))
+    assert out.kind == "hiradix"
+    assert [(n.key_head, n.tier, n.num_tokens, n.num_pages) for n in out.nodes] == [
+        ([], None, 0, 0),
+        ([1, 2], "device", 2, 2),
+        ([3], "host", 1, 0),
+        ([9, 9], "host", 2, 0),
+    ]
+    plain = tree_out(filled_cache(), GetTreeReq(limit=10), 0, 0)
+    assert {n.tier for n in plain.nodes} == {None}  # one tier: no tier names
