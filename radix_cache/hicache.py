@@ -25,54 +25,20 @@ The copies themselves are a `KVMover`'s (host_tier.py); this module only keeps t
 from __future__ import annotations
 
 import dataclasses
-import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from .allocator import PageAllocator
 from .base import CacheStats, InsertResult, IntegrityError, MatchResult, Recount
 from .eviction import EvictionPolicy, TierHeap
 from .hicache_check import check_host_tier, recount_tiers
-from .host_tier import KVMover, Transfer
+from .hicache_load import LoadTicket, finish_loads, start_load
+from .host_tier import KVMover, NoCopy
 from .node import TreeNode, aligned_common_prefix, as_token_list, child_key
 from .page_flags import PageIds, as_ids, is_bulk
 from .radix_cache import RadixCache
 
 WRITE_POLICIES = ("write_back", "write_through")
-
-
-class NoCopy:
-    """A mover that copies nothing: the tree's bookkeeping alone (benchmarks, pure tests)."""
-
-    def write_back(self, device_pages: Sequence[int], host_pages: Sequence[int]) -> None:
-        return None
-
-    def load_back(self, host_pages: Sequence[int], device_pages: Sequence[int]) -> Transfer:
-        from .host_tier import DONE
-
-        return DONE
-
-
-@dataclass(slots=True, eq=False)
-class LoadTicket:
-    """A load-back in flight: `node` ends the loaded path (the caller locks it), `nodes` are the
-    nodes this load fills, `waits_for` earlier loads of the same path this one needs."""
-
-    node: TreeNode
-    nodes: list[TreeNode]
-    transfer: Transfer | None
-    tokens: int
-    started: float
-    waits_for: list[LoadTicket] = field(default_factory=list)
-    finished: bool = False
-
-    def copied(self) -> bool:
-        return self.transfer is None or self.transfer.done()
-
-    def done(self) -> bool:
-        """The whole path is on the device: this copy and those it waits for are done."""
-        return self.copied() and all(t.copied() for t in self.waits_for)
 
 
 class HierarchicalRadixCache(RadixCache):
@@ -370,63 +336,13 @@ class HierarchicalRadixCache(RadixCache):
     def load_back(self, match: MatchResult) -> LoadTicket | None:
         """Starts bringing `match`'s host part to the device; None when there is none or the
         device has no room for it now. The caller holds a lock on `ticket.node` until it
-        unlocks it (after re-matching once `ticket.done()`, or on abort)."""
-        end = match.host_node
-        if not match.host_len or end is None or end.parent is None:
-            return None
-        path: list[TreeNode] = []
-        node = end
-        while node is not match.node:
-            if node is None or node is self.root:
-                return None  # the match is stale (split or evicted since)
-            path.append(node)
-            node = node.parent
-        path.reverse()
-        self.lock(end)  # the load's own lock: pins both tiers of the path until the copy lands
-        need = [n for n in path if n.loading is None and not n.pages]
-        total = sum(len(n.host_pages or ()) for n in need)
-        device = self.alloc_pages(total)
-        if device is None:
-            self.unlock(end)
-            return None
-        host: list[int] = []
-        start = 0
-        for n in need:
-            count = len(n.host_pages or ())
-            self._set_device(n, device[start : start + count])
-            host += n.host_pages or []
-            start += count
-        waits = list({id(n.loading): n.loading for n in path if n.loading is not None}.values())
-        transfer = self.mover.load_back(host, device) if need else None
-        ticket = LoadTicket(end, need, transfer, total * self.page_size, time.perf_counter(), waits)
-        for n in need:
-            n.loading = ticket
-        self._loads.append(ticket)
-        self.host_hit_tokens += match.host_len
-        self.load_back_tokens += total * self.page_size
-        self.lock(end)  # the caller's
-        return ticket
+        unlocks it (after re-matching once `ticket.done()`, or on abort). See hicache_load.py."""
+        return start_load(self, match)
 
     def poll_loads(self) -> int:
         """Finishes the loads whose copies are done (their nodes join device matches, their
         locks go); returns how many are still in flight."""
-        still: list[LoadTicket] = []
-        now = time.perf_counter()
-        for ticket in self._loads:
-            if not ticket.copied():
-                still.append(ticket)
-                continue
-            ticket.finished = True
-            for n in ticket.nodes:
-                if n.loading is ticket:
-                    n.loading = None
-                    self._push(n)
-                    if n.parent is not None:
-                        self._push(n.parent)
-            self.load_back_seconds += now - ticket.started
-            self.unlock(ticket.node)
-        self._loads = still
-        return len(still)
+        return finish_loads(self)
 
     # --- accounting ----------------------------------------------------------------------------
 

@@ -119,3 +119,13 @@ class RecordingMover:
         for transfer in self.pending:
             transfer.finish()
         self.pending.clear()
+
+
+class NoCopy:
+    """A mover that copies nothing: the tree's bookkeeping alone (benchmarks, pure tests)."""
+
+    def write_back(self, device_pages: Sequence[int], host_pages: Sequence[int]) -> None:
+        return None
+
+    def load_back(self, host_pages: Sequence[int], device_pages: Sequence[int]) -> Transfer:
+        return DONE

@@ -68,7 +68,7 @@ class HostKVPool:
     pages, all layers in one tensor each, [num_layers, num_pages, page_size, heads, head_dim].
 
     On the CPU the device pool is host memory too, and both copies run synchronously. On a GPU
-    the host tensors are pinned and the copies run on a side stream, in its order:
+    the copies go through pinned staging tensors and run on a side stream, in its order:
 
         write_back  side stream waits for the compute stream (the KV is computed); gathers the
                     device pages into a device buffer, copies it to a pinned staging tensor,
@@ -91,8 +91,10 @@ class HostKVPool:
         self.device = first.device
         self.cuda = self.device.type == "cuda"
         shape = (len(device_pool.k_buffers), num_pages, *first.shape[1:])
-        self.k = torch.zeros(shape, dtype=first.dtype, pin_memory=self.cuda)
-        self.v = torch.zeros(shape, dtype=first.dtype, pin_memory=self.cuda)
+        # Plain host memory: on a GPU every copy goes through a pinned staging tensor (the
+        # device never reads these), so pinning the whole tier would only slow the start-up.
+        self.k = torch.zeros(shape, dtype=first.dtype)
+        self.v = torch.zeros(shape, dtype=first.dtype)
         self.stream = torch.cuda.Stream(self.device) if self.cuda else None
         self._writes: list[_PendingWrite] = []
 
@@ -119,34 +121,50 @@ class HostKVPool:
         self._land_writes(wait=False)  # keeps the staging tensors of finished writes few
         compute = torch.cuda.current_stream(self.device)
         dev_idx_host = torch.tensor(list(device_pages), dtype=torch.long, pin_memory=True)
-        self.stream.wait_stream(compute)
+        self.stream.wait_stream(compute)  # the KV to copy is computed by work queued before
         with torch.cuda.stream(self.stream):
             dev_idx = dev_idx_host.to(self.device, non_blocking=True)
             k = torch.stack([buf[dev_idx] for buf in pool.k_buffers])
             v = torch.stack([buf[dev_idx] for buf in pool.v_buffers])
+            gathered = torch.cuda.Event()
+            gathered.record(self.stream)
             k_staging = torch.empty(k.shape, dtype=k.dtype, pin_memory=True)
             v_staging = torch.empty(v.shape, dtype=v.dtype, pin_memory=True)
             k_staging.copy_(k, non_blocking=True)
             v_staging.copy_(v, non_blocking=True)
-            event = torch.cuda.Event()
-            event.record(self.stream)
-        compute.wait_event(event)  # freed pages are overwritten only after the gather
-        # k, v and the index stay referenced until the event fired, so their memory is not
-        # reused by the caching allocator while the side stream still reads it.
-        self._writes.append(_PendingWrite(event, host_idx, k_staging, v_staging, (k, v, dev_idx)))
+            copied = torch.cuda.Event()
+            copied.record(self.stream)
+        # The freed pages may be overwritten once the gather has read them (not the whole copy).
+        compute.wait_event(gathered)
+        # k, v and both indices stay referenced until the copy's event fired, so the caching
+        # allocators do not hand their memory out while the side stream still uses it.
+        keep_alive = (k, v, dev_idx, dev_idx_host)
+        self._writes.append(_PendingWrite(copied, host_idx, k_staging, v_staging, keep_alive))
 
     def _land_writes(self, wait: bool) -> None:
         """Scatters finished write-backs into the host pool (all of them, waiting, if `wait`)."""
-        still = []
-        for write in self._writes:
+        landed = 0
+        for write in self._writes:  # in stream order: a later copy is never done before
             if wait:
                 write.event.synchronize()
             elif not write.event.query():
-                still.append(write)
-                continue
+                break
             self.k[:, write.host_idx] = write.k
             self.v[:, write.host_idx] = write.v
-        self._writes = still
+            landed += 1
+        del self._writes[:landed]
+
+    def _land_writes_for(self, host_pages: Sequence[int]) -> None:
+        """Lands the pending write-backs up to the last one into any of `host_pages` (waiting
+        for it: under overlap scheduling that means the step in flight), the rest only if done."""
+        wanted = set(host_pages)
+        last = -1
+        for index, write in enumerate(self._writes):
+            if not wanted.isdisjoint(write.host_idx.tolist()):
+                last = index
+        if last >= 0:
+            self._writes[last].event.synchronize()  # stream order: every earlier one is done too
+        self._land_writes(wait=False)
 
     def load_back(self, host_pages: Sequence[int], device_pages: Sequence[int]) -> Transfer:
         pool = self.device_pool
@@ -160,9 +178,12 @@ class HostKVPool:
                 v_buf[dev_idx] = self.v[layer, host_idx]
             return DONE
         assert self.stream is not None
-        self._land_writes(wait=True)  # a page written back just now may be loaded right away
-        k_staging = self.k[:, host_idx].pin_memory()
-        v_staging = self.v[:, host_idx].pin_memory()
+        self._land_writes_for(host_pages)  # a page written back just now may be loaded now
+        shape = (self.k.shape[0], len(host_idx), *self.k.shape[2:])
+        k_staging = torch.empty(shape, dtype=self.k.dtype, pin_memory=True)
+        v_staging = torch.empty(shape, dtype=self.v.dtype, pin_memory=True)
+        torch.index_select(self.k, 1, host_idx, out=k_staging)  # a host-side gather
+        torch.index_select(self.v, 1, host_idx, out=v_staging)
         dev_idx_host = torch.tensor(list(device_pages), dtype=torch.long, pin_memory=True)
         compute = torch.cuda.current_stream(self.device)
         self.stream.wait_stream(compute)  # the pages were just freed by work already queued
