@@ -121,7 +121,8 @@ def server_facts(client: httpx.Client, args: argparse.Namespace) -> dict[str, An
         body = reply.json()
         if not facts["tokenizer"]:
             facts["tokenizer"] = next((body[k] for k in keys if body.get(k)), None)
-        facts.setdefault("context_len", body.get("context_length"))
+        if body.get("context_length"):  # /server_info's: ShareGPT rows longer are skipped
+            facts["context_len"] = body["context_length"]
     if not facts["model"]:
         try:
             facts["model"] = client.get("/v1/models").json()["data"][0]["id"]
