@@ -13,8 +13,8 @@ copied back. The host tier holds 1.25x the working set unless `--hicache-size` o
 `--hicache-ratio` says otherwise.
 
     # CPU, the embedded SmolLM2 (a few minutes on 2 cores):
-    python benchmarks/bench_hierarchical_cache.py --sessions 8 --turns 4 --system-len 128 \\
-        --task-len 64 --user-len 48 --output-len 16 --page-size 16
+    python benchmarks/bench_hierarchical_cache.py --sessions 8 --turns 3 --system-len 64 \\
+        --task-len 32 --user-len 32 --output-len 8
     # GPU, the Llama-3.1-8B shape with dummy weights:
     python benchmarks/bench_hierarchical_cache.py --model-path llama-3.1-8b-shape \\
         --load-format dummy
@@ -49,6 +49,7 @@ from radixserve.runtime.config.server_args import ServerArgs  # noqa: E402
 from radixserve.runtime.entrypoints.engine import Engine  # noqa: E402
 from radixserve.runtime.entrypoints.launch_server import build_parser  # noqa: E402
 
+LARGEST_REQUESTS = 1.5  # the smallest device pool, in requests of the longest turn
 HOST_SLACK = 1.25  # host tier / working set, unless --hicache-size or --hicache-ratio is given
 
 
@@ -223,7 +224,11 @@ def print_table(results: list[ModeResult], pool_tokens: int, working_set: int) -
 def bench_main(server: ServerArgs, bench: BenchArgs) -> list[ModeResult]:
     work_size = Workload(system=[], tasks=[], users=[]).working_set(bench)
     given = server.max_total_tokens
-    pool = given if given is not None else max(int(work_size * bench.pool_fraction), 1)
+    # The pool holds at least LARGEST_REQUESTS of the longest turn (prompt and output), or a
+    # session's last turn could not run at all.
+    largest = bench.system_len + bench.task_len + bench.turns * (bench.user_len + bench.output_len)
+    floor = int(LARGEST_REQUESTS * largest)
+    pool = given if given is not None else max(int(work_size * bench.pool_fraction), floor)
     ratio = server.hicache_ratio
     if server.hicache_size == 0 and ratio == ServerArgs().hicache_ratio and given is None:
         ratio = HOST_SLACK * work_size / pool  # the host tier holds the whole working set
