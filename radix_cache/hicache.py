@@ -34,6 +34,7 @@ from .eviction import EvictionPolicy, TierHeap
 from .hicache_check import check_host_tier, recount_tiers
 from .hicache_load import LoadTicket, finish_loads, start_load
 from .host_tier import KVMover, NoCopy
+from .inspection import iter_nodes
 from .node import TreeNode, aligned_common_prefix, as_token_list, child_key
 from .page_flags import PageIds, as_ids, is_bulk
 from .radix_cache import RadixCache
@@ -345,6 +346,22 @@ class HierarchicalRadixCache(RadixCache):
         return finish_loads(self)
 
     # --- accounting ----------------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        """The radix cache's view plus "write_policy", and per node its "tier" ("device",
+        "host" or "both"), "host_pages" and whether a load-back is filling it ("loading")."""
+        view = super().to_dict()
+        nodes = {node.node_id: node for node in iter_nodes(self.root)}
+        for entry in view["nodes"]:
+            node = nodes.get(entry["id"])
+            if node is None:  # the root
+                continue
+            on_host = node.host_pages is not None
+            entry["tier"] = ("both" if on_host else "device") if node.pages else "host"
+            entry["host_pages"] = list(node.host_pages or ())
+            entry["loading"] = node.loading is not None
+        view["write_policy"] = self.write_policy
+        return view
 
     @property
     def num_host_cached_pages(self) -> int:

@@ -176,6 +176,16 @@ class TwoTierMachine(RuleBasedStateMachine):
                     assert self.mover.device[page] == path[: above + (i + 1) * self.page_size]
 
     @invariant()
+    def the_view_names_each_nodes_tier(self) -> None:
+        view = self.cache.to_dict()
+        tiers = {entry.get("tier") for entry in view["nodes"][1:]}
+        assert tiers <= {"device", "host", "both"}
+        stats = view["stats"]
+        assert stats["host_cached_tokens"] == sum(
+            len(entry["host_pages"]) * self.page_size for entry in view["nodes"][1:]
+        )
+
+    @invariant()
     def nothing_is_lost(self) -> None:
         if not self.lossless:
             return
