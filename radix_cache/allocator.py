@@ -49,13 +49,17 @@ class PageAllocator:
             raise ValueError(f"asked for {n} pages, {self._top} free")
         if n == 0:
             return []
-        ids = self._stack[self._top - n : self._top][::-1]
-        self._top -= n
+        top = self._top
+        self._top = top - n
         if n >= BULK_MIN:
+            ids = self._stack[top - n : top][::-1]
             self.state.view[ids] = HELD
             return ids.tolist()
-        pages = ids.tolist()
-        self.state.set(pages, HELD)
+        pages = self._stack[top - n : top].tolist()
+        pages.reverse()
+        flags = self.state.bytes
+        for page in pages:
+            flags[page] = HELD
         return pages
 
     def free(self, pages: PageIds, what: str = "free") -> None:
@@ -76,9 +80,16 @@ class PageAllocator:
         self._push(pages)
 
     def _push(self, pages: PageIds) -> None:
-        n = len(pages)
-        self._stack[self._top : self._top + n] = pages
-        self._top += n
+        n, top = len(pages), self._top
+        if n < 8 and type(pages) is list:  # a few pages: item writes cost less than a slice
+            stack = self._stack
+            for page in pages:
+                stack[top] = page
+                top += 1
+        else:
+            self._stack[top : top + n] = pages
+            top += n
+        self._top = top
 
     def check(self, pages: PageIds, expected: int, what: str) -> None:
         """ValueError unless `pages` are distinct, in range and all in state `expected`."""

@@ -46,7 +46,9 @@ class IntegrityError(AssertionError):
     """The cache's bookkeeping is inconsistent (a bug in the cache or its caller)."""
 
 
-@dataclass(slots=True, frozen=True)
+# MatchResult and InsertResult are plain records that callers only read: not frozen, because
+# a frozen dataclass's __init__ costs about three times as much, once per match and insert.
+@dataclass(slots=True)
 class MatchResult:
     pages: list[int]  # the cache's pages for the matched prefix, one per page_size tokens
     cached_len: int  # matched tokens: a multiple of page_size
@@ -57,7 +59,7 @@ class MatchResult:
     host_node: NodeRef = None
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class InsertResult:
     cached_len: int  # tokens of the key the cache held before this insert
     pages: list[int]  # the cache's pages for the whole key after the insert

@@ -90,9 +90,20 @@ class PageFlags:
 
         `own`: the pages come from the owner's own structure (a cache's evicted nodes), whose
         range and distinctness `check_integrity` proves; only their flags are checked then."""
+        if type(pages) is list and len(pages) < BULK_MIN:  # the common short call, inline
+            flags, n = self.bytes, self.num_pages
+            for page in pages:
+                if not 0 <= page < n or flags[page] != allowed:
+                    return self._small_problem(pages, allowed)
+            if len(pages) > 1 and len(set(pages)) != len(pages):
+                return self._small_problem(pages, allowed)
+            if value is not None:
+                for page in pages:
+                    flags[page] = value
+            return None
         if len(pages) == 0:
             return None
-        if not is_bulk(pages):
+        if not is_bulk(pages):  # a short tuple or range
             problem = self._small_problem(pages, allowed)
             if problem is None and value is not None:
                 flags = self.bytes
