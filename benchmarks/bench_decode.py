@@ -4,7 +4,10 @@ Both run the same prompts, greedy, the same number of new tokens with EOS ignore
 batch 16, in one process one after the other; the table gives output tokens per second and the
 ratio. Prefill is included in both (short prompts, so decode dominates).
 
-    python benchmarks/bench_decode.py [--new-tokens 64] [--batch-sizes 1 16]
+    python benchmarks/bench_decode.py [--new-tokens 64] [--batch-sizes 1 16] [--cpu-threads N]
+
+The Engine sets torch's intra-op threads (ServerArgs.cpu_threads; by default the CPUs available
+less one), and HF `generate` runs after it in the same process, so on the same threads.
 """
 
 from __future__ import annotations
@@ -64,11 +67,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 16])
+    parser.add_argument("--cpu-threads", type=int, default=None, help="ServerArgs.cpu_threads")
     args = parser.parse_args()
 
     from transformers import AutoModelForCausalLM
 
-    engine = Engine()
+    engine = Engine(cpu_threads=args.cpu_threads)
     source = resolve_model_source(None)
     hf = AutoModelForCausalLM.from_pretrained(
         source.directory, gguf_file=source.gguf_file, dtype=torch.float32

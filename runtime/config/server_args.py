@@ -38,6 +38,16 @@ class ServerArgs:
         default=0.85, metadata={"help": "GPU memory fraction for weights + KV pool"}
     )
     cpu_kv_cache_gib: float = field(default=2.0, metadata={"help": "KV pool size on the CPU, GiB"})
+    cpu_threads: int | None = field(
+        default=None,
+        metadata={
+            "help": "torch intra-op threads of the scheduler (and of an offline Engine) on the "
+            "CPU (default: the CPUs this process may run on, os.sched_getaffinity, less one "
+            "left to the HTTP and detokenizer processes, at least 1: more threads than free "
+            "cores make every op wait for a descheduled thread, 7x slower per step on a busy "
+            "2-core machine)"
+        },
+    )
     chunked_prefill_size: int | None = field(
         default=None,
         metadata={

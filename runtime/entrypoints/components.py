@@ -11,7 +11,7 @@ from ..config.limits import RuntimeLimits
 from ..config.server_args import ServerArgs
 from ..config.tokenizer import load_tokenizer
 from ..constrained.matcher import GrammarBackend
-from ..model_executor.device import resolve_device
+from ..model_executor.device import apply_cpu_threads, resolve_device
 from ..model_executor.kv_pool import HostKVPool
 from ..model_executor.model_runner import ModelRunner
 from ..model_executor.tp_worker import TensorParallelRunner, create_model_runner
@@ -135,6 +135,7 @@ def build_hierarchical_cache(args: ServerArgs, runner: ModelRunner) -> Hierarchi
 def build_runtime(args: ServerArgs) -> RuntimeState:
     build_cache(args, num_pages=1)  # a bad cache flag fails now, not after the slow model load
     check_hierarchical(args)
+    apply_cpu_threads(args)  # before the model load, which runs on these threads too
     runner = create_model_runner(args)
     tokenizer = load_tokenizer(runner.source, args.tokenizer_path)
     num_pages = runner.num_kv_pages

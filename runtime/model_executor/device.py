@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 from ..config.server_args import DTYPES, ServerArgs
@@ -25,3 +27,32 @@ def resolve_attention_backend(args: ServerArgs) -> str:
     if args.attention_backend != "auto":
         return args.attention_backend
     return "flashinfer" if resolve_device(args).type == "cuda" else "torch"
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity mask, which containers and taskset narrow),
+    not the machine's count."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # no affinity call on this platform
+        return os.cpu_count() or 1
+
+
+def resolve_cpu_threads(args: ServerArgs) -> int:
+    """torch intra-op threads for the CPU path: --cpu-threads, else one fewer than the CPUs
+    available (the HTTP server and the detokenizer need a core too), at least 1."""
+    if args.cpu_threads is not None:
+        if args.cpu_threads < 1:
+            raise ValueError(f"--cpu-threads must be >= 1, got {args.cpu_threads}")
+        return args.cpu_threads
+    return max(1, available_cpus() - 1)
+
+
+def apply_cpu_threads(args: ServerArgs) -> int | None:
+    """Sets this process's torch intra-op threads when the model runs on the CPU; returns the
+    count set, or None on a GPU (whose host threads only launch kernels)."""
+    if resolve_device(args).type != "cpu":
+        return None
+    threads = resolve_cpu_threads(args)
+    torch.set_num_threads(threads)
+    return threads
