@@ -31,7 +31,7 @@ from .node import (
     child_key,
     new_root,
 )
-from .page_flags import PageIds, as_ids, is_bulk
+from .page_flags import CHECK_LOOP_MAX, PageIds, as_ids, is_bulk
 
 
 class RadixCache(PrefixCache):
@@ -147,8 +147,9 @@ class RadixCache(PrefixCache):
             self._check_handed_over(duplicates + new_pages)
             self._free_duplicates(duplicates)
         if new_pages:
+            # A long edge keeps its pages as an array too (one bulk release when evicted).
             array = as_ids(new_pages) if is_bulk(new_pages) else None
-            self._own(new_pages if array is None else array)
+            self._own(array if array is not None and len(array) >= CHECK_LOOP_MAX else new_pages)
             leaf = TreeNode(tokens[matched:], new_pages, node, last_access=self._clock)
             leaf.page_array = array
             node.children[child_key(leaf.key, 0, ps)] = leaf
