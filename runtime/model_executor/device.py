@@ -39,13 +39,14 @@ def available_cpus() -> int:
 
 
 def resolve_cpu_threads(args: ServerArgs) -> int:
-    """torch intra-op threads for the CPU path: --cpu-threads, else one fewer than the CPUs
-    available (the HTTP server and the detokenizer need a core too), at least 1."""
+    """torch intra-op threads of each model process on the CPU: --cpu-threads, else one fewer
+    than the CPUs available (the HTTP server and the detokenizer need a core too) shared among
+    the tensor-parallel ranks, at least 1."""
     if args.cpu_threads is not None:
         if args.cpu_threads < 1:
             raise ValueError(f"--cpu-threads must be >= 1, got {args.cpu_threads}")
         return args.cpu_threads
-    return max(1, available_cpus() - 1)
+    return max(1, (available_cpus() - 1) // max(1, args.tp_size))
 
 
 def apply_cpu_threads(args: ServerArgs) -> int | None:

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING
 from ..config.model_source import ModelSource
 from ..config.server_args import ServerArgs
 from ..scheduler.step import RequestSlice, StepHandle, StepRequest, StepResult, StepRunner
-from .device import resolve_device
+from .device import apply_cpu_threads, resolve_device
 from .distributed import (
     destroy_tensor_parallel,
     forget_tensor_parallel,
@@ -206,6 +206,7 @@ def worker_main(rank: int, init_file: str, args: ServerArgs) -> None:
 
     device_type = resolve_device(args).type
     init_tensor_parallel(rank, args.tp_size, init_file, device_type, args.base_gpu_id)
+    apply_cpu_threads(args)  # as rank 0 does in build_runtime
     runner = ModelRunner(args)
     group = tp_group()
     while True:

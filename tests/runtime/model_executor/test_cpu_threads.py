@@ -29,6 +29,12 @@ def test_default_leaves_one_of_the_available_cpus(
     assert resolve_cpu_threads(ServerArgs()) == expected
 
 
+def test_tensor_parallel_ranks_share_the_cpus(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(device.os, "sched_getaffinity", lambda pid: set(range(9)))
+    assert resolve_cpu_threads(ServerArgs(tp_size=2)) == 4
+    assert resolve_cpu_threads(ServerArgs(tp_size=16)) == 1
+
+
 def test_the_flag_wins_and_must_be_positive() -> None:
     assert parse_args(["--cpu-threads", "3"]).cpu_threads == 3
     assert resolve_cpu_threads(ServerArgs(cpu_threads=3)) == 3
