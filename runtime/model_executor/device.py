@@ -23,10 +23,24 @@ def resolve_dtype(args: ServerArgs) -> torch.dtype:
     return getattr(torch, args.dtype)
 
 
-def resolve_attention_backend(args: ServerArgs) -> str:
+# Head sizes FlashInfer's paged kernels are built for (a tiny test model's 16 is not).
+FLASHINFER_HEAD_DIMS = (64, 128, 256)
+
+
+def resolve_attention_backend(args: ServerArgs, head_dim: int | None = None) -> str:
+    """ "auto": FlashInfer on a GPU for the head sizes it supports, else the torch reference.
+    A FlashInfer choice the model's head size rules out is a clear error at start-up, not a
+    kernel error at the first forward pass."""
+    if args.attention_backend == "flashinfer" and head_dim not in (None, *FLASHINFER_HEAD_DIMS):
+        raise ValueError(
+            f"--attention-backend flashinfer supports head_dim {FLASHINFER_HEAD_DIMS}; this model "
+            f"has {head_dim}: use --attention-backend torch"
+        )
     if args.attention_backend != "auto":
         return args.attention_backend
-    return "flashinfer" if resolve_device(args).type == "cuda" else "torch"
+    if resolve_device(args).type != "cuda":
+        return "torch"
+    return "flashinfer" if head_dim in (None, *FLASHINFER_HEAD_DIMS) else "torch"
 
 
 def available_cpus() -> int:

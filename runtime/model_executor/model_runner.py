@@ -99,7 +99,8 @@ class ModelRunner(StepRunner):
             device=self.device,
             softmax_scale=geometry.softmax_scale,
         )
-        return create_attention_backend(resolve_attention_backend(self.args), shape)
+        name = resolve_attention_backend(self.args, geometry.head_dim)
+        return create_attention_backend(name, shape)
 
     def _capture_decode_graphs(self) -> DecodeGraphRunner:
         """Decode graphs over an attention backend of their own: its fixed buffers are what

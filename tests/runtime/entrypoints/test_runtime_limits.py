@@ -63,8 +63,12 @@ def test_cpu_engine_schedules_with_the_resolved_limits(
 
 
 @pytest.mark.gpu
-def test_gpu_engine_derives_limits_from_its_pool(tmp_path: Path, tokenizer_dir: str) -> None:
+def test_gpu_engine_derives_limits_from_its_pool(tmp_path: Path) -> None:
+    from benchmarks.dummy_model import write_dummy_model_dir
+
     model = build_tiny_model("llama", tmp_path, head_dim=64)
+    # A word-level tokenizer of the tiny shape: the lease has no SmolLM2 to take one from.
+    tokenizer_dir = str(write_dummy_model_dir("tiny-llama-shape", tmp_path / "tokenizer"))
     engine = Engine(
         str(model), tokenizer_path=tokenizer_dir, device="cuda", max_total_tokens=40_000
     )
@@ -107,19 +111,26 @@ def test_a_shut_down_engine_is_collected(tmp_path: Path, tokenizer_dir: str) -> 
 
 
 @pytest.mark.gpu
-def test_a_shut_down_gpu_engine_frees_its_memory(tmp_path: Path, tokenizer_dir: str) -> None:
+def test_a_shut_down_gpu_engine_frees_its_memory(tmp_path: Path) -> None:
     """With decode graphs and overlap on: after shutdown and the last reference, the device
     memory the Engine reserved (weights, KV pool, graph pools, workspaces) is free again."""
     import gc
+    import json
     import weakref
 
-    model = build_tiny_model("llama", tmp_path, head_dim=64)
+    from benchmarks.dummy_model import write_dummy_model_dir
+
+    # The tiny shape (its own word-level tokenizer: the lease has no SmolLM2) with 64-wide
+    # heads, so FlashInfer and its decode graphs run.
+    model = write_dummy_model_dir("tiny-llama-shape", tmp_path)
+    config = json.loads((model / "config.json").read_text())
+    config["hidden_size"] = 4 * 64
+    (model / "config.json").write_text(json.dumps(config))
     gc.collect()
     torch.cuda.empty_cache()
     free_before, _ = torch.cuda.mem_get_info()
-    engine = Engine(
-        str(model), tokenizer_path=tokenizer_dir, device="cuda", max_total_tokens=400_000
-    )
+    engine = Engine(str(model), load_format="dummy", device="cuda", max_total_tokens=400_000)
+    assert engine.state.runner.decode_graphs is not None  # type: ignore[attr-defined]
     engine.generate(input_ids=[[5, 6, 7]] * 4, sampling_params={"max_new_tokens": 4})
     runner = weakref.ref(engine.state.runner)
     engine.shutdown()
