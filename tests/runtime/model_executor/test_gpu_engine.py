@@ -168,6 +168,7 @@ def test_engine_decodes_512_requests_through_512_row_graphs_on_the_llama_8b_shap
         dtype="bfloat16",
         page_size=16,
         context_length=8192,
+        max_total_tokens=150_000,  # 19 GiB of KV: the 8B-shape tests fit the GPU side by side
         cuda_graph_max_bs=512,
         max_running_requests=512,
         chunked_prefill_size=16384,  # every prompt in one step, then decodes only
@@ -216,6 +217,7 @@ def test_overlap_on_and_off_give_the_same_greedy_outputs_on_the_llama_8b_shape()
         dtype="bfloat16",
         page_size=16,
         context_length=8192,
+        max_total_tokens=150_000,  # 19 GiB of KV: the 8B-shape tests fit the GPU side by side
         cuda_graph_max_bs=256,
         max_running_requests=256,
         chunked_prefill_size=16384,
