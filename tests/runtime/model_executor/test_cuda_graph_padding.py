@@ -38,7 +38,13 @@ def test_real_rows_then_padding_rows_on_the_scratch_page() -> None:
     batch = pad_decode_batch(slices, 5, PAGE, SCRATCH)
     assert batch.input_ids.tolist() == [7, 8, 9, 0, 0]
     assert batch.positions.tolist() == [0, 5, 8, 0, 0]
-    assert batch.out_cache_loc.tolist() == [5 * PAGE, 9 * PAGE + 1, 6 * PAGE, SCRATCH * PAGE, SCRATCH * PAGE]
+    assert batch.out_cache_loc.tolist() == [
+        5 * PAGE,
+        9 * PAGE + 1,
+        6 * PAGE,
+        SCRATCH * PAGE,
+        SCRATCH * PAGE,
+    ]
     assert batch.kv_page_indices.tolist() == [5, 2, 9, 1, 3, 6, SCRATCH, SCRATCH]
     assert batch.kv_indptr.tolist() == [0, 1, 3, 6, 7, 8]
     assert batch.kv_last_page_len.tolist() == [1, 2, 1, 1, 1]
