@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from .allocator import PageAllocator
-from .base import CacheStats, InsertResult, IntegrityError, MatchResult, Recount
+from .base import CacheStats, InsertResult, MatchResult, Recount
 from .eviction import EvictionPolicy, TierHeap
 from .hicache_check import check_host_tier, recount_tiers
 from .hicache_load import LoadTicket, finish_loads, start_load
@@ -216,32 +216,9 @@ class HierarchicalRadixCache(RadixCache):
 
     # --- locks ---------------------------------------------------------------------------------
 
-    def lock(self, node: TreeNode) -> None:
-        if node.parent is None:
-            if node is self.root:
-                return
-            raise ValueError(f"lock of {node!r}, which was evicted: match again")
-        root = self.root
-        while node is not root:
-            if node.lock_ref == 0:
-                self._locked_pages += len(node.pages)
-                self._host_locked += len(node.host_pages or ())
-            node.lock_ref += 1
-            node = node.parent  # type: ignore[assignment]
-
-    def unlock(self, node: TreeNode) -> None:
-        if node.parent is None and node is not self.root:
-            raise IntegrityError(f"unlock of {node!r}, which is not in the tree")
-        if node is not self.root and node.lock_ref <= 0:
-            raise IntegrityError(f"unlock of {node!r} whose lock count is {node.lock_ref}")
-        root = self.root
-        while node is not root:
-            node.lock_ref -= 1
-            if node.lock_ref == 0:
-                self._locked_pages -= len(node.pages)
-                self._host_locked -= len(node.host_pages or ())
-                self._push(node)
-            node = node.parent  # type: ignore[assignment]
+    def _count_locked(self, node: TreeNode, sign: int) -> None:
+        super()._count_locked(node, sign)
+        self._host_locked += sign * len(node.host_pages or ())
 
     # --- eviction ------------------------------------------------------------------------------
 

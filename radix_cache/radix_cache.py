@@ -170,7 +170,7 @@ class RadixCache(PrefixCache):
         root = self.root
         while node is not root:
             if node.lock_ref == 0:
-                self._locked_pages += len(node.pages)
+                self._count_locked(node, 1)
             node.lock_ref += 1
             node = node.parent  # type: ignore[assignment]
 
@@ -184,9 +184,18 @@ class RadixCache(PrefixCache):
         while node is not root:
             node.lock_ref -= 1
             if node.lock_ref == 0:
-                self._locked_pages -= len(node.pages)
-                self._heap.push(node, self.num_nodes)
+                self._count_locked(node, -1)
+                self._push(node)
             node = node.parent  # type: ignore[assignment]
+
+    def _count_locked(self, node: TreeNode, sign: int) -> None:
+        """A node's pages join (+1) or leave (-1) the locked count as its first lock is taken
+        or its last released; a cache with more tiers counts their pages too."""
+        self._locked_pages += sign * len(node.pages)
+
+    def _push(self, node: TreeNode) -> None:
+        """An unlocked node becomes an eviction candidate (each tier's heap, where several)."""
+        self._heap.push(node, self.num_nodes)
 
     # --- eviction ------------------------------------------------------------------------------
 
