@@ -32,9 +32,7 @@ import argparse
 import dataclasses
 import gc
 import sys
-import tempfile
 import time
-import typing
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,7 +42,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.dummy_model import is_shape_name, write_dummy_model_dir  # noqa: E402
+from benchmarks.engine_cli import add_dataclass_flags, run_on_model, split_args  # noqa: E402
 from radixserve.runtime.config.server_args import ServerArgs  # noqa: E402
 from radixserve.runtime.entrypoints.engine import Engine  # noqa: E402
 from radixserve.runtime.entrypoints.launch_server import build_parser  # noqa: E402
@@ -67,21 +65,7 @@ class BenchArgs:
 
 
 def add_bench_args(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("benchmark")
-    hints = typing.get_type_hints(BenchArgs)
-    for f in dataclasses.fields(BenchArgs):
-        flag = "--" + f.name.replace("_", "-")
-        if f.default is False:
-            group.add_argument(flag, action="store_true", dest=f.name)
-        else:
-            group.add_argument(flag, dest=f.name, type=hints[f.name], default=f.default)
-
-
-def split_args(namespace: argparse.Namespace) -> tuple[ServerArgs, BenchArgs]:
-    values = vars(namespace)
-    server = {f.name: values[f.name] for f in dataclasses.fields(ServerArgs)}
-    bench = {f.name: values[f.name] for f in dataclasses.fields(BenchArgs)}
-    return ServerArgs(**server), BenchArgs(**bench)
+    add_dataclass_flags(parser, BenchArgs, "benchmark")
 
 
 @dataclass(slots=True)
@@ -245,14 +229,8 @@ def main(argv: Sequence[str] | None = None) -> list[ModeResult]:
     parser.prog = "bench_hierarchical_cache"
     parser.description = __doc__.splitlines()[0]
     add_bench_args(parser)
-    server, bench = split_args(parser.parse_args(argv))
-    if not is_shape_name(server.model_path):
-        return bench_main(server, bench)
-    if server.load_format != "dummy":
-        parser.error(f"{server.model_path} is a shape without weights: add --load-format dummy")
-    with tempfile.TemporaryDirectory() as folder:
-        model_dir = write_dummy_model_dir(str(server.model_path), Path(folder))
-        return bench_main(server.replace(model_path=str(model_dir)), bench)
+    server, bench = split_args(parser.parse_args(argv), BenchArgs)
+    return run_on_model(parser, server, lambda resolved: bench_main(resolved, bench))
 
 
 if __name__ == "__main__":

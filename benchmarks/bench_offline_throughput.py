@@ -31,9 +31,7 @@ import json
 import random
 import statistics
 import sys
-import tempfile
 import time
-import typing
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,7 +42,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.dummy_model import is_shape_name, write_dummy_model_dir  # noqa: E402
+from benchmarks.engine_cli import add_dataclass_flags, run_on_model, split_args  # noqa: E402
 from benchmarks.throughput_datasets import (  # noqa: E402
     DatasetRow,
     sample_generated_shared_prefix,
@@ -94,28 +92,15 @@ class BenchArgs:
 def add_bench_args(parser: argparse.ArgumentParser) -> None:
     """BenchArgs' fields as flags; the generated-shared-prefix ones also under SGLang's older
     `--gen-*` names."""
-    group = parser.add_argument_group("benchmark (SGLang's bench_offline_throughput flags)")
-    hints = typing.get_type_hints(BenchArgs)
-    choices = {"backend": ["engine"], "dataset_name": list(DATASETS)}
-    for f in dataclasses.fields(BenchArgs):
-        flag = "--" + f.name.replace("_", "-")
-        if f.default is False:
-            group.add_argument(flag, action="store_true", dest=f.name)
-            continue
-        kind = next(
-            a for a in (typing.get_args(hints[f.name]) or (hints[f.name],)) if a is not type(None)
-        )
-        aliases = [flag.replace("--gsp-", "--gen-")] if f.name.startswith("gsp_") else []
-        group.add_argument(
-            flag, *aliases, dest=f.name, type=kind, default=f.default, choices=choices.get(f.name)
-        )
-
-
-def split_args(namespace: argparse.Namespace) -> tuple[ServerArgs, BenchArgs]:
-    values = vars(namespace)
-    server = {f.name: values[f.name] for f in dataclasses.fields(ServerArgs)}
-    bench = {f.name: values[f.name] for f in dataclasses.fields(BenchArgs)}
-    return ServerArgs(**server), BenchArgs(**bench)
+    add_dataclass_flags(
+        parser,
+        BenchArgs,
+        "benchmark (SGLang's bench_offline_throughput flags)",
+        choices={"backend": ["engine"], "dataset_name": list(DATASETS)},
+        aliases=lambda flag: (
+            [flag.replace("--gsp-", "--gen-")] if flag.startswith("--gsp-") else []
+        ),
+    )
 
 
 def sample_requests(
@@ -341,16 +326,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.prog = "bench_offline_throughput"
     parser.description = __doc__.splitlines()[0]
     add_bench_args(parser)
-    server, bench = split_args(parser.parse_args(argv))
-    if not is_shape_name(server.model_path):
-        return throughput_test(server, bench)
-    if server.load_format != "dummy":
-        parser.error(f"{server.model_path} is a shape without weights: add --load-format dummy")
-    with tempfile.TemporaryDirectory() as folder:
-        model_dir = write_dummy_model_dir(str(server.model_path), Path(folder))
-        return throughput_test(
-            server.replace(model_path=str(model_dir)), bench, model_name=server.model_path
-        )
+    server, bench = split_args(parser.parse_args(argv), BenchArgs)
+    return run_on_model(
+        parser,
+        server,
+        lambda resolved: throughput_test(resolved, bench, model_name=server.model_path),
+    )
 
 
 if __name__ == "__main__":
