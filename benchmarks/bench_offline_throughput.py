@@ -44,6 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.engine_cli import add_dataclass_flags, run_on_model, split_args  # noqa: E402
 from benchmarks.throughput_datasets import (  # noqa: E402
+    DatasetFlags,
     DatasetRow,
     sample_generated_shared_prefix,
     sample_random,
@@ -64,26 +65,11 @@ LAST_GEN_WINDOW_STEPS = 40
 
 
 @dataclass(slots=True)
-class BenchArgs:
+class BenchArgs(DatasetFlags):
     """SGLang's benchmark flags (names and defaults), those that apply to one Engine."""
 
     backend: str = "engine"
     result_filename: str = ""
-    dataset_name: str = "sharegpt"
-    dataset_path: str = ""
-    num_prompts: int = 1000
-    sharegpt_output_len: int | None = None
-    sharegpt_context_len: int | None = None
-    random_input_len: int = 1024
-    random_output_len: int = 1024
-    random_range_ratio: float = 0.0
-    gsp_num_groups: int = 64
-    gsp_prompts_per_group: int = 16
-    gsp_system_prompt_len: int = 2048
-    gsp_question_len: int = 128
-    gsp_output_len: int = 256
-    gsp_range_ratio: float = 1.0
-    seed: int = 1
     disable_ignore_eos: bool = False
     extra_request_body: str | None = None
     skip_warmup: bool = False

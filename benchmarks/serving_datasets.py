@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.throughput_datasets import (
+    DatasetFlags,
     DatasetRow,
     read_conversations,
     replace_unknown,
@@ -53,26 +54,11 @@ class ServingRequest:
 
 
 @dataclass(slots=True)
-class DatasetOptions:
+class DatasetOptions(DatasetFlags):
     """SGLang's dataset flags (the names bench_serving's CLI uses), those this module reads."""
 
-    dataset_name: str = "sharegpt"
-    dataset_path: str = ""
-    num_prompts: int = 1000
-    sharegpt_output_len: int | None = None
-    sharegpt_context_len: int | None = None
-    random_input_len: int = 1024
-    random_output_len: int = 1024
-    random_range_ratio: float = 0.0
-    gsp_num_groups: int = 64
-    gsp_prompts_per_group: int = 16
-    gsp_system_prompt_len: int = 2048
-    gsp_question_len: int = 128
-    gsp_output_len: int = 256
-    gsp_range_ratio: float = 1.0
     multi_turn_num_turns: int = 4
     multi_turn_output_len: int = 64
-    seed: int = 1
 
 
 def sample_serving_requests(

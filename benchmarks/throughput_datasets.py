@@ -27,6 +27,27 @@ SHAREGPT_FILE = "ShareGPT_V3_unfiltered_cleaned_split.json"
 
 
 @dataclass(slots=True)
+class DatasetFlags:
+    """SGLang's dataset flags with its defaults, shared by the offline and online benchmarks."""
+
+    dataset_name: str = "sharegpt"
+    dataset_path: str = ""
+    num_prompts: int = 1000
+    sharegpt_output_len: int | None = None
+    sharegpt_context_len: int | None = None
+    random_input_len: int = 1024
+    random_output_len: int = 1024
+    random_range_ratio: float = 0.0
+    gsp_num_groups: int = 64
+    gsp_prompts_per_group: int = 16
+    gsp_system_prompt_len: int = 2048
+    gsp_question_len: int = 128
+    gsp_output_len: int = 256
+    gsp_range_ratio: float = 1.0
+    seed: int = 1
+
+
+@dataclass(slots=True)
 class DatasetRow:
     prompt_ids: list[int]
     output_len: int
