@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING
 
 from .allocator import partition_problem
 from .base import IntegrityError, Recount
-from .inspection import iter_nodes
-from .node import TreeNode, child_key
+from .inspection import check_bookkeeping, check_place, iter_nodes
+from .node import TreeNode
 
 if TYPE_CHECKING:
     from .hicache import HierarchicalRadixCache
@@ -64,12 +64,8 @@ def recount_tiers(cache: HierarchicalRadixCache) -> Recount:
 
 
 def _check_node(node: TreeNode, ps: int, seen: set[int], in_flight: set[int]) -> None:
+    check_place(node, ps, seen)
     parent = node.parent
-    if node.node_id in seen:
-        _fail(f"{node!r} is reached twice: the tree has a cycle or a shared node")
-    seen.add(node.node_id)
-    if parent is None or parent.children.get(child_key(node.key, 0, ps)) is not node:
-        _fail(f"{node!r} is not under its parent's child key")
     if not node.key or len(node.key) % ps:
         _fail(f"{node!r}: an edge of {len(node.key)} tokens at page size {ps}")
     count = len(node.key) // ps
@@ -81,16 +77,7 @@ def _check_node(node: TreeNode, ps: int, seen: set[int], in_flight: set[int]) ->
         _fail(f"{node!r}: {len(node.key)} tokens but {len(node.host_pages)} host pages of {ps}")
     if node.pages and parent is not None and parent.parent is not None and not parent.pages:
         _fail(f"{node!r} is on the device but its parent is not")
-    if node.page_array is not None and node.page_array.tolist() != node.pages:
-        _fail(f"{node!r}: its page array differs from its page list")
-    if node.lock_ref < 0:
-        _fail(f"{node!r} has a negative lock count")
-    below = sum(child.lock_ref for child in node.children.values())
-    if node.lock_ref < below:
-        _fail(f"{node!r} holds fewer locks than its children together ({below})")
-    newest_child = max((child.last_access for child in node.children.values()), default=0)
-    if node.last_access < newest_child:
-        _fail(f"{node!r} was accessed before one of its children (t={newest_child})")
+    check_bookkeeping(node)
     if node.loading is not None:
         if id(node.loading) not in in_flight or not node.pages or node.lock_ref == 0:
             _fail(f"{node!r} is loading without a load in flight, device pages and a lock")

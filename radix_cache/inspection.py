@@ -65,14 +65,25 @@ def recount_tree(cache: RadixCache) -> Recount:
 
 
 def _check_node(node: TreeNode, ps: int, seen_ids: set[int]) -> None:
+    check_place(node, ps, seen_ids)
+    if not node.key or len(node.key) != len(node.pages) * ps:
+        _fail(f"{node!r}: {len(node.key)} tokens but {len(node.pages)} pages of {ps}")
+    check_bookkeeping(node)
+
+
+def check_place(node: TreeNode, ps: int, seen_ids: set[int]) -> None:
+    """The node is reached once and sits under its parent's key for it (every tree's check)."""
     parent = node.parent
     if node.node_id in seen_ids:
         _fail(f"{node!r} is reached twice: the tree has a cycle or a shared node")
     seen_ids.add(node.node_id)
     if parent is None or parent.children.get(child_key(node.key, 0, ps)) is not node:
         _fail(f"{node!r} is not under its parent's child key")
-    if not node.key or len(node.key) != len(node.pages) * ps:
-        _fail(f"{node!r}: {len(node.key)} tokens but {len(node.pages)} pages of {ps}")
+
+
+def check_bookkeeping(node: TreeNode) -> None:
+    """The node's page array, lock count and access time agree with its pages and children
+    (every tree's check)."""
     if node.page_array is not None and node.page_array.tolist() != node.pages:
         _fail(f"{node!r}: its page array differs from its page list")
     if node.lock_ref < 0:
