@@ -274,16 +274,21 @@ class HierarchicalRadixCache(RadixCache):
             node = self._host_heap.pop()
             if node is None:
                 return None
-            self.host_evicted_pages += len(node.host_pages or ())
-            self._release_host(node)
-            parent = node.parent
-            assert parent is not None
-            if not node.pages:
-                del parent.children[child_key(node.key, 0, self.page_size)]
-                node.parent = None
-                self.num_nodes -= 1
-            self._push(parent)
+            self._drop_host_copy(node)
         return self.host.alloc(n)
+
+    def _drop_host_copy(self, node: TreeNode) -> None:
+        """Frees an unlocked host leaf's host pages; a node left on neither tier leaves the tree,
+        and its parent may become a leaf of either heap."""
+        self.host_evicted_pages += len(node.host_pages or ())
+        self._release_host(node)
+        parent = node.parent
+        assert parent is not None
+        if not node.pages:
+            del parent.children[child_key(node.key, 0, self.page_size)]
+            node.parent = None
+            self.num_nodes -= 1
+        self._push(parent)
 
     def flush(self) -> int:
         """Empties both tiers of everything unlocked (waiting for loads in flight first);
@@ -298,15 +303,7 @@ class HierarchicalRadixCache(RadixCache):
         finally:
             self._keep_evicted = True
         while (node := self._host_heap.pop()) is not None:
-            self.host_evicted_pages += len(node.host_pages or ())
-            self._release_host(node)
-            parent = node.parent
-            assert parent is not None
-            if not node.pages:
-                del parent.children[child_key(node.key, 0, self.page_size)]
-                node.parent = None
-                self.num_nodes -= 1
-            self._push(parent)
+            self._drop_host_copy(node)
         return freed
 
     # --- load-back -----------------------------------------------------------------------------
