@@ -88,9 +88,9 @@ def pad_decode_batch(
     n = len(slices)
     if n > bs:
         raise ValueError(f"{n} decodes do not fit a graph of batch size {bs}")
-    if any(len(s.input_ids) != 1 for s in slices):
-        raise ValueError("a CUDA-graph batch holds decodes only (one new token each)")
     real = build_host_layout(slices, page_size)
+    if n and real.extend_lens.max() != 1:  # read from the layout: no second pass over slices
+        raise ValueError("a CUDA-graph batch holds decodes only (one new token each)")
     pad = bs - n
     # Each padding row reads and writes one slot of the scratch page.
     real_pages = int(real.kv_indptr[-1])
