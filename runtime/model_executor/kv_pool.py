@@ -9,10 +9,11 @@ scratch that padded rows (CUDA-graph batches) may write without touching anyone'
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 
 from ...radix_cache.host_tier import DONE, Transfer
@@ -63,23 +64,35 @@ class KVPool:
             v_buf[dst_t] = v_buf[src_t]
 
 
+def contiguous_runs(pages: np.ndarray) -> list[tuple[int, int]]:
+    """`[(i, j), ...]`: the positions of `pages` split where the next id is not one more, so
+    `pages[i:j]` is the id range `pages[i] .. pages[i] + (j - i) - 1`."""
+    if len(pages) == 0:
+        return []
+    breaks = np.flatnonzero(np.diff(pages) != 1) + 1
+    edges = [0, *breaks.tolist(), len(pages)]
+    return list(zip(edges[:-1], edges[1:], strict=True))
+
+
 class HostKVPool:
     """The host tier's KV (the hierarchical cache's `KVMover`): K and V of `num_pages` host
-    pages, all layers in one tensor each, [num_layers, num_pages, page_size, heads, head_dim].
+    pages, page-first, [num_pages, num_layers, page_size, heads, head_dim] each, so a run of
+    consecutive host pages (the allocator hands them out in runs) is one contiguous block.
 
     On the CPU the device pool is host memory too, and both copies run synchronously. On a GPU
-    the copies go through pinned staging tensors and run on a side stream, in its order:
+    the host tensors are page-locked (registered with CUDA in place: the caching host allocator
+    would round a tier of tens of GiB up to a power of two), and every copy is a DMA of whole
+    runs on a side stream, in stream order, which alone orders a load after the write-back of
+    the same host page; no host-side gather or scatter, nothing on the scheduler's thread but
+    the launches:
 
-        write_back  side stream waits for the compute stream (the KV is computed); gathers the
-                    device pages into a device buffer, copies it to a pinned staging tensor,
-                    records an event; the compute stream waits for that event, so a later step
-                    may overwrite the freed pages only after the gather read them. The staging
-                    tensor is scattered into the host pool on the host once the event has fired
-                    (`_land_writes`, before any load reads the host pool).
-        load_back   gathers the host pages into a pinned staging tensor on the host, copies it
-                    to the device on the side stream and scatters it into the device pages
-                    there; the returned transfer is done when its event has fired. The cache
-                    keeps those pages out of every batch until then.
+        write_back  the side stream waits for the compute stream (the KV is computed), gathers
+                    the device pages into one device buffer and records an event the compute
+                    stream waits for, so a later step may overwrite the freed pages only after
+                    the gather read them; then one device-to-host copy per run.
+        load_back   one host-to-device copy per run into a device buffer, scattered into the
+                    device pages; the returned transfer is done when its event has fired. The
+                    cache keeps those pages out of every batch until then.
     """
 
     def __init__(self, device_pool: KVPool, num_pages: int) -> None:
@@ -90,13 +103,17 @@ class HostKVPool:
         first = device_pool.k_buffers[0]
         self.device = first.device
         self.cuda = self.device.type == "cuda"
-        shape = (len(device_pool.k_buffers), num_pages, *first.shape[1:])
-        # Plain host memory: on a GPU every copy goes through a pinned staging tensor (the
-        # device never reads these), so pinning the whole tier would only slow the start-up.
-        self.k = torch.zeros(shape, dtype=first.dtype)
-        self.v = torch.zeros(shape, dtype=first.dtype)
+        shape = (num_pages, len(device_pool.k_buffers), *first.shape[1:])
+        # empty, not zeros: a host page is always written before it is read, and zeroing tens of
+        # GiB would cost seconds of start-up.
+        self.k = torch.empty(shape, dtype=first.dtype)
+        self.v = torch.empty(shape, dtype=first.dtype)
         self.stream = torch.cuda.Stream(self.device) if self.cuda else None
-        self._writes: list[_PendingWrite] = []
+        # (event, buffers): copies in flight and what they read or write, kept referenced until
+        # their event fired, so neither allocator hands that memory out while a copy uses it.
+        self._in_flight: list[tuple[Any, tuple[Any, ...]]] = []
+        if self.cuda:
+            _register_pinned(self, self.k, self.v)
 
     @staticmethod
     def pages_for_bytes(device_pool: KVPool, num_bytes: float) -> int:
@@ -108,118 +125,119 @@ class HostKVPool:
         if not device_pages:
             return
         pool = self.device_pool
-        host_idx = torch.tensor(list(host_pages), dtype=torch.long)
+        host = np.asarray(host_pages, dtype=np.int64)
         if not self.cuda:
-            dev_idx = torch.tensor(list(device_pages), dtype=torch.long, device=self.device)
-            for layer, (k_buf, v_buf) in enumerate(
-                zip(pool.k_buffers, pool.v_buffers, strict=True)
-            ):
-                self.k[layer, host_idx] = k_buf[dev_idx]
-                self.v[layer, host_idx] = v_buf[dev_idx]
+            dev_idx = torch.as_tensor(np.asarray(device_pages, dtype=np.int64))
+            host_idx = torch.from_numpy(host)
+            self.k[host_idx] = torch.stack([buf[dev_idx] for buf in pool.k_buffers], dim=1)
+            self.v[host_idx] = torch.stack([buf[dev_idx] for buf in pool.v_buffers], dim=1)
             return
         assert self.stream is not None
-        self._land_writes(wait=False)  # keeps the staging tensors of finished writes few
+        self._forget_finished()
         compute = torch.cuda.current_stream(self.device)
         dev_idx_host = torch.tensor(list(device_pages), dtype=torch.long, pin_memory=True)
         self.stream.wait_stream(compute)  # the KV to copy is computed by work queued before
         with torch.cuda.stream(self.stream):
             dev_idx = dev_idx_host.to(self.device, non_blocking=True)
-            k = torch.stack([buf[dev_idx] for buf in pool.k_buffers])
-            v = torch.stack([buf[dev_idx] for buf in pool.v_buffers])
+            k = torch.stack([buf[dev_idx] for buf in pool.k_buffers], dim=1)
+            v = torch.stack([buf[dev_idx] for buf in pool.v_buffers], dim=1)
             gathered = torch.cuda.Event()
             gathered.record(self.stream)
-            k_staging = torch.empty(k.shape, dtype=k.dtype, pin_memory=True)
-            v_staging = torch.empty(v.shape, dtype=v.dtype, pin_memory=True)
-            k_staging.copy_(k, non_blocking=True)
-            v_staging.copy_(v, non_blocking=True)
+            for i, j in contiguous_runs(host):
+                first = int(host[i])
+                self.k[first : first + j - i].copy_(k[i:j], non_blocking=True)
+                self.v[first : first + j - i].copy_(v[i:j], non_blocking=True)
             copied = torch.cuda.Event()
             copied.record(self.stream)
         # The freed pages may be overwritten once the gather has read them (not the whole copy).
         compute.wait_event(gathered)
-        # k, v and both indices stay referenced until the copy's event fired, so the caching
-        # allocators do not hand their memory out while the side stream still uses it.
-        keep_alive = (k, v, dev_idx, dev_idx_host)
-        self._writes.append(_PendingWrite(copied, host_idx, k_staging, v_staging, keep_alive))
+        self._in_flight.append((copied, (k, v, dev_idx, dev_idx_host)))
 
-    def _land_writes(self, wait: bool) -> None:
-        """Scatters finished write-backs into the host pool (all of them, waiting, if `wait`)."""
-        landed = 0
-        for write in self._writes:  # in stream order: a later copy is never done before
-            if wait:
-                write.event.synchronize()
-            elif not write.event.query():
+    def _forget_finished(self) -> None:
+        """Drops the buffers of the copies that finished (in stream order: stop at the first
+        that has not)."""
+        done = 0
+        for event, _ in self._in_flight:
+            if not event.query():
                 break
-            self.k[:, write.host_idx] = write.k
-            self.v[:, write.host_idx] = write.v
-            landed += 1
-        del self._writes[:landed]
-
-    def _land_writes_for(self, host_pages: Sequence[int]) -> None:
-        """Lands the pending write-backs up to the last one into any of `host_pages` (waiting
-        for it: under overlap scheduling that means the step in flight), the rest only if done."""
-        wanted = set(host_pages)
-        last = -1
-        for index, write in enumerate(self._writes):
-            if not wanted.isdisjoint(write.host_idx.tolist()):
-                last = index
-        if last >= 0:
-            self._writes[last].event.synchronize()  # stream order: every earlier one is done too
-        self._land_writes(wait=False)
+            done += 1
+        del self._in_flight[:done]
 
     def load_back(self, host_pages: Sequence[int], device_pages: Sequence[int]) -> Transfer:
         pool = self.device_pool
-        host_idx = torch.tensor(list(host_pages), dtype=torch.long)
+        host = np.asarray(host_pages, dtype=np.int64)
         if not self.cuda:
-            dev_idx = torch.tensor(list(device_pages), dtype=torch.long, device=self.device)
+            dev_idx = torch.as_tensor(np.asarray(device_pages, dtype=np.int64))
+            host_idx = torch.from_numpy(host)
+            k, v = self.k[host_idx], self.v[host_idx]
             for layer, (k_buf, v_buf) in enumerate(
                 zip(pool.k_buffers, pool.v_buffers, strict=True)
             ):
-                k_buf[dev_idx] = self.k[layer, host_idx]
-                v_buf[dev_idx] = self.v[layer, host_idx]
+                k_buf[dev_idx] = k[:, layer]
+                v_buf[dev_idx] = v[:, layer]
             return DONE
         assert self.stream is not None
-        self._land_writes_for(host_pages)  # a page written back just now may be loaded now
-        shape = (self.k.shape[0], len(host_idx), *self.k.shape[2:])
-        k_staging = torch.empty(shape, dtype=self.k.dtype, pin_memory=True)
-        v_staging = torch.empty(shape, dtype=self.v.dtype, pin_memory=True)
-        torch.index_select(self.k, 1, host_idx, out=k_staging)  # a host-side gather
-        torch.index_select(self.v, 1, host_idx, out=v_staging)
+        self._forget_finished()
         dev_idx_host = torch.tensor(list(device_pages), dtype=torch.long, pin_memory=True)
         compute = torch.cuda.current_stream(self.device)
         self.stream.wait_stream(compute)  # the pages were just freed by work already queued
         with torch.cuda.stream(self.stream):
             dev_idx = dev_idx_host.to(self.device, non_blocking=True)
-            k = k_staging.to(self.device, non_blocking=True)
-            v = v_staging.to(self.device, non_blocking=True)
+            k = torch.empty((len(host), *self.k.shape[1:]), dtype=self.k.dtype, device=self.device)
+            v = torch.empty_like(k)
+            for i, j in contiguous_runs(host):
+                first = int(host[i])
+                k[i:j].copy_(self.k[first : first + j - i], non_blocking=True)
+                v[i:j].copy_(self.v[first : first + j - i], non_blocking=True)
             for layer, (k_buf, v_buf) in enumerate(
                 zip(pool.k_buffers, pool.v_buffers, strict=True)
             ):
-                k_buf[dev_idx] = k[layer]
-                v_buf[dev_idx] = v[layer]
+                k_buf[dev_idx] = k[:, layer]
+                v_buf[dev_idx] = v[:, layer]
             event = torch.cuda.Event()
             event.record(self.stream)
-        return CudaTransfer(event, (k_staging, v_staging, dev_idx_host, k, v, dev_idx), self)
+        buffers = (dev_idx_host, k, v, dev_idx)
+        self._in_flight.append((event, buffers))
+        return CudaTransfer(event, buffers)
 
 
-@dataclass(slots=True)
-class _PendingWrite:
-    event: Any
-    host_idx: torch.Tensor
-    k: torch.Tensor  # pinned staging, [layers, pages, page_size, heads, head_dim]
-    v: torch.Tensor
-    keep_alive: tuple[Any, ...]
+def _cudart() -> Any:
+    cudart = torch.cuda.cudart()
+    if cudart is None:
+        raise RuntimeError("this torch build has no CUDA runtime to page-lock host memory with")
+    return cudart
+
+
+def _register_pinned(owner: object, *tensors: torch.Tensor) -> None:
+    """Page-locks the tensors' memory in place until `owner` is collected (the finalizer keeps
+    the tensors alive until it has unregistered them)."""
+    cudart = _cudart()
+    for tensor in tensors:
+        nbytes = tensor.numel() * tensor.element_size()
+        err = int(cudart.cudaHostRegister(tensor.data_ptr(), nbytes, 0))
+        if err != 0:
+            raise RuntimeError(
+                f"could not page-lock {nbytes / 2**30:.1f} GiB of host memory for the host KV "
+                f"tier (cudaError {err}); lower --hicache-size or --hicache-ratio"
+            )
+    weakref.finalize(owner, _unregister_pinned, *tensors)
+
+
+def _unregister_pinned(*tensors: torch.Tensor) -> None:
+    cudart = _cudart()
+    for tensor in tensors:
+        cudart.cudaHostUnregister(tensor.data_ptr())
 
 
 class CudaTransfer:
     """A load-back on the side stream: done once its event has fired. The buffers it reads
     and writes stay referenced until then."""
 
-    __slots__ = ("event", "_keep_alive", "_pool")
+    __slots__ = ("event", "_keep_alive")
 
-    def __init__(self, event: Any, keep_alive: tuple[Any, ...], pool: HostKVPool) -> None:
+    def __init__(self, event: Any, keep_alive: tuple[Any, ...]) -> None:
         self.event = event
         self._keep_alive: tuple[Any, ...] | None = keep_alive
-        self._pool = pool
 
     def done(self) -> bool:
         if self._keep_alive is None:
@@ -227,7 +245,6 @@ class CudaTransfer:
         if not self.event.query():
             return False
         self._keep_alive = None
-        self._pool._land_writes(wait=False)  # a chance to land finished write-backs too
         return True
 
     def wait(self) -> None:

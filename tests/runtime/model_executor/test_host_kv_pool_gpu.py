@@ -22,26 +22,29 @@ def test_copies_survive_reuse_of_the_freed_pages() -> None:
     )
     for buf in [*pool.k_buffers, *pool.v_buffers]:
         buf.normal_()
-    pages = [3, 17, 40]
+    pages = [3, 17, 40, 41, 8]
     want_k = [buf[pages].clone() for buf in pool.k_buffers]
     want_v = [buf[pages].clone() for buf in pool.v_buffers]
     host = HostKVPool(pool, 32)
-    host.write_back(pages, [5, 6, 7])
+    host_pages = [5, 6, 7, 20, 2]  # three runs: one copy each way per run
+    host.write_back(pages, host_pages)
     for buf in [*pool.k_buffers, *pool.v_buffers]:
         buf[pages] = 0  # compute reuses the freed pages at once: it must wait for the gather
-    transfer = host.load_back([5, 6, 7], [50, 51, 52])
+    # Loaded in another order: the load must follow the write-back of the same host pages.
+    transfer = host.load_back(host_pages[::-1], [52, 53, 50, 51, 54])
     transfer.wait()
     assert transfer.done()
     for layer in range(4):
-        assert torch.equal(pool.k_buffers[layer][[50, 51, 52]], want_k[layer])
-        assert torch.equal(pool.v_buffers[layer][[50, 51, 52]], want_v[layer])
+        assert torch.equal(pool.k_buffers[layer][[54, 51, 50, 53, 52]], want_k[layer])
+        assert torch.equal(pool.v_buffers[layer][[54, 51, 50, 53, 52]], want_v[layer])
     torch.cuda.synchronize()
-    assert not host._writes  # every write-back landed in the host tier
+    host._forget_finished()
+    assert not host._in_flight  # every copy's buffers are let go once it finished
 
 
 def test_greedy_outputs_match_with_the_tier_on_and_off(tmp_path: Path) -> None:
     model = str(write_dummy_model_dir("tiny-llama-shape", tmp_path))
-    prompts = [[1000 + (7 * i + 3 * j) % 500 for j in range(300 + 40 * i)] for i in range(6)]
+    prompts = [[10 + (7 * i + 3 * j) % 500 for j in range(300 + 40 * i)] for i in range(6)]
     params = {"temperature": 0, "max_new_tokens": 16, "ignore_eos": True}
     outputs = {}
     for tier in (False, True):
