@@ -42,6 +42,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks.bench_offline_throughput import StepClock  # noqa: E402
 from benchmarks.engine_cli import add_dataclass_flags, run_on_model, split_args  # noqa: E402
 from radixserve.runtime.config.server_args import ServerArgs  # noqa: E402
 from radixserve.runtime.entrypoints.engine import Engine  # noqa: E402
@@ -109,6 +110,10 @@ class ModeResult:
     write_back_tokens: int = 0
     load_back_seconds: float = 0.0
     wall_seconds: float = 0.0
+    steps: int = 0
+    idle_steps: int = 0  # steps with nothing to run (every waiting request's KV in transit)
+    idle_seconds: float = 0.0
+    device_seconds: float = 0.0  # the batches' device time (0 on the CPU)
 
     @property
     def hit_share(self) -> float:
@@ -123,9 +128,11 @@ def run_sessions(engine: Engine, work: Workload, bench: BenchArgs, mode: str) ->
     prefill_before, hits_before = counters.prefill_tokens, counters.cache_hit_tokens
     params = {"temperature": 0, "max_new_tokens": bench.output_len, "ignore_eos": True}
     start = time.perf_counter()
+    clock = StepClock(engine)
     for turn in range(bench.turns):
         prompts = [h + work.users[s][turn] for s, h in enumerate(histories)]
-        outs = engine.generate(input_ids=prompts, sampling_params=[params] * len(prompts))
+        with clock:
+            outs = engine.generate(input_ids=prompts, sampling_params=[params] * len(prompts))
         assert isinstance(outs, list)
         for s, out in enumerate(outs):
             histories[s] = prompts[s] + list(out["output_ids"])
@@ -135,6 +142,11 @@ def run_sessions(engine: Engine, work: Workload, bench: BenchArgs, mode: str) ->
             flush=True,
         )
     result.wall_seconds = time.perf_counter() - start
+    result.steps = len(clock.step_stats)
+    idle = [st for st in clock.step_stats if st.batch_size == 0 and st.device_seconds == 0]
+    result.idle_steps = len(idle)
+    result.idle_seconds = sum(st.wall_seconds for st in idle)
+    result.device_seconds = sum(st.device_seconds for st in clock.step_stats)
     cache = engine.scheduler.cache.stats()
     result.prefill_tokens = counters.prefill_tokens - prefill_before
     result.cache_hit_tokens = counters.cache_hit_tokens - hits_before
@@ -198,6 +210,13 @@ def print_table(results: list[ModeResult], pool_tokens: int, working_set: int) -
             f"{r.mode:<10}{r.prompt_tokens:>12,}{r.prefill_tokens:>13,}{100 * r.hit_share:>10.1f}%"
             f"{r.host_hit_tokens:>10,}{r.load_back_tokens:>10,}{r.write_back_tokens:>10,}"
             f"{r.load_back_seconds:>8.2f}{r.wall_seconds:>9.1f}"
+        )
+    print("steps: per mode, steps run, idle steps (nothing admitted: every waiting request's KV in")
+    print("transit) and their wall seconds, and the batches' device seconds (on the CPU: the forwards)")
+    for r in results:
+        print(
+            f"  {r.mode:<9} {r.steps:>7,} steps {r.idle_steps:>7,} idle ({r.idle_seconds:.2f} s)"
+            f"  device {r.device_seconds:.2f} s"
         )
     off, on = results
     fewer = off.prefill_tokens / max(on.prefill_tokens, 1)

@@ -66,6 +66,9 @@ class HierarchicalRadixCache(RadixCache):
         self._host_cached = self._host_locked = 0
         self._loads: list[LoadTicket] = []
         self._keep_evicted = True  # False while flushing: evicted KV is dropped, not copied
+        # While `evict` runs: the write-backs its leaves need, issued as one copy at its end
+        # (one gather and one set of launches for the call instead of one per leaf).
+        self._evict_writes: tuple[list[int], list[int]] | None = None
         self.host_hit_tokens = self.load_back_tokens = self.write_back_tokens = 0
         self.host_evicted_pages = 0
         self.load_back_seconds = 0.0
@@ -222,6 +225,18 @@ class HierarchicalRadixCache(RadixCache):
 
     # --- eviction ------------------------------------------------------------------------------
 
+    def evict(self, num_pages: int) -> int:
+        # The copies are issued before this returns, so before any device work that could reuse
+        # the freed pages is enqueued: the mover's ordering contract holds for the whole batch.
+        self._evict_writes = ([], [])
+        try:
+            return super().evict(num_pages)
+        finally:
+            device, host = self._evict_writes
+            self._evict_writes = None
+            if device:
+                self.mover.write_back(device, host)
+
     def _evict_next(self) -> PageIds:
         node = self._heap.pop()
         if node is None:
@@ -230,7 +245,11 @@ class HierarchicalRadixCache(RadixCache):
         if node.host_pages is None and self._keep_evicted:
             host = self._host_alloc(len(node.pages))
             if host is not None:
-                self.mover.write_back(node.pages, host)
+                if self._evict_writes is None:
+                    self.mover.write_back(node.pages, host)
+                else:  # a host page dropped and reused within the batch: the later copy lands last
+                    self._evict_writes[0].extend(node.pages)
+                    self._evict_writes[1].extend(host)
                 self.write_back_tokens += len(host) * self.page_size
                 self._set_host(node, host)
         parent = node.parent
