@@ -59,7 +59,9 @@ class BenchArgs:
     system_len: int = 1024
     task_len: int = 512
     user_len: int = 256
-    output_len: int = 128
+    # An agent's turn ends in a tool call or a short reply: the histories grow by what the tools
+    # return. Longer answers make the run decode-bound, where the tier has less to save.
+    output_len: int = 32
     pool_fraction: float = 0.25  # device pool / working set, when --max-total-tokens is not set
     seed: int = 0
     skip_warmup: bool = False

@@ -39,7 +39,10 @@ def join_pages(parts: list[PageIds]) -> PageIds:
     """One page list from several: a list when all are short lists, else one array."""
     if len(parts) == 1:
         return parts[0]
-    if any(isinstance(part, np.ndarray) for part in parts):
+    kinds = {type(part) for part in parts}
+    if kinds == {np.ndarray}:  # long leaves (eviction's usual case): one C call
+        return np.concatenate(parts)
+    if np.ndarray in kinds:
         return np.concatenate([as_ids(part) for part in parts])
     return [page for part in parts for page in part]
 
