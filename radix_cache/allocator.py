@@ -18,6 +18,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from .interning import IntObjects
 from .page_flags import BULK_MIN, PageFlags, PageIds, Problem
 
 HELD, FREE, CACHED = 0, 1, 2
@@ -38,11 +39,9 @@ class PageAllocator:
         self._stack = np.arange(num_pages - 1, -1, -1, dtype=np.int64)
         self._top = num_pages  # _stack[:_top] is the free list
         self.state = PageFlags(num_pages, FREE)
-        # Every page id as one Python int made once: a bulk alloc hands out references to these
-        # (a C loop of increfs) instead of new int objects, so the page lists a tree node keeps
-        # free no ints when the node is evicted (at page size 1, a leaf's list is most of the
-        # cost of dropping it). 36 bytes a page.
-        self._id_objects = np.array(range(num_pages), dtype=object)
+        # A bulk alloc hands out the page ids as ints made once (interning.py), so the page
+        # lists a tree node keeps free no ints when it is evicted. 36 bytes a page.
+        self._id_objects = IntObjects(num_pages)
 
     @property
     def num_free(self) -> int:
@@ -59,7 +58,7 @@ class PageAllocator:
         if n >= BULK_MIN:
             ids = self._stack[top - n : top][::-1]
             self.state.view[ids] = HELD
-            return self._id_objects[ids].tolist()
+            return self._id_objects.of(ids)
         pages = self._stack[top - n : top].tolist()
         pages.reverse()
         flags = self.state.bytes
@@ -79,6 +78,17 @@ class PageAllocator:
 
     def release(self, pages: PageIds) -> None:
         """The cache's pages go back to the free list (evicted or released)."""
+        if type(pages) is np.ndarray and len(pages) >= BULK_MIN:
+            # Eviction's usual call (a batch of long leaves): a tree's own pages are in range and
+            # distinct (check_integrity proves it), so only their flags are checked: CACHED is
+            # the largest state, so one gather and a min tell.
+            view = self.state.view
+            if view[pages].min() == CACHED:
+                view[pages] = FREE
+                top = self._top
+                self._stack[top : top + len(pages)] = pages
+                self._top = top + len(pages)
+                return
         problem = self.state.move(pages, CACHED, FREE, own=True)
         if problem is not None:
             raise ValueError(self._describe(problem, CACHED, "release"))

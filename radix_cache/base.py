@@ -34,6 +34,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, ClassVar, TypeAlias
 
+import numpy as np
+
 from .allocator import HELD, PageAllocator, partition_problem
 from .page_flags import PageIds, join_pages
 
@@ -248,14 +250,17 @@ class PrefixCache(ABC):
         freed or nothing evictable is left; returns the pages freed (may exceed the ask)."""
         parts: list[PageIds] = []
         count = 0
+        arrays = True  # every leaf kept its pages as an array (long edges): one concatenation
         while count < num_pages:
             pages = self._evict_next()
             if len(pages) == 0:
                 break
             parts.append(pages)
             count += len(pages)
+            arrays = arrays and type(pages) is np.ndarray
         if parts:
-            self._disown(join_pages(parts))
+            joined = np.concatenate(parts) if arrays and len(parts) > 1 else join_pages(parts)
+            self._disown(joined)
         self.evicted_pages += count
         return count
 

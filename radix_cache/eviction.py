@@ -100,11 +100,17 @@ class EvictableHeap:
 
     def pop(self) -> TreeNode | None:
         """The evictable node with the smallest key, removed; None when there is none."""
-        heap = self._heap
+        heap, key_of, heappop = self._heap, self.policy.order_key, heapq.heappop
         while heap:
-            entry = heapq.heappop(heap)
-            if self._is_current(entry):
-                return entry[2]
+            key, _, node = heappop(heap)
+            # `_is_current` inlined: eviction pops stale entries at every call.
+            if (
+                node.lock_ref == 0
+                and not node.children
+                and node.parent is not None
+                and key == key_of(node)
+            ):
+                return node
         return None
 
     def compact(self) -> None:
@@ -150,3 +156,11 @@ class TierHeap(EvictableHeap):
     def _is_current(self, entry: tuple[OrderKey, int, TreeNode]) -> bool:
         key, _, node = entry
         return self.evictable(node) and key == self.policy.order_key(node)
+
+    def pop(self) -> TreeNode | None:
+        heap = self._heap
+        while heap:
+            entry = heapq.heappop(heap)
+            if self._is_current(entry):
+                return entry[2]
+        return None

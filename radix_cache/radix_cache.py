@@ -205,7 +205,8 @@ class RadixCache(PrefixCache):
             return []
         parent = leaf.parent
         assert parent is not None
-        del parent.children[child_key(leaf.key, 0, self.page_size)]
+        ps = self.page_size
+        del parent.children[leaf.key[0] if ps == 1 else child_key(leaf.key, 0, ps)]
         leaf.parent = None  # marks it detached: its heap entries are dead, lock() refuses it
         self.num_nodes -= 1
         self._heap.push(parent, self.num_nodes)  # it may have just become an evictable leaf
