@@ -23,4 +23,11 @@ def test_tier_on_computes_less_and_prints_the_table(capsys: pytest.CaptureFixtur
     assert on.hit_share > off.hit_share
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[-1].startswith("tier on: ") and "fewer prefill tokens" in lines[-1]
-    assert lines[-3].startswith("tier off") and lines[-2].startswith("tier on")
+    header = next(i for i, line in enumerate(lines) if line.startswith("mode "))
+    assert lines[header + 1].startswith("tier off") and lines[header + 2].startswith("tier on")
+    # The step counts per mode: both ran steps (no step idles on the CPU, where copies are done
+    # when load_back returns).
+    steps = [line.split() for line in lines[-3:-1]]
+    assert [s[:2] for s in steps] == [["tier", "off"], ["tier", "on"]]
+    assert all(int(s[2].replace(",", "")) > 0 and s[4] == "0" for s in steps)
+    assert on.steps > 0 and on.idle_steps == 0
