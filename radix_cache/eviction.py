@@ -18,7 +18,9 @@ from collections.abc import Callable, Iterator
 from ..utils.registry import Registry
 from .node import TreeNode
 
-OrderKey = tuple[int, ...]
+# A policy's keys are all ints or all tuples of ints: the heap compares keys of one policy only.
+# A plain int (LRU's) compares and builds faster than a one-item tuple on every heap step.
+OrderKey = int | tuple[int, ...]
 
 
 class EvictionPolicy(ABC):
@@ -39,7 +41,7 @@ class LRUPolicy(EvictionPolicy):
     name = "lru"
 
     def order_key(self, node: TreeNode) -> OrderKey:
-        return (node.last_access,)
+        return node.last_access
 
 
 class LFUPolicy(EvictionPolicy):
