@@ -1,12 +1,12 @@
 """Where a decode step's GPU time goes: kernels of the Llama-3.1-8B shape grouped by kind.
 
 Runs the public Engine (dummy weights) at one batch size, then profiles `--new-tokens` decode
-steps with torch.profiler (CUDA graphs stay on: CUPTI reports the kernels a graph replays) and
+steps (a run less a one-token run, so the prefill step is not counted) with torch.profiler (CUDA graphs stay on: CUPTI reports the kernels a graph replays) and
 prints, per step: GPU kernel time by kind (GEMMs, attention, norms, rotary, activation, sampling,
 copies, other), the GEMMs' achieved weight-read bandwidth, the busiest kernels, and the wall time
 per step, so a gap between kernel time and wall time (idle GPU) shows too.
 
-    python3 benchmarks/profile_gpu_step.py [--batch-size 1] [--new-tokens 64] [engine flags]
+    python3 benchmarks/profile_gpu_step.py [--batch-size 1] [--new-tokens 64] [--prompt-len 128]
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import re
 import tempfile
 import time
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -75,33 +76,54 @@ def main() -> None:
         engine.shutdown()
 
 
-def profile_steps(engine: Engine, args: argparse.Namespace) -> None:
-    prompts = [
-        [(7 * i + j) % 30000 + 2 for j in range(args.prompt_len)] for i in range(args.batch_size)
-    ]
-    params = {"max_new_tokens": args.new_tokens, "temperature": 0, "ignore_eos": True}
-    engine.generate(input_ids=prompts, sampling_params=params)  # warm-up, kernels compiled
+def kernel_times(engine: Engine, prompts: list[list[int]], new_tokens: int) -> KernelTimes:
+    """GPU time per kernel of one generate call from a flushed cache (so its prefill runs)."""
+    params = {"max_new_tokens": new_tokens, "temperature": 0, "ignore_eos": True}
     engine.flush_cache()
     torch.cuda.synchronize()
     start = time.perf_counter()
     with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
         engine.generate(input_ids=prompts, sampling_params=params)
         torch.cuda.synchronize()
-    wall = time.perf_counter() - start
-    steps = args.new_tokens  # one prefill step and new_tokens - 1 decode steps
-    by_kind: dict[str, float] = defaultdict(float)
     by_name: dict[str, float] = defaultdict(float)
     for event in prof.events():
-        if event.device_type != torch.autograd.DeviceType.CUDA:
-            continue
-        micros = event.device_time_total if hasattr(event, "device_time_total") else 0.0
-        by_kind[kind_of(event.name)] += micros
-        by_name[event.name] += micros
+        if event.device_type == torch.autograd.DeviceType.CUDA:
+            by_name[event.name] += getattr(event, "device_time_total", 0.0)
+    return KernelTimes(time.perf_counter() - start, by_name)
+
+
+@dataclass(slots=True)
+class KernelTimes:
+    wall_s: float
+    micros_by_name: dict[str, float]
+
+
+def profile_steps(engine: Engine, args: argparse.Namespace) -> None:
+    """Decode steps only: a run of `new_tokens` less a run of one token (the prefill step and
+    its first sample), both from a flushed cache, so a long prompt's prefill does not swamp the
+    per-step figures."""
+    prompts = [
+        [(7 * i + j) % 30000 + 2 for j in range(args.prompt_len)] for i in range(args.batch_size)
+    ]
+    params = {"max_new_tokens": args.new_tokens, "temperature": 0, "ignore_eos": True}
+    engine.generate(input_ids=prompts, sampling_params=params)  # warm-up, kernels compiled
+    prefill = kernel_times(engine, prompts, 1)
+    whole = kernel_times(engine, prompts, args.new_tokens)
+    steps = args.new_tokens - 1  # decode steps
+    by_name = {
+        name: whole.micros_by_name[name] - prefill.micros_by_name.get(name, 0.0)
+        for name in whole.micros_by_name
+    }
+    by_kind: dict[str, float] = defaultdict(float)
+    for name, micros in by_name.items():
+        by_kind[kind_of(name)] += micros
     total = sum(by_kind.values())
+    wall = whole.wall_s - prefill.wall_s
     gemm_bytes = weight_bytes(engine)
     print(
-        f"\nbatch {args.batch_size}, {steps} steps, wall {wall / steps * 1e3:.3f} ms/step "
-        f"(profiler on), kernels {total / steps / 1e3:.3f} ms/step"
+        f"\nbatch {args.batch_size}, prompt {args.prompt_len}, {steps} decode steps: wall "
+        f"{wall / steps * 1e3:.3f} ms/step (profiler on), kernels {total / steps / 1e3:.3f} "
+        f"ms/step; the prefill step: {prefill.wall_s * 1e3:.1f} ms wall"
     )
     for kind, micros in sorted(by_kind.items(), key=lambda kv: -kv[1]):
         print(f"  {kind:<11} {micros / steps / 1e3:8.3f} ms/step  {micros / total:6.1%}")
