@@ -183,6 +183,17 @@ class StepClock:
         out["gpu_busy_p90_steps_at_least"] = busy[int(0.1 * (len(busy) - 1))]
         out["gpu_busy_median"] = statistics.median(busy)
         out["steps_at_least_99pct_busy"] = sum(b >= 0.99 for b in busy) / len(busy)
+        # Decode-only steps against steps that carry a prefill chunk: how many, their share of
+        # the wall time and their mean decode rows (the batch the decode kernels saw).
+        for kind, chosen in (
+            ("decode_only", [st for st in steps if st.prefill_tokens == 0]),
+            ("with_prefill", [st for st in steps if st.prefill_tokens > 0]),
+        ):
+            out[f"{kind}_steps"] = len(chosen)
+            out[f"{kind}_wall_s"] = sum(st.wall_seconds for st in chosen)
+            out[f"{kind}_mean_decode_rows"] = (
+                statistics.fmean(st.decode_tokens for st in chosen) if chosen else 0.0
+            )
         return out
 
     def last_gen_throughput(self) -> float:
@@ -269,6 +280,12 @@ def print_summary(result: dict[str, Any]) -> None:
             f"{breakdown['gpu_busy_p90_steps_at_least']:.1%} busy; "
             f"{breakdown['steps_at_least_99pct_busy']:.1%} of steps >= 99%"
         )
+        for kind in ("decode_only", "with_prefill"):
+            print(
+                f"{kind.replace('_', ' ')} steps: {breakdown[f'{kind}_steps']}, "
+                f"{breakdown[f'{kind}_wall_s']:.2f} s, mean decode rows "
+                f"{breakdown[f'{kind}_mean_decode_rows']:.1f}"
+            )
 
 
 def throughput_test(
