@@ -58,6 +58,12 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--prompt-len", type=int, default=128)
+    parser.add_argument(
+        "--base-tokens",
+        type=int,
+        default=1,
+        help="tokens of the run subtracted (see profile_steps)",
+    )
     parser.add_argument("--disable-cuda-graph", action="store_true")
     parser.add_argument("--disable-overlap-schedule", action="store_true")
     parser.add_argument("--top", type=int, default=15)
@@ -99,17 +105,19 @@ class KernelTimes:
 
 
 def profile_steps(engine: Engine, args: argparse.Namespace) -> None:
-    """Decode steps only: a run of `new_tokens` less a run of one token (the prefill step and
-    its first sample), both from a flushed cache, so a long prompt's prefill does not swamp the
-    per-step figures."""
+    """Decode steps only: a run of `new_tokens` less a run of `base_tokens` (by default one: the
+    prefill and its first sample), both from a flushed cache, so a long prompt's prefill does not
+    swamp the per-step figures. A batch whose prefill takes many chunked steps (some requests
+    decode while others prefill) needs `base_tokens` past those steps, so that the difference is
+    whole decode steps of the full batch."""
     prompts = [
         [(7 * i + j) % 30000 + 2 for j in range(args.prompt_len)] for i in range(args.batch_size)
     ]
     params = {"max_new_tokens": args.new_tokens, "temperature": 0, "ignore_eos": True}
     engine.generate(input_ids=prompts, sampling_params=params)  # warm-up, kernels compiled
-    prefill = kernel_times(engine, prompts, 1)
+    prefill = kernel_times(engine, prompts, args.base_tokens)
     whole = kernel_times(engine, prompts, args.new_tokens)
-    steps = args.new_tokens - 1  # decode steps
+    steps = args.new_tokens - args.base_tokens  # decode steps
     by_name = {
         name: whole.micros_by_name[name] - prefill.micros_by_name.get(name, 0.0)
         for name in whole.micros_by_name
@@ -123,7 +131,7 @@ def profile_steps(engine: Engine, args: argparse.Namespace) -> None:
     print(
         f"\nbatch {args.batch_size}, prompt {args.prompt_len}, {steps} decode steps: wall "
         f"{wall / steps * 1e3:.3f} ms/step (profiler on), kernels {total / steps / 1e3:.3f} "
-        f"ms/step; the prefill step: {prefill.wall_s * 1e3:.1f} ms wall"
+        f"ms/step; the first {args.base_tokens} token(s): {prefill.wall_s * 1e3:.1f} ms wall"
     )
     for kind, micros in sorted(by_kind.items(), key=lambda kv: -kv[1]):
         print(f"  {kind:<11} {micros / steps / 1e3:8.3f} ms/step  {micros / total:6.1%}")
