@@ -12,6 +12,8 @@ per step, so a gap between kernel time and wall time (idle GPU) shows too.
 from __future__ import annotations
 
 import argparse
+import cProfile
+import pstats
 import re
 import tempfile
 import time
@@ -67,6 +69,12 @@ def main() -> None:
     parser.add_argument("--disable-cuda-graph", action="store_true")
     parser.add_argument("--disable-overlap-schedule", action="store_true")
     parser.add_argument("--top", type=int, default=15)
+    parser.add_argument(
+        "--host",
+        action="store_true",
+        help="profile the host instead (cProfile over the base run and the whole run: the "
+        "functions whose own time grew most per decode step)",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
         model_dir = write_dummy_model_dir(args.model_path, Path(folder))
@@ -78,7 +86,7 @@ def main() -> None:
             disable_cuda_graph=args.disable_cuda_graph,
             disable_overlap_schedule=args.disable_overlap_schedule,
         )
-        profile_steps(engine, args)
+        (profile_host if args.host else profile_steps)(engine, args)
         engine.shutdown()
 
 
@@ -102,6 +110,37 @@ def kernel_times(engine: Engine, prompts: list[list[int]], new_tokens: int) -> K
 class KernelTimes:
     wall_s: float
     micros_by_name: dict[str, float]
+
+
+def host_times(engine: Engine, prompts: list[list[int]], new_tokens: int) -> dict[str, float]:
+    """Own (not cumulative) host seconds per function of one generate call from a flushed cache."""
+    params = {"max_new_tokens": new_tokens, "temperature": 0, "ignore_eos": True}
+    engine.flush_cache()
+    profiler = cProfile.Profile()
+    profiler.enable()
+    engine.generate(input_ids=prompts, sampling_params=params)
+    torch.cuda.synchronize()
+    profiler.disable()
+    stats = pstats.Stats(profiler).stats  # pyright: ignore[reportAttributeAccessIssue]
+    return {f"{func[0].split('/')[-1]}:{func[1]}({func[2]})": row[2] for func, row in stats.items()}
+
+
+def profile_host(engine: Engine, args: argparse.Namespace) -> None:
+    """The host's share of a decode step, by function: cProfile's own time in a run less the
+    base run's (see profile_steps for why the base run)."""
+    prompts = [
+        [(7 * i + j) % 30000 + 2 for j in range(args.prompt_len)] for i in range(args.batch_size)
+    ]
+    params = {"max_new_tokens": args.new_tokens, "temperature": 0, "ignore_eos": True}
+    engine.generate(input_ids=prompts, sampling_params=params)  # warm-up
+    base = host_times(engine, prompts, args.base_tokens)
+    whole = host_times(engine, prompts, args.new_tokens)
+    steps = args.new_tokens - args.base_tokens
+    grown = {name: whole[name] - base.get(name, 0.0) for name in whole}
+    print(f"\nbatch {args.batch_size}, prompt {args.prompt_len}, {steps} decode steps (host):")
+    print(f"  all functions' own time: {sum(grown.values()) / steps * 1e3:.3f} ms/step")
+    for name, seconds in sorted(grown.items(), key=lambda kv: -kv[1])[: args.top]:
+        print(f"  {seconds / steps * 1e3:8.3f} ms/step  {name[:100]}")
 
 
 def profile_steps(engine: Engine, args: argparse.Namespace) -> None:
