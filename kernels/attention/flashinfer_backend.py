@@ -17,8 +17,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 
+from ...utils.pinned_staging import staging_for
 from .base import AttentionBackend, AttentionShape, DecodeGraphLayout, PagedBatchLayout
 
 # The planners' bounds below mirror FlashInfer 0.6's include/flashinfer/attention/scheduler.cuh.
@@ -246,13 +248,19 @@ class FlashInferAttentionBackend(AttentionBackend):
         self._plan_graph(wrapper, layout)
 
     def _plan_graph(self, wrapper: Any, layout: DecodeGraphLayout) -> None:
-        """Copies the layout into the fixed buffers and plans on the host; forward() runs it."""
+        """Copies the layout into the fixed buffers and plans on the host; forward() runs it.
+
+        FlashInfer copies a host page list into its buffer with a blocking copy (a wait for the
+        step in flight), and pageable indptrs may wait too: the page list goes up through pinned
+        memory first (a device-to-device copy inside the plan then), the indptrs are pinned."""
         s = self.shape
-        as_host = lambda values: torch.as_tensor(values, dtype=torch.int32)  # noqa: E731
+        staging = staging_for(s.device)
+        assert staging is not None  # a CUDA device (checked at construction)
+        as_int32 = lambda values: np.asarray(values, dtype=np.int32)  # noqa: E731
         wrapper.plan(
-            as_host(layout.kv_indptr),
-            as_host(layout.kv_page_indices),
-            as_host(layout.kv_last_page_len),
+            staging.host(as_int32(layout.kv_indptr)),
+            staging.upload(as_int32(layout.kv_page_indices)),
+            staging.host(as_int32(layout.kv_last_page_len)),
             s.num_heads,
             s.num_kv_heads,
             s.head_dim,
@@ -261,4 +269,5 @@ class FlashInferAttentionBackend(AttentionBackend):
             kv_data_type=s.dtype,
             sm_scale=s.scale,
         )
+        staging.fence()  # the plan's copies from the pinned indptrs are enqueued
         self._graph_wrapper = wrapper

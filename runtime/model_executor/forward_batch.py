@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from ...kernels.attention.base import PagedBatchLayout
+from ...utils.pinned_staging import staging_for
 from ..scheduler.step import RequestSlice
 from .host_layout import build_host_layout, logits_rows
 
@@ -54,11 +55,17 @@ class ForwardBatch:
         host = build_host_layout(slices, page_size)
         rows, logits_ranges = logits_rows(slices, host.qo_indptr)
 
+        staging = staging_for(device)
+        # On a GPU every upload goes through pinned memory (utils/pinned_staging.py: a copy from
+        # pageable memory may wait for the step in flight); the host indptrs stay readable there
+        # for FlashInfer's planner.
+        on_host = torch.from_numpy if staging is None else staging.host
+
         def on_device(values: np.ndarray) -> torch.Tensor:
-            return torch.from_numpy(values).to(device, non_blocking=True)
+            return on_host(values).to(device, non_blocking=True)
 
         qo_host, kv_host, last_host = (
-            torch.from_numpy(v) for v in (host.qo_indptr, host.kv_indptr, host.kv_last_page_len)
+            on_host(v) for v in (host.qo_indptr, host.kv_indptr, host.kv_last_page_len)
         )
         layout = PagedBatchLayout(
             page_size=page_size,
@@ -72,7 +79,7 @@ class ForwardBatch:
             kv_indptr_host=kv_host,
             kv_last_page_len_host=last_host,
         )
-        return cls(
+        batch = cls(
             input_ids=on_device(host.input_ids),
             positions=on_device(host.positions),
             out_cache_loc=on_device(host.out_cache_loc),
@@ -81,6 +88,12 @@ class ForwardBatch:
             logits_ranges=logits_ranges,
             max_future_index=host.max_future_index,
         )
+        if staging is not None:
+            # The host indptrs are read (and copied) by the attention plan of this launch, which
+            # comes before any later launch's uploads: fencing now covers this launch's copies
+            # and leaves the host indptrs a whole lap of the ring.
+            staging.fence()
+        return batch
 
 
 def resolve_futures(

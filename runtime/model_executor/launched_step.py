@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ...utils.pinned_staging import index_tensor
 from ..scheduler.step import StepHandle, StepRequest, StepResult, TopLogprobs
 
 
@@ -84,9 +85,7 @@ class LaunchedStep(StepHandle):
             return None
         if len(self.sampled) == len(self.requests):  # every request sampled, in order
             return self.next_ids
-        index = torch.tensor(self.sampled, dtype=torch.int64).to(
-            self.next_ids.device, non_blocking=True
-        )
+        index = index_tensor(self.sampled, self.next_ids.device)
         by_request = torch.zeros(len(self.requests), dtype=torch.int64, device=index.device)
         return by_request.index_copy_(0, index, self.next_ids)
 

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 import torch
 
+from ...utils.pinned_staging import index_tensor
 from ..constrained.bitmask import apply_token_bitmask
 from ..scheduler.step import StepRequest
 from .forward_batch import ForwardBatch
@@ -23,7 +24,7 @@ from .sampling.batch_info import PendingOutputs, stack_vocab_masks
 
 def to_device(values: list[int], device: torch.device) -> torch.Tensor:
     """An int64 index tensor on `device`, copied without waiting for the device's queue."""
-    return torch.tensor(values, dtype=torch.int64).to(device, non_blocking=True)
+    return index_tensor(values, device)
 
 
 def sample(
