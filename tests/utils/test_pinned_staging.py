@@ -9,7 +9,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from radixserve.utils.pinned_staging import PinnedStaging, staging_for
+from radixserve.utils.pinned_staging import PinnedStaging, _Group, staging_for
 
 
 class RecordingFence:
@@ -48,6 +48,7 @@ def test_a_region_is_reused_only_after_its_fence_was_waited_for() -> None:
     first = staging.host(np.arange(16, dtype=np.int64))  # 128 bytes at 0
     staging.fence()
     fence = staging._groups[-1].fence
+    assert isinstance(fence, RecordingFence)
     staging.host(np.arange(8, dtype=np.int64))  # 64 bytes at 128
     staging.fence()
     assert not fence.waited and first.tolist() == list(range(16))
@@ -69,7 +70,7 @@ def test_live_regions_never_overlap_unfenced_or_unwaited(requests) -> None:
     """Every tensor handed out keeps its values until a later allocation could only have taken
     its bytes after waiting for the fence that covered it."""
     staging = ring(512)
-    live: list[tuple[torch.Tensor, list[int], object]] = []
+    live: list[tuple[torch.Tensor, list[int], _Group]] = []
     for n, fence_after in requests:
         values = np.random.randint(0, 1000, size=n).astype(np.int64)
         out = staging.host(values)
@@ -79,7 +80,7 @@ def test_live_regions_never_overlap_unfenced_or_unwaited(requests) -> None:
             staging.fence()
         for tensor, expected, owner in live:
             fence = owner.fence
-            if fence is None or not fence.waited:
+            if not isinstance(fence, RecordingFence) or not fence.waited:
                 assert tensor.tolist() == expected
 
 
