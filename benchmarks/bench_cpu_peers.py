@@ -299,6 +299,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads for every server (default: each server's own)")  # fmt: skip
     parser.add_argument("--no-peers", action="store_true", help="radixserve alone")
+    parser.add_argument("--llama-cpp-gguf", default=None,
+                        help="the GGUF llama.cpp serves (default: the embedded one, as stored); "
+                        "e.g. a float32 copy made with llama-quantize --allow-requantize IN OUT "
+                        "F32, the same weights as radixserve's float32")  # fmt: skip
     parser.add_argument("--json-out", default=None, help="write the summary rows as JSON here")
     for name, default in asdict(Sizes()).items():
         parser.add_argument(f"--{name.replace('_', '-')}", type=int, default=default)
@@ -317,10 +321,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
                       os.path.join(logs, "radixserve.log"))]  # fmt: skip
     slots = max(sizes.concurrent, sizes.fewshot_questions, sizes.chats)
     port = free_port()
-    llama = None if args.no_peers else llama_cpp_command(gguf, port, args.threads, slots)
+    peer_gguf = args.llama_cpp_gguf or gguf
+    llama = None if args.no_peers else llama_cpp_command(peer_gguf, port, args.threads, slots)
     if llama is not None:
         servers.append(Server("llama.cpp", llama, port, os.path.join(logs, "llama_cpp.log")))
-    print(f"model: {gguf} (radixserve: float32 from the GGUF; llama.cpp: the GGUF as stored)")
+    print(f"model: {gguf} (radixserve: float32 from the GGUF); llama.cpp serves {peer_gguf}")
     print(f"CPUs available: {len(os.sched_getaffinity(0))}, load average: {os.getloadavg()}")
     if args.no_peers:
         print("llama.cpp server: not run (--no-peers)")
