@@ -169,6 +169,9 @@ class FlashInferAttentionBackend(AttentionBackend):
                 kv_data_type=kv_dtype,
             )
         self._planned_scale = scaling
+        staging = staging_for(s.device)
+        if staging is not None:
+            staging.fence()  # the plan copied the pinned host indptrs (ForwardBatch.build's)
 
     def forward(
         self,

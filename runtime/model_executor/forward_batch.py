@@ -89,9 +89,8 @@ class ForwardBatch:
             max_future_index=host.max_future_index,
         )
         if staging is not None:
-            # The host indptrs are read (and copied) by the attention plan of this launch, which
-            # comes before any later launch's uploads: fencing now covers this launch's copies
-            # and leaves the host indptrs a whole lap of the ring.
+            # This launch's uploads; the attention plan fences again after it copies the host
+            # indptrs (FlashInfer's eager plan, at the first layer).
             staging.fence()
         return batch
 
