@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import cProfile
 import pstats
+import random
 import re
 import tempfile
 import time
@@ -66,6 +67,11 @@ def main() -> None:
         default=1,
         help="tokens of the run subtracted (see profile_steps)",
     )
+    parser.add_argument(
+        "--ragged",
+        action="store_true",
+        help="prompt lengths uniform in [1, 2 * prompt-len - 1] instead of all prompt-len",
+    )
     parser.add_argument("--disable-cuda-graph", action="store_true")
     parser.add_argument("--disable-overlap-schedule", action="store_true")
     parser.add_argument("--top", type=int, default=15)
@@ -112,6 +118,17 @@ class KernelTimes:
     micros_by_name: dict[str, float]
 
 
+def make_prompts(args: argparse.Namespace) -> list[list[int]]:
+    """`batch_size` prompts of `prompt_len` tokens, or with `--ragged` of lengths uniform in
+    [1, 2 * prompt_len - 1] (the same mean; a fixed seed), as a served batch's contexts vary."""
+    rng = random.Random(0)
+    lengths = [
+        rng.randint(1, 2 * args.prompt_len - 1) if args.ragged else args.prompt_len
+        for _ in range(args.batch_size)
+    ]
+    return [[(7 * i + j) % 30000 + 2 for j in range(n)] for i, n in enumerate(lengths)]
+
+
 def host_times(engine: Engine, prompts: list[list[int]], new_tokens: int) -> dict[str, float]:
     """Own (not cumulative) host seconds per function of one generate call from a flushed cache."""
     params = {"max_new_tokens": new_tokens, "temperature": 0, "ignore_eos": True}
@@ -128,9 +145,7 @@ def host_times(engine: Engine, prompts: list[list[int]], new_tokens: int) -> dic
 def profile_host(engine: Engine, args: argparse.Namespace) -> None:
     """The host's share of a decode step, by function: cProfile's own time in a run less the
     base run's (see profile_steps for why the base run)."""
-    prompts = [
-        [(7 * i + j) % 30000 + 2 for j in range(args.prompt_len)] for i in range(args.batch_size)
-    ]
+    prompts = make_prompts(args)
     params = {"max_new_tokens": args.new_tokens, "temperature": 0, "ignore_eos": True}
     engine.generate(input_ids=prompts, sampling_params=params)  # warm-up
     base = host_times(engine, prompts, args.base_tokens)
@@ -149,9 +164,7 @@ def profile_steps(engine: Engine, args: argparse.Namespace) -> None:
     swamp the per-step figures. A batch whose prefill takes many chunked steps (some requests
     decode while others prefill) needs `base_tokens` past those steps, so that the difference is
     whole decode steps of the full batch."""
-    prompts = [
-        [(7 * i + j) % 30000 + 2 for j in range(args.prompt_len)] for i in range(args.batch_size)
-    ]
+    prompts = make_prompts(args)
     params = {"max_new_tokens": args.new_tokens, "temperature": 0, "ignore_eos": True}
     engine.generate(input_ids=prompts, sampling_params=params)  # warm-up, kernels compiled
     prefill = kernel_times(engine, prompts, args.base_tokens)
