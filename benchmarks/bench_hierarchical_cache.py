@@ -214,7 +214,9 @@ def print_table(results: list[ModeResult], pool_tokens: int, working_set: int) -
             f"{r.load_back_seconds:>8.2f}{r.wall_seconds:>9.1f}"
         )
     print("steps: per mode, steps run, idle steps (nothing admitted: every waiting request's KV in")
-    print("transit) and their wall seconds, and the batches' device seconds (on the CPU: the forwards)")
+    print(
+        "transit) and their wall seconds, and the batches' device seconds (on the CPU: the forwards)"
+    )
     for r in results:
         print(
             f"  {r.mode:<9} {r.steps:>7,} steps {r.idle_steps:>7,} idle ({r.idle_seconds:.2f} s)"

@@ -10,11 +10,20 @@ are truly asynchronous; this ring of pinned memory makes every per-step upload o
     ring  |== lap 2: new ==|....free....|== lap 1: older, fenced ==|
           0                ^ next                                   capacity
 
-Allocations run forward through the ring and wrap to 0. A region is reused only after the event
-fenced after the copies that read it has completed; `upload` fences itself, and a caller that
-hands `host()` tensors to code that copies them (FlashInfer's plan) calls `fence()` after it.
-Laps are long (tens of MiB against a few hundred KiB a step), so the event is long done when its
-region comes round again, and nothing waits in practice.
+Allocations run forward through the ring and wrap to 0. Each belongs to a `StagedCopies`: the
+host tensors one consumer stages and then copies (the batch layout and FlashInfer's plan, the
+graph inputs, one index tensor). Closing it records one fence after those copies are enqueued;
+a region is written again only after its fence completed. Only the consumer knows when its
+copies are enqueued, so nothing else fences its regions (a fence recorded by another upload in
+between would not cover a copy enqueued after it).
+
+A region whose copies are not yet enqueued when the ring comes round (its StagedCopies still
+open: a consumer holding staged tensors for a whole lap) is never waited for: the ring moves to
+a fresh buffer instead. The old one stays alive in the tensors handed out, and PyTorch's pinned
+allocator does not reuse freed pinned memory before the copies recorded on it ran. Growing for
+an allocation larger than the ring works the same way. Laps are long (tens of MiB against a few
+hundred KiB a step), so a fence is long done when its region comes round, and nothing waits in
+practice.
 """
 
 from __future__ import annotations
@@ -37,13 +46,50 @@ class Fence(Protocol):
 
 
 @dataclass(slots=True)
-class _Group:
-    """Allocations [start, end) of one lap, read by copies enqueued before `fence`."""
+class _Region:
+    """One allocation from `start` in the ring's buffer of generation `lap`; `fence` is set when
+    its StagedCopies closes (after the copies that read it were enqueued)."""
 
     lap: int
     start: int
-    end: int
-    fence: Fence | None = None  # None while the group is still open
+    fence: Fence | None = None
+
+
+class StagedCopies:
+    """Host tensors staged for one consumer's copies; `close()` once those copies are enqueued
+    (or use it as a context manager). Closing twice is harmless."""
+
+    __slots__ = ("_staging", "_regions")
+
+    def __init__(self, staging: PinnedStaging) -> None:
+        self._staging = staging
+        self._regions: list[_Region] = []
+
+    def host(self, values: np.ndarray) -> torch.Tensor:
+        """A pinned CPU tensor holding a copy of `values`, valid until this is closed and its
+        copies ran."""
+        out, region = self._staging._stage(values)
+        self._regions.append(region)
+        return out
+
+    def upload(self, values: np.ndarray) -> torch.Tensor:
+        """`values` on the device, copied asynchronously from the ring."""
+        return self.host(values).to(self._staging.device, non_blocking=True)
+
+    def close(self) -> None:
+        if not self._regions:
+            return
+        fence = self._staging._new_fence()
+        fence.record()
+        for region in self._regions:
+            region.fence = fence
+        self._regions = []
+
+    def __enter__(self) -> StagedCopies:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 class PinnedStaging:
@@ -60,80 +106,72 @@ class PinnedStaging:
         self.device = device
         self._pin = pin
         self._new_fence = new_fence or torch.cuda.Event
-        self._buffer = torch.empty(capacity, dtype=torch.uint8, pin_memory=pin)
+        self._buffer = self._allocate(capacity)
         self._next = 0
         self._lap = 0
-        self._groups: deque[_Group] = deque()
+        self._regions: deque[_Region] = deque()  # allocation order; earlier laps first
 
     @property
     def capacity(self) -> int:
         return self._buffer.numel()
 
-    def host(self, values: np.ndarray) -> torch.Tensor:
-        """A pinned CPU tensor holding a copy of `values` (valid until its region comes round)."""
-        values = np.ascontiguousarray(values)
-        size = max(values.nbytes, 1)
-        start = self._reserve(size)
-        view = self._buffer[start : start + values.nbytes].view(_torch_dtype(values.dtype))
-        out = view.view(values.shape)
-        out.numpy()[...] = values
-        return out
+    def begin(self) -> StagedCopies:
+        return StagedCopies(self)
 
     def upload(self, values: np.ndarray) -> torch.Tensor:
-        """`values` on the device, copied asynchronously from the ring."""
-        out = self.host(values).to(self.device, non_blocking=True)
-        self.fence()
-        return out
+        """`values` on the device: one staged copy, fenced right after it."""
+        with self.begin() as staged:
+            return staged.upload(values)
 
-    def fence(self) -> None:
-        """Closes the open group: its regions are free once the copies enqueued so far ran."""
-        group = self._groups[-1] if self._groups else None
-        if group is not None and group.fence is None:
-            fence = self._new_fence()
-            fence.record()
-            group.fence = fence
+    def _stage(self, values: np.ndarray) -> tuple[torch.Tensor, _Region]:
+        values = np.ascontiguousarray(values)
+        region = self._reserve(max(values.nbytes, 1))
+        view = self._buffer[region.start : region.start + values.nbytes]
+        out = view.view(_torch_dtype(values.dtype)).view(values.shape)
+        out.numpy()[...] = values
+        return out, region
 
-    def _reserve(self, size: int) -> int:
+    def _reserve(self, size: int) -> _Region:
         if size > self.capacity:
-            self._grow(size)
+            self._replace(max(size, 2 * self.capacity))
         start = self._next
         if start + size > self.capacity:  # wrap: the next lap starts at 0
-            self.fence()
-            self._retire(self._lap)  # what is left of the previous lap lies past this one's end
             self._lap += 1
             start = 0
-        self._wait_for(start + size)
+        if not self._free_up_to(start + size):
+            self._replace(self.capacity)
+            start = 0
         self._next = -(-(start + size) // ALIGN) * ALIGN
-        group = self._groups[-1] if self._groups else None
-        if group is not None and group.fence is None and group.lap == self._lap:
-            group.end = start + size
-        else:
-            self._groups.append(_Group(self._lap, start, start + size))
-        return start
+        region = _Region(self._lap, start)
+        self._regions.append(region)
+        return region
 
-    def _wait_for(self, end: int) -> None:
-        """Retires the previous lap's groups that [.., end) would overwrite."""
-        groups = self._groups
-        while groups and groups[0].lap < self._lap and groups[0].start < end:
-            self._pop()
-
-    def _retire(self, before_lap: int) -> None:
-        while self._groups and self._groups[0].lap < before_lap:
-            self._pop()
-
-    def _pop(self) -> None:
-        fence = self._groups.popleft().fence
-        if fence is not None:
+    def _free_up_to(self, end: int) -> bool:
+        """Waits for the previous lap's regions that [.., end) overlaps, and for all that is
+        left of older laps (past the previous lap's end: they are in the way of the in-order
+        walk); False (waiting for nothing more) at one whose copies are not enqueued yet."""
+        regions = self._regions
+        lap = self._lap
+        while regions and (
+            regions[0].lap < lap - 1 or (regions[0].lap < lap and regions[0].start < end)
+        ):
+            fence = regions[0].fence
+            if fence is None:
+                return False
             fence.synchronize()
+            regions.popleft()
+        return True
 
-    def _grow(self, size: int) -> None:
-        """A bigger ring; the old one is dropped once every copy from it has run."""
-        self.fence()
-        self._retire(self._lap + 1)
-        capacity = max(size, 2 * self.capacity)
-        self._buffer = torch.empty(capacity, dtype=torch.uint8, pin_memory=self._pin)
+    def _replace(self, capacity: int) -> None:
+        """A fresh buffer; the old one lives on in the tensors handed out from it, and PyTorch's
+        pinned allocator keeps it from reuse until the copies recorded on it ran."""
+        self._buffer = self._allocate(capacity)
+        self._regions.clear()
         self._next = 0
         self._lap += 1
+
+    def _allocate(self, capacity: int) -> torch.Tensor:
+        return torch.empty(capacity, dtype=torch.uint8, pin_memory=self._pin)
 
 
 def _torch_dtype(dtype: np.dtype) -> torch.dtype:
@@ -153,6 +191,12 @@ def staging_for(device: torch.device) -> PinnedStaging | None:
     if staging is None:
         staging = _STAGING[key] = PinnedStaging(key)
     return staging
+
+
+def begin_staging(device: torch.device) -> StagedCopies | None:
+    """Staged copies on the device's ring; None off the GPU."""
+    staging = staging_for(device)
+    return None if staging is None else staging.begin()
 
 
 def index_tensor(values: Sequence[int], device: torch.device) -> torch.Tensor:

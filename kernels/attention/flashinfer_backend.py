@@ -169,9 +169,6 @@ class FlashInferAttentionBackend(AttentionBackend):
                 kv_data_type=kv_dtype,
             )
         self._planned_scale = scaling
-        staging = staging_for(s.device)
-        if staging is not None:
-            staging.fence()  # the plan copied the pinned host indptrs (ForwardBatch.build's)
 
     def forward(
         self,
@@ -260,17 +257,17 @@ class FlashInferAttentionBackend(AttentionBackend):
         staging = staging_for(s.device)
         assert staging is not None  # a CUDA device (checked at construction)
         as_int32 = lambda values: np.asarray(values, dtype=np.int32)  # noqa: E731
-        wrapper.plan(
-            staging.host(as_int32(layout.kv_indptr)),
-            staging.upload(as_int32(layout.kv_page_indices)),
-            staging.host(as_int32(layout.kv_last_page_len)),
-            s.num_heads,
-            s.num_kv_heads,
-            s.head_dim,
-            s.page_size,
-            q_data_type=s.dtype,
-            kv_data_type=s.dtype,
-            sm_scale=s.scale,
-        )
-        staging.fence()  # the plan's copies from the pinned indptrs are enqueued
+        with staging.begin() as staged:  # closed once the plan's copies are enqueued
+            wrapper.plan(
+                staged.host(as_int32(layout.kv_indptr)),
+                staged.upload(as_int32(layout.kv_page_indices)),
+                staged.host(as_int32(layout.kv_last_page_len)),
+                s.num_heads,
+                s.num_kv_heads,
+                s.head_dim,
+                s.page_size,
+                q_data_type=s.dtype,
+                kv_data_type=s.dtype,
+                sm_scale=s.scale,
+            )
         self._graph_wrapper = wrapper

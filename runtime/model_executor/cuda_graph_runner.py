@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from ...kernels.attention.base import AttentionBackend, DecodeGraphLayout, PagedBatchLayout
-from ...utils.pinned_staging import staging_for
+from ...utils.pinned_staging import begin_staging
 from ..scheduler.step import RequestSlice
 from .forward_batch import ForwardBatch, resolve_futures
 from .host_layout import build_host_layout
@@ -161,16 +161,16 @@ class DecodeGraphRunner:
 
     def _load_inputs(self, padded: PaddedDecode) -> None:
         bs = len(padded.input_ids)
-        staging = staging_for(self.input_ids.device)
+        staged = begin_staging(self.input_ids.device)
         for buffer, values in (
             (self.input_ids, padded.input_ids),
             (self.positions, padded.positions),
             (self.out_cache_loc, padded.out_cache_loc),
         ):
-            source = torch.from_numpy(values) if staging is None else staging.host(values)
+            source = torch.from_numpy(values) if staged is None else staged.host(values)
             buffer[:bs].copy_(source, non_blocking=True)
-        if staging is not None:
-            staging.fence()
+        if staged is not None:
+            staged.close()
 
     def _batch(self, n: int, layout: PagedBatchLayout) -> ForwardBatch:
         """The first n rows of the static buffers as a batch (n = bs while capturing)."""

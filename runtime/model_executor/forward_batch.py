@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from ...kernels.attention.base import PagedBatchLayout
-from ...utils.pinned_staging import staging_for
+from ...utils.pinned_staging import StagedCopies
 from ..scheduler.step import RequestSlice
 from .host_layout import build_host_layout, logits_rows
 
@@ -48,18 +48,22 @@ class ForwardBatch:
 
     @classmethod
     def build(
-        cls, slices: Sequence[RequestSlice], page_size: int, device: torch.device
+        cls,
+        slices: Sequence[RequestSlice],
+        page_size: int,
+        device: torch.device,
+        staged: StagedCopies | None = None,
     ) -> ForwardBatch:
+        """`staged`: on a GPU, every upload goes through pinned memory (utils/pinned_staging.py:
+        a copy from pageable memory may wait for the step in flight), and the layout's host
+        indptrs stay readable there for FlashInfer's planner: the caller closes it after the
+        attention plan."""
         if not slices:
             raise ValueError("a forward batch needs at least one request")
         host = build_host_layout(slices, page_size)
         rows, logits_ranges = logits_rows(slices, host.qo_indptr)
 
-        staging = staging_for(device)
-        # On a GPU every upload goes through pinned memory (utils/pinned_staging.py: a copy from
-        # pageable memory may wait for the step in flight); the host indptrs stay readable there
-        # for FlashInfer's planner.
-        on_host = torch.from_numpy if staging is None else staging.host
+        on_host = torch.from_numpy if staged is None else staged.host
 
         def on_device(values: np.ndarray) -> torch.Tensor:
             return on_host(values).to(device, non_blocking=True)
@@ -88,10 +92,6 @@ class ForwardBatch:
             logits_ranges=logits_ranges,
             max_future_index=host.max_future_index,
         )
-        if staging is not None:
-            # This launch's uploads; the attention plan fences again after it copies the host
-            # indptrs (FlashInfer's eager plan, at the first layer).
-            staging.fence()
         return batch
 
 

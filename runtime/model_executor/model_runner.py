@@ -26,6 +26,7 @@ import torch
 
 from ...kernels.attention import create_attention_backend
 from ...kernels.attention.base import AttentionBackend, AttentionShape
+from ...utils.pinned_staging import begin_staging
 from ..config.limits import RuntimeLimits, resolve_limits
 from ..config.model_source import ModelSource, resolve_model_source
 from ..config.server_args import ServerArgs
@@ -194,13 +195,19 @@ class ModelRunner(StepRunner):
         the slices' placeholder inputs stand for (see `StepRunner`)."""
         if self.decode_graphs is not None and self.decode_graphs.can_run(slices):
             return self.decode_graphs.replay(slices, futures)
-        batch = ForwardBatch.build(slices, self.page_size, self.device)
+        staged = begin_staging(self.device)
+        batch = ForwardBatch.build(slices, self.page_size, self.device, staged)
         if batch.max_future_index >= 0:
             resolve_futures(batch.input_ids, futures, batch.max_future_index)
         attention = self._eager_attention()
         attention.plan(batch.layout)
         ctx = ForwardContext(batch=batch, kv_pool=self.kv_pool, attention=attention)
-        return batch, self.model(ctx)
+        logits = self.model(ctx)
+        if staged is not None:
+            # FlashInfer plans at the first layer: every copy from the staged host tensors
+            # (the batch's uploads and the plan's) is enqueued once the model's launch returns.
+            staged.close()
+        return batch, logits
 
     def _eager_attention(self) -> AttentionBackend:
         """Alternates two backends on a GPU: FlashInfer plans through a pinned host buffer

@@ -2,7 +2,7 @@
 request's next token, the greedy choice after every drafted row, and prompt-token logprobs.
 The results stay device tensors in the `LaunchedStep` until `collect` (launched_step.py).
 
-Index tensors go over with non_blocking copies (`to_device`): `torch.tensor(..., device=cuda)`
+Index tensors go over through pinned staging (`index_tensor`): `torch.tensor(..., device=cuda)`
 would wait for the device's queue, which under overlap scheduling holds the previous step.
 """
 
@@ -22,11 +22,6 @@ from .sampling import Sampler, SamplingBatchInfo, token_logprobs, top_logprobs
 from .sampling.batch_info import PendingOutputs, stack_vocab_masks
 
 
-def to_device(values: list[int], device: torch.device) -> torch.Tensor:
-    """An int64 index tensor on `device`, copied without waiting for the device's queue."""
-    return index_tensor(values, device)
-
-
 def sample(
     requests: Sequence[StepRequest],
     batch: ForwardBatch,
@@ -43,7 +38,7 @@ def sample(
     if rows == list(range(logits.shape[0])):  # a pure decode batch: every row, in order
         picked = logits
     else:
-        picked = logits.index_select(0, to_device(rows, logits.device))
+        picked = logits.index_select(0, index_tensor(rows, logits.device))
     info = SamplingBatchInfo.build(
         [requests[i].sampling for i in chosen],
         [requests[i].prompt_ids for i in chosen],
@@ -88,7 +83,7 @@ def verify_drafts(
     if not drafting:
         return
     rows = [row for i in drafting for row in range(*batch.logits_ranges[i])]
-    scores = logits.index_select(0, to_device(rows, logits.device))
+    scores = logits.index_select(0, index_tensor(rows, logits.device))
     masks = _draft_masks(requests, drafting, vocab_size, logits.device)
     if masks is not None:
         scores = apply_token_bitmask(scores, masks)
@@ -128,8 +123,8 @@ def input_logprobs(
         targets.extend(request.prompt_ids[first_target : first_target + count])
     if not rows:
         return
-    row_logits = logits.index_select(0, to_device(rows, logits.device))
-    step.input_values = token_logprobs(row_logits, to_device(targets, logits.device))
+    row_logits = logits.index_select(0, index_tensor(rows, logits.device))
+    step.input_values = token_logprobs(row_logits, index_tensor(targets, logits.device))
     num_top = max(requests[span.request].top_logprobs_num for span in step.input_spans)
     if num_top:
         step.input_top_ids, step.input_top_values = top_logprobs(row_logits, num_top)
