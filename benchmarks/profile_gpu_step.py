@@ -96,20 +96,26 @@ def main() -> None:
         engine.shutdown()
 
 
-def kernel_times(engine: Engine, prompts: list[list[int]], new_tokens: int) -> KernelTimes:
-    """GPU time per kernel of one generate call from a flushed cache (so its prefill runs)."""
+def generate_from_flushed(engine: Engine, prompts: list[list[int]], new_tokens: int) -> float:
+    """Wall seconds of one greedy generate call from a flushed cache (so its prefill runs)."""
     params = {"max_new_tokens": new_tokens, "temperature": 0, "ignore_eos": True}
     engine.flush_cache()
     torch.cuda.synchronize()
     start = time.perf_counter()
+    engine.generate(input_ids=prompts, sampling_params=params)
+    torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def kernel_times(engine: Engine, prompts: list[list[int]], new_tokens: int) -> KernelTimes:
+    """GPU time per kernel of one generate call from a flushed cache (so its prefill runs)."""
     with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
-        engine.generate(input_ids=prompts, sampling_params=params)
-        torch.cuda.synchronize()
+        wall_s = generate_from_flushed(engine, prompts, new_tokens)
     by_name: dict[str, float] = defaultdict(float)
     for event in prof.events():
         if event.device_type == torch.autograd.DeviceType.CUDA:
             by_name[event.name] += getattr(event, "device_time_total", 0.0)
-    return KernelTimes(time.perf_counter() - start, by_name)
+    return KernelTimes(wall_s, by_name)
 
 
 @dataclass(slots=True)
@@ -131,12 +137,9 @@ def make_prompts(args: argparse.Namespace) -> list[list[int]]:
 
 def host_times(engine: Engine, prompts: list[list[int]], new_tokens: int) -> dict[str, float]:
     """Own (not cumulative) host seconds per function of one generate call from a flushed cache."""
-    params = {"max_new_tokens": new_tokens, "temperature": 0, "ignore_eos": True}
-    engine.flush_cache()
     profiler = cProfile.Profile()
     profiler.enable()
-    engine.generate(input_ids=prompts, sampling_params=params)
-    torch.cuda.synchronize()
+    generate_from_flushed(engine, prompts, new_tokens)
     profiler.disable()
     stats = pstats.Stats(profiler).stats  # pyright: ignore[reportAttributeAccessIssue]
     return {f"{func[0].split('/')[-1]}:{func[1]}({func[2]})": row[2] for func, row in stats.items()}
@@ -167,9 +170,12 @@ def profile_steps(engine: Engine, args: argparse.Namespace) -> None:
     prompts = make_prompts(args)
     params = {"max_new_tokens": args.new_tokens, "temperature": 0, "ignore_eos": True}
     engine.generate(input_ids=prompts, sampling_params=params)  # warm-up, kernels compiled
+    steps = args.new_tokens - args.base_tokens  # decode steps
+    quiet = generate_from_flushed(engine, prompts, args.new_tokens) - generate_from_flushed(
+        engine, prompts, args.base_tokens
+    )
     prefill = kernel_times(engine, prompts, args.base_tokens)
     whole = kernel_times(engine, prompts, args.new_tokens)
-    steps = args.new_tokens - args.base_tokens  # decode steps
     by_name = {
         name: whole.micros_by_name[name] - prefill.micros_by_name.get(name, 0.0)
         for name in whole.micros_by_name
@@ -181,8 +187,9 @@ def profile_steps(engine: Engine, args: argparse.Namespace) -> None:
     wall = whole.wall_s - prefill.wall_s
     gemm_bytes = weight_bytes(engine)
     print(
-        f"\nbatch {args.batch_size}, prompt {args.prompt_len}, {steps} decode steps: wall "
-        f"{wall / steps * 1e3:.3f} ms/step (profiler on), kernels {total / steps / 1e3:.3f} "
+        f"\nbatch {args.batch_size}, prompt {args.prompt_len}{' ragged' if args.ragged else ''}, "
+        f"{steps} decode steps: wall {quiet / steps * 1e3:.3f} ms/step ({wall / steps * 1e3:.3f} "
+        f"with the profiler on), kernels {total / steps / 1e3:.3f} "
         f"ms/step; the first {args.base_tokens} token(s): {prefill.wall_s * 1e3:.1f} ms wall"
     )
     for kind, micros in sorted(by_kind.items(), key=lambda kv: -kv[1]):
