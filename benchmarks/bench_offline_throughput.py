@@ -183,16 +183,23 @@ class StepClock:
         out["gpu_busy_p90_steps_at_least"] = busy[int(0.1 * (len(busy) - 1))]
         out["gpu_busy_median"] = statistics.median(busy)
         out["steps_at_least_99pct_busy"] = sum(b >= 0.99 for b in busy) / len(busy)
-        # Decode-only steps against steps that carry a prefill chunk: how many, their share of
-        # the wall time and their mean decode rows (the batch the decode kernels saw).
+        # Decode-only batches against batches that carry a prefill chunk: how many, the device
+        # time they took and their mean decode rows (the batch the decode kernels saw). A step's
+        # device time is the batch it collected: under overlap, the one the step before launched
+        # (a step's wall time mixes that batch's device time with the next one's launch, so
+        # classifying by the launched batch would charge a prefill's device time to a decode).
+        collected: list[tuple[StepStats, float]] = []
+        for before, st in zip([None, *self.step_stats], self.step_stats, strict=False):
+            batch = before if before is not None and before.overlapped else st
+            collected.append((batch, st.device_seconds))
         for kind, chosen in (
-            ("decode_only", [st for st in steps if st.prefill_tokens == 0]),
-            ("with_prefill", [st for st in steps if st.prefill_tokens > 0]),
+            ("decode_only", [(b, d) for b, d in collected if b.prefill_tokens == 0]),
+            ("with_prefill", [(b, d) for b, d in collected if b.prefill_tokens > 0]),
         ):
-            out[f"{kind}_steps"] = len(chosen)
-            out[f"{kind}_wall_s"] = sum(st.wall_seconds for st in chosen)
+            out[f"{kind}_batches"] = len(chosen)
+            out[f"{kind}_device_s"] = sum(d for _, d in chosen)
             out[f"{kind}_mean_decode_rows"] = (
-                statistics.fmean(st.decode_tokens for st in chosen) if chosen else 0.0
+                statistics.fmean(b.decode_tokens for b, _ in chosen) if chosen else 0.0
             )
         return out
 
@@ -281,9 +288,11 @@ def print_summary(result: dict[str, Any]) -> None:
             f"{breakdown['steps_at_least_99pct_busy']:.1%} of steps >= 99%"
         )
         for kind in ("decode_only", "with_prefill"):
+            batches = breakdown[f"{kind}_batches"]
+            device_s = breakdown[f"{kind}_device_s"]
             print(
-                f"{kind.replace('_', ' ')} steps: {breakdown[f'{kind}_steps']}, "
-                f"{breakdown[f'{kind}_wall_s']:.2f} s, mean decode rows "
+                f"{kind.replace('_', ' ')} batches: {batches}, device {device_s:.2f} s "
+                f"({1e3 * device_s / max(batches, 1):.2f} ms each), mean decode rows "
                 f"{breakdown[f'{kind}_mean_decode_rows']:.1f}"
             )
 
