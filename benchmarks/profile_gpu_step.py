@@ -76,6 +76,11 @@ def main() -> None:
     parser.add_argument("--disable-overlap-schedule", action="store_true")
     parser.add_argument("--top", type=int, default=15)
     parser.add_argument(
+        "--show-base",
+        action="store_true",
+        help="also the base run's kernels: the prefill's chunked steps with decodes riding along",
+    )
+    parser.add_argument(
         "--host",
         action="store_true",
         help="profile the host instead (cProfile over the base run and the whole run: the "
@@ -180,29 +185,45 @@ def profile_steps(engine: Engine, args: argparse.Namespace) -> None:
         name: whole.micros_by_name[name] - prefill.micros_by_name.get(name, 0.0)
         for name in whole.micros_by_name
     }
-    by_kind: dict[str, float] = defaultdict(float)
-    for name, micros in by_name.items():
-        by_kind[kind_of(name)] += micros
-    total = sum(by_kind.values())
+    total = sum(by_name.values())
     wall = whole.wall_s - prefill.wall_s
-    gemm_bytes = weight_bytes(engine)
     print(
         f"\nbatch {args.batch_size}, prompt {args.prompt_len}{' ragged' if args.ragged else ''}, "
         f"{steps} decode steps: wall {quiet / steps * 1e3:.3f} ms/step ({wall / steps * 1e3:.3f} "
         f"with the profiler on), kernels {total / steps / 1e3:.3f} "
         f"ms/step; the first {args.base_tokens} token(s): {prefill.wall_s * 1e3:.1f} ms wall"
     )
+    print_kernels(by_name, steps, weight_bytes(engine), args.top)
+    if args.show_base:
+        # The base run itself: the prefill's chunked steps (decodes riding along in them as
+        # requests finish their prompts), so the kernels a prefill-carrying step runs.
+        base_total = sum(prefill.micros_by_name.values())
+        print(
+            f"\nthe base run ({args.base_tokens} token(s), prefill included): wall "
+            f"{prefill.wall_s * 1e3:.1f} ms with the profiler on, kernels {base_total / 1e3:.1f} ms"
+        )
+        print_kernels(prefill.micros_by_name, 1, 0, args.top, unit="ms")
+
+
+def print_kernels(
+    by_name: dict[str, float], steps: int, gemm_bytes: int, top: int, unit: str = "ms/step"
+) -> None:
+    """Kernel time by kind and the busiest kernels, per step (`steps` = 1: in all)."""
+    by_kind: dict[str, float] = defaultdict(float)
+    for name, micros in by_name.items():
+        by_kind[kind_of(name)] += micros
+    total = sum(by_kind.values())
     for kind, micros in sorted(by_kind.items(), key=lambda kv: -kv[1]):
-        print(f"  {kind:<11} {micros / steps / 1e3:8.3f} ms/step  {micros / total:6.1%}")
+        print(f"  {kind:<11} {micros / steps / 1e3:8.3f} {unit}  {micros / total:6.1%}")
     gemm_s = by_kind["gemm"] / steps / 1e6
-    if gemm_s > 0:
+    if gemm_s > 0 and gemm_bytes:
         print(
             f"  GEMM weight read: {gemm_bytes / 1e9:.2f} GB/step -> "
             f"{gemm_bytes / gemm_s / 1e12:.2f} TB/s"
         )
-    print("busiest kernels (ms/step):")
-    for name, micros in sorted(by_name.items(), key=lambda kv: -kv[1])[: args.top]:
-        print(f"  {micros / steps / 1e3:7.3f}  {name[:110]}")
+    print(f"busiest kernels ({unit}):")
+    for name, micros in sorted(by_name.items(), key=lambda kv: -kv[1])[:top]:
+        print(f"  {micros / steps / 1e3:9.3f}  {name[:110]}")
 
 
 if __name__ == "__main__":

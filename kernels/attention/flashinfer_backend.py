@@ -3,6 +3,11 @@
 A batch of decodes only (every extend_len == 1) runs the batch-decode kernel; anything with a
 prefill chunk runs the batch-prefill kernel, whose causal mask aligns each request's queries to
 the end of its KV (query i sits at position seq_len - extend_len + i), exactly our convention.
+A mixed batch whose leading requests decode (the scheduler puts decodes first) runs both: the
+decode kernel over those rows and the prefill kernel over the rest. The prefill kernel picks one
+query tile for the whole batch from its mean query length, so beside a long chunk each decode row
+would fill a 128-row tile with a handful of real rows (its group of query heads) and pay for the
+whole tile over its whole context.
 Plans are built once per forward pass, lazily at the first layer, because the softmax scale comes
 with the layer; every later layer reuses the plan.
 
@@ -113,6 +118,7 @@ class FlashInferAttentionBackend(AttentionBackend):
         self._layout: PagedBatchLayout | None = None
         self._planned_scale: float | None = None
         self._is_decode = False
+        self._decode_rows = 0
         self._graph_wrapper: Any = None  # set while a graph plan is the one forward() runs
 
     # --- eager ---------------------------------------------------------------------------------
@@ -131,7 +137,12 @@ class FlashInferAttentionBackend(AttentionBackend):
         self._graph_wrapper = None
         self._layout = layout
         self._planned_scale = None
-        self._is_decode = all(n == 1 for n in layout.extend_lens_cpu)
+        extend = layout.extend_lens_cpu
+        self._is_decode = all(n == 1 for n in extend)
+        self._decode_rows = 0  # > 0: a mixed batch split at that row (see the module docstring)
+        if not self._is_decode and layout.kv_indptr_host is not None:
+            lead = next((i for i, n in enumerate(extend) if n != 1), len(extend))
+            self._decode_rows = lead
 
     def _plan_now(self, scaling: float, q_dtype: torch.dtype, kv_dtype: torch.dtype) -> None:
         layout = self._layout
@@ -140,7 +151,9 @@ class FlashInferAttentionBackend(AttentionBackend):
         # Host indptrs: FlashInfer plans on the host and would otherwise copy them back (a sync).
         kv_indptr = layout.host_or_device("kv_indptr")
         last_page_len = layout.host_or_device("kv_last_page_len")
-        if self._is_decode:
+        if self._decode_rows:
+            self._plan_split(scaling, q_dtype, kv_dtype)
+        elif self._is_decode:
             self.decode.plan(
                 kv_indptr,
                 layout.kv_page_indices,
@@ -170,6 +183,46 @@ class FlashInferAttentionBackend(AttentionBackend):
             )
         self._planned_scale = scaling
 
+    def _plan_split(self, scaling: float, q_dtype: torch.dtype, kv_dtype: torch.dtype) -> None:
+        """Decode rows [0, d) on the decode kernel, the rest on the prefill kernel: each part's
+        indptrs start at 0, and the prefill part's page list is a view from its first page."""
+        layout, s, d = self._layout, self.shape, self._decode_rows
+        assert layout is not None and layout.kv_indptr_host is not None
+        assert layout.qo_indptr_host is not None and layout.kv_last_page_len_host is not None
+        qo = layout.qo_indptr_host.numpy()
+        kv = layout.kv_indptr_host.numpy()
+        last = layout.kv_last_page_len_host.numpy()
+        split = int(kv[d])
+        staging = staging_for(s.device)
+        assert staging is not None  # a CUDA device (checked at construction)
+        with staging.begin() as staged:  # closed once both plans' copies are enqueued
+            self.decode.plan(
+                staged.host(kv[: d + 1]),
+                layout.kv_page_indices,
+                staged.host(last[:d]),
+                s.num_heads,
+                s.num_kv_heads,
+                s.head_dim,
+                layout.page_size,
+                q_data_type=q_dtype,
+                kv_data_type=kv_dtype,
+                sm_scale=scaling,
+            )
+            self.prefill.plan(
+                staged.host(qo[d:] - qo[d]),
+                staged.host(kv[d:] - split),
+                layout.kv_page_indices[split:],
+                staged.host(last[d:]),
+                s.num_heads,
+                s.num_kv_heads,
+                s.head_dim,
+                layout.page_size,
+                causal=True,
+                sm_scale=scaling,
+                q_data_type=q_dtype,
+                kv_data_type=kv_dtype,
+            )
+
     def forward(
         self,
         q: torch.Tensor,
@@ -187,6 +240,12 @@ class FlashInferAttentionBackend(AttentionBackend):
         else:
             if self._planned_scale != scaling:
                 self._plan_now(scaling, q.dtype, k_cache.dtype)
+            if self._decode_rows:
+                q, d = q.contiguous(), self._decode_rows
+                out = torch.empty_like(q)
+                self.decode.run(q[:d], (k_cache, v_cache), out=out[:d])
+                self.prefill.run(q[d:], (k_cache, v_cache), out=out[d:])
+                return out.reshape(q.shape[0], -1)
             wrapper = self.decode if self._is_decode else self.prefill
         out = wrapper.run(q.contiguous(), (k_cache, v_cache))
         return out.reshape(q.shape[0], -1)

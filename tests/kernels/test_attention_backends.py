@@ -13,6 +13,7 @@ import torch
 
 from radixserve.kernels.attention import create_attention_backend
 from radixserve.kernels.attention.base import AttentionShape
+from radixserve.kernels.attention.flashinfer_backend import FlashInferAttentionBackend
 from radixserve.runtime.model_executor.forward_batch import ForwardBatch
 from radixserve.runtime.scheduler.step import RequestSlice
 
@@ -21,6 +22,9 @@ HEADS, KV_HEADS, DIM = 8, 2, 128  # DIM as in Llama 3: the kernels the benchmark
 
 MIXED = [(0, 17), (40, 1), (33, 9), (0, 1), (100, 1), (5, 64)]  # (prefix_len, extend_len)
 DECODES = [(40, 1), (0, 1), (100, 1), (7, 1)]
+# As the scheduler orders a step: decodes first, then chunks (FlashInfer splits the batch there).
+DECODES_FIRST = [(40, 1), (0, 1), (100, 1), (0, 17), (33, 9), (5, 64)]
+SHAPES = {"mixed": MIXED, "decode_only": DECODES, "decodes_first": DECODES_FIRST}
 
 
 def random_batch(page_size: int, seed: int, device: torch.device, dtype: torch.dtype, shapes=MIXED):
@@ -95,18 +99,23 @@ def test_unknown_backend_is_a_clear_error() -> None:
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("page_size", [1, 16])
-@pytest.mark.parametrize("decode_only", [False, True])
-def test_flashinfer_matches_reference(page_size: int, decode_only: bool) -> None:
+@pytest.mark.parametrize("kind", sorted(SHAPES))
+def test_flashinfer_matches_reference(page_size: int, kind: str) -> None:
+    """Each path: the decode kernel (decodes only), the prefill kernel (mixed, a chunk first),
+    and both split at the first chunk (decodes first)."""
     pytest.importorskip("flashinfer")
     device = torch.device("cuda")
-    shapes = DECODES if decode_only else MIXED  # decode-only batches use the decode kernel
-    batch, slices, q, k_cache, v_cache = random_batch(page_size, 3, device, torch.bfloat16, shapes)
+    batch, slices, q, k_cache, v_cache = random_batch(
+        page_size, 3, device, torch.bfloat16, SHAPES[kind]
+    )
     shape = AttentionShape(HEADS, KV_HEADS, DIM, page_size, torch.bfloat16, device)
     outs = {}
     for name in ("flashinfer", "torch"):
         backend = create_attention_backend(name, shape)
         backend.plan(batch.layout)
         outs[name] = backend.forward(q, k_cache, v_cache, DIM**-0.5).float()
+        if isinstance(backend, FlashInferAttentionBackend):  # split where decodes lead, only
+            assert backend._decode_rows == (3 if kind == "decodes_first" else 0)
     ref = dense_reference(slices, q, k_cache, v_cache, page_size, DIM**-0.5).float()
     assert (outs["flashinfer"] - ref).abs().max().item() < 2e-2
     assert (outs["torch"] - ref).abs().max().item() < 2e-2
