@@ -5,9 +5,12 @@ batch 16, in one process one after the other; the table gives output tokens per 
 ratio. Prefill is included in both (short prompts, so decode dominates).
 
     python benchmarks/bench_decode.py [--new-tokens 64] [--batch-sizes 1 16] [--cpu-threads N]
+        [--cpu-blas-threads N]
 
 The Engine sets torch's intra-op threads (ServerArgs.cpu_threads; by default the CPUs available
-less one), and HF `generate` runs after it in the same process, so on the same threads.
+less one), and HF `generate` runs after it in the same process, so on the same threads. A third
+column runs radixserve again with torch's own matrix products (--cpu-blas-threads 0), to show
+what numpy's BLAS (kernels/cpu) brings.
 """
 
 from __future__ import annotations
@@ -68,25 +71,36 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 16])
     parser.add_argument("--cpu-threads", type=int, default=None, help="ServerArgs.cpu_threads")
+    parser.add_argument(
+        "--cpu-blas-threads", type=int, default=None, help="ServerArgs.cpu_blas_threads"
+    )
     args = parser.parse_args()
 
     from transformers import AutoModelForCausalLM
 
-    engine = Engine(cpu_threads=args.cpu_threads)
+    # One engine at a time: the BLAS switch is process-wide, and each engine sets it at start.
+    engine = Engine(cpu_threads=args.cpu_threads, cpu_blas_threads=args.cpu_blas_threads)
+    tokenizer = engine.tokenizer
+    ours = {b: bench_radixserve(engine, b, args.new_tokens) for b in args.batch_sizes}
+    engine.shutdown()
     source = resolve_model_source(None)
     hf = AutoModelForCausalLM.from_pretrained(
         source.directory, gguf_file=source.gguf_file, dtype=torch.float32
     ).eval()
-    rows = []
-    for batch in args.batch_sizes:
-        ours = bench_radixserve(engine, batch, args.new_tokens)
-        theirs = bench_hf(hf, engine.tokenizer, batch, args.new_tokens)
-        rows.append((batch, ours, theirs))
-    print(f"\nSmolLM2-135M decode, {args.new_tokens} new tokens, {torch.get_num_threads()} threads")
-    print(f"{'batch':>5} | {'radixserve tok/s':>16} | {'HF generate tok/s':>17} | {'ratio':>6}")
-    for batch, ours, theirs in rows:
-        print(f"{batch:>5} | {ours:>16.1f} | {theirs:>17.1f} | {ours / theirs:>5.2f}x")
+    theirs = {b: bench_hf(hf, tokenizer, b, args.new_tokens) for b in args.batch_sizes}
+    engine = Engine(cpu_threads=args.cpu_threads, cpu_blas_threads=0)
+    torch_only = {b: bench_radixserve(engine, b, args.new_tokens) for b in args.batch_sizes}
     engine.shutdown()
+    print(f"\nSmolLM2-135M decode, {args.new_tokens} new tokens, {torch.get_num_threads()} threads")
+    print(
+        f"{'batch':>5} | {'radixserve tok/s':>16} | {'HF generate tok/s':>17} | {'ratio':>6} | "
+        f"{'radixserve, torch products':>26} | {'BLAS gain':>9}"
+    )
+    for b in args.batch_sizes:
+        print(
+            f"{b:>5} | {ours[b]:>16.1f} | {theirs[b]:>17.1f} | {ours[b] / theirs[b]:>5.2f}x | "
+            f"{torch_only[b]:>26.1f} | {ours[b] / torch_only[b]:>8.2f}x"
+        )
 
 
 if __name__ == "__main__":

@@ -48,6 +48,15 @@ class ServerArgs:
             "2-core machine)"
         },
     )
+    cpu_blas_threads: int | None = field(
+        default=None,
+        metadata={
+            "help": "threads of numpy's BLAS, which runs the CPU's float32 matrix products where "
+            "it is faster than torch (default: the cores other processes leave free, re-checked "
+            "every second, at most the CPUs available over the tensor-parallel ranks; 0: "
+            "torch's own products only)"
+        },
+    )
     chunked_prefill_size: int | None = field(
         default=None,
         metadata={

@@ -6,6 +6,8 @@ import os
 
 import torch
 
+from ...kernels.cpu.blas_linear import set_blas_linear
+from ...kernels.cpu.blas_threads import BlasThreadGovernor, set_blas_threads
 from ..config.server_args import DTYPES, ServerArgs
 
 
@@ -71,3 +73,20 @@ def apply_cpu_threads(args: ServerArgs) -> int | None:
     threads = resolve_cpu_threads(args)
     torch.set_num_threads(threads)
     return threads
+
+
+def apply_cpu_blas(args: ServerArgs) -> BlasThreadGovernor | None:
+    """Sets up the CPU's matrix products through numpy's BLAS (kernels/cpu): a fixed thread
+    count with --cpu-blas-threads N, none with 0, else a governor that follows the machine's
+    load (the caller ticks it every step). None where nothing needs ticking."""
+    threads = args.cpu_blas_threads
+    if threads is not None and threads < 0:
+        raise ValueError(f"--cpu-blas-threads must be >= 0, got {threads}")
+    if resolve_device(args).type != "cpu" or threads == 0:
+        set_blas_linear(False)
+        return None
+    if threads is not None:
+        set_blas_threads(threads)
+        return None
+    cpus = available_cpus()
+    return BlasThreadGovernor(max_threads=cpus // max(1, args.tp_size), cpus=cpus)

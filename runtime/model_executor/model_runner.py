@@ -32,7 +32,7 @@ from ..config.model_source import ModelSource, resolve_model_source
 from ..config.server_args import ServerArgs
 from ..scheduler.step import RequestSlice, StepHandle, StepRequest, StepResult, StepRunner
 from .cuda_graph_runner import DecodeGraphRunner
-from .device import resolve_attention_backend, resolve_device, resolve_dtype
+from .device import apply_cpu_blas, resolve_attention_backend, resolve_device, resolve_dtype
 from .distributed import tp_group
 from .forward_batch import ForwardBatch, resolve_futures
 from .kv_pool import KVPool
@@ -59,6 +59,8 @@ class ModelRunner(StepRunner):
         if self.device.type == "cuda" and args.tp_size == 1:
             torch.cuda.set_device(args.base_gpu_id)  # a data-parallel replica's own GPU
         self.dtype = resolve_dtype(args)
+        # The CPU's matrix products through numpy's BLAS, its threads following the machine.
+        self.blas_governor = apply_cpu_blas(args)
         self.source: ModelSource = resolve_model_source(args.model_path)
         self.hf_config = load_hf_config(self.source)
         config = ModelConfig.from_hf(self.hf_config)
@@ -221,6 +223,8 @@ class ModelRunner(StepRunner):
 
     @torch.inference_mode()
     def launch(self, requests: Sequence[StepRequest]) -> StepHandle:
+        if self.blas_governor is not None:
+            self.blas_governor.tick()
         step = LaunchedStep(requests, self.device)
         batch, logits = self.forward([r.slice for r in requests], self.last_sampled)
         sample(requests, batch, logits, step, self.sampler, self.vocab_size)

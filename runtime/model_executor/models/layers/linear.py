@@ -12,9 +12,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from .....kernels.cpu.blas_linear import linear
 from ...distributed import tp_group
 
 
@@ -48,7 +48,7 @@ class LinearBase(nn.Module):
         copy_weight_checked(param.data, loaded)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, self.weight, self.bias)
+        return linear(x, self.weight, self.bias)
 
 
 class ReplicatedLinear(LinearBase):
@@ -84,7 +84,7 @@ class RowParallelLinear(LinearBase):
         copy_weight_checked(param.data, loaded.narrow(1, self.tp.rank * cols, cols))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.linear(x, self.weight)
+        out = linear(x, self.weight)
         out = self.tp.all_reduce(out)
         return out if self.bias is None else out + self.bias
 

@@ -1,0 +1,114 @@
+"""How many threads numpy's BLAS may use, from how busy the machine is right now.
+
+Two threads spread a GEMV over both cores of the 2-core development machine (1.7x at one row;
+blas_linear.py), but while another process kept one core busy the same products with two threads
+took 2.8x as long as with one (91 vs 33 ms a step: each thread waits for the other, which waits
+for its core). llama.cpp fixes its thread count at start; here `BlasThreadGovernor` looks at the
+machine about once a second: the CPU time all processes spent (/proc/stat) less this process's
+own is what the others use, and BLAS gets the cores they leave free (at least one, at most
+`max_threads`).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .blas_linear import set_blas_linear
+
+PROC_STAT = "/proc/stat"
+USER_HZ = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+IDLE_FIELDS = (3, 4)  # idle and iowait, of the fields after "cpu" in /proc/stat's first line
+
+
+def machine_busy_seconds(path: str = PROC_STAT) -> float | None:
+    """CPU seconds all processes have spent busy since boot (every field but idle and iowait,
+    steal included: time the hypervisor gave to others is not ours either); None without
+    /proc/stat."""
+    try:
+        with open(path, encoding="ascii") as f:
+            fields = [int(v) for v in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    busy = sum(v for i, v in enumerate(fields) if i not in IDLE_FIELDS)
+    return busy / USER_HZ
+
+
+def own_cpu_seconds() -> float:
+    """CPU seconds of this process, all its threads."""
+    times = os.times()
+    return times.user + times.system
+
+
+def set_blas_threads(threads: int) -> None:
+    """numpy's BLAS thread count (through threadpoolctl), and what blas_linear.py may assume."""
+    for controller in _blas_controllers():
+        controller.set_num_threads(threads)
+    set_blas_linear(True, threads)
+
+
+_CONTROLLERS: list = []
+
+
+def _blas_controllers() -> list:
+    """numpy's OpenBLAS, found once: threadpoolctl inspects the loaded libraries (slow), and a
+    library controller's set_num_threads is then one call into it."""
+    if not _CONTROLLERS:
+        import numpy  # noqa: F401  # loads its BLAS
+        from threadpoolctl import ThreadpoolController
+
+        _CONTROLLERS.extend(ThreadpoolController().select(internal_api="openblas").lib_controllers)
+    return _CONTROLLERS
+
+
+@dataclass(slots=True)
+class _Sample:
+    wall: float
+    machine: float
+    own: float
+
+
+class BlasThreadGovernor:
+    """Sets BLAS's threads to the cores other processes leave free; `tick()` before each step
+    (it samples at most every `interval` seconds). The readers are parameters for tests."""
+
+    def __init__(
+        self,
+        max_threads: int,
+        cpus: int,
+        interval: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+        machine: Callable[[], float | None] = machine_busy_seconds,
+        own: Callable[[], float] = own_cpu_seconds,
+        apply: Callable[[int], None] = set_blas_threads,
+    ) -> None:
+        self.max_threads = max(1, max_threads)
+        self.cpus = cpus
+        self.interval = interval
+        self._clock, self._machine, self._own, self._apply = clock, machine, own, apply
+        self.threads = 1
+        self._apply(1)  # until the first sample says the machine is free
+        self._last = self._sample()
+
+    def tick(self) -> int:
+        """The thread count now in force (re-decided once `interval` has passed)."""
+        now = self._clock()
+        if self._last is None or now - self._last.wall < self.interval:
+            return self.threads
+        sample = self._sample()
+        if sample is None:
+            return self.threads
+        others = (sample.machine - self._last.machine) - (sample.own - self._last.own)
+        others_cpus = max(0.0, others / (sample.wall - self._last.wall))
+        threads = min(self.max_threads, max(1, int(self.cpus - others_cpus + 0.5)))
+        self._last = sample
+        if threads != self.threads:
+            self.threads = threads
+            self._apply(threads)
+        return self.threads
+
+    def _sample(self) -> _Sample | None:
+        machine = self._machine()
+        return None if machine is None else _Sample(self._clock(), machine, self._own())

@@ -1,0 +1,150 @@
+"""CPU matrix products through numpy's BLAS (kernels/cpu): the same results as torch's, taken
+only where they are faster, and a thread count that follows the machine's load."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from radixserve.kernels.cpu import blas_linear
+from radixserve.kernels.cpu.blas_linear import blas_linear_enabled, linear, set_blas_linear
+from radixserve.kernels.cpu.blas_threads import BlasThreadGovernor, machine_busy_seconds
+from radixserve.runtime.config.server_args import ServerArgs
+from radixserve.runtime.model_executor.device import apply_cpu_blas
+
+
+@pytest.fixture(autouse=True)
+def restore_blas_state() -> Iterator[None]:
+    saved = dict(blas_linear._state)
+    yield
+    blas_linear._state.update(saved)
+
+
+def spy_on_blas(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Rows of every product that went through BLAS (torch's F.linear is not counted)."""
+    calls: list[int] = []
+    original = blas_linear._use_blas
+
+    def recording(x: torch.Tensor, weight: torch.Tensor) -> bool:
+        used = original(x, weight)
+        if used:
+            calls.append(x.shape[0])
+        return used
+
+    monkeypatch.setattr(blas_linear, "_use_blas", recording)
+    return calls
+
+
+@pytest.mark.parametrize("rows", [1, 3, 16])
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("bias", [False, True])
+def test_blas_products_match_torch(monkeypatch, rows: int, threads: int, bias: bool) -> None:
+    calls = spy_on_blas(monkeypatch)
+    set_blas_linear(True, threads)
+    gen = torch.Generator().manual_seed(rows * 10 + threads)
+    weight = torch.randn(96, 64, generator=gen)
+    b = torch.randn(96, generator=gen) if bias else None
+    x = torch.randn(rows, 64, generator=gen)
+    with torch.inference_mode():
+        out = linear(x, weight, b)
+    expected = F.linear(x, weight, b)
+    assert out.shape == expected.shape and out.dtype == torch.float32
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+    # One row always goes through BLAS; more rows only when BLAS has threads to spread them.
+    assert calls == ([rows] if rows == 1 or threads > 1 else [])
+
+
+def test_other_inputs_stay_on_torch(monkeypatch) -> None:
+    calls = spy_on_blas(monkeypatch)
+    set_blas_linear(True, 2)
+    weight = torch.randn(8, 4)
+    for x in (torch.randn(1, 4, dtype=torch.float64), torch.randn(2, 1, 4), torch.randn(0, 4)):
+        out = linear(x, weight.to(x.dtype))
+        torch.testing.assert_close(out, F.linear(x, weight.to(x.dtype)))
+    set_blas_linear(False)
+    linear(torch.randn(1, 4), weight)
+    assert calls == [] and not blas_linear_enabled()
+
+
+def test_a_product_that_needs_grad_stays_on_torch() -> None:
+    set_blas_linear(True, 2)
+    weight = torch.randn(8, 4, requires_grad=True)
+    out = linear(torch.randn(1, 4), weight)
+    assert out.requires_grad  # autograd saw it: torch's product, not a numpy round trip
+
+
+class FakeMachine:
+    """A clock, the machine's busy CPU seconds and this process's, advanced by the test."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.machine = 0.0
+        self.own = 0.0
+        self.applied: list[int] = []
+
+    def run(self, seconds: float, own_cpus: float, other_cpus: float) -> None:
+        self.now += seconds
+        self.own += own_cpus * seconds
+        self.machine += (own_cpus + other_cpus) * seconds
+
+    def governor(self, max_threads: int = 2, cpus: int = 2) -> BlasThreadGovernor:
+        return BlasThreadGovernor(
+            max_threads,
+            cpus,
+            interval=1.0,
+            clock=lambda: self.now,
+            machine=lambda: self.machine,
+            own=lambda: self.own,
+            apply=self.applied.append,
+        )
+
+
+def test_the_governor_takes_the_cores_others_leave_free() -> None:
+    fake = FakeMachine()
+    governor = fake.governor()
+    assert governor.threads == 1 and fake.applied == [1]  # until the first sample
+    fake.run(1.0, own_cpus=1.0, other_cpus=0.1)  # our own use does not count against us
+    assert governor.tick() == 2
+    fake.run(0.5, own_cpus=2.0, other_cpus=1.0)
+    assert governor.tick() == 2  # within the interval: not re-decided
+    fake.run(0.6, own_cpus=1.0, other_cpus=1.0)  # another process keeps a core busy
+    assert governor.tick() == 1
+    fake.run(1.5, own_cpus=1.0, other_cpus=0.6)  # 1.4 cores free: round to 1
+    assert governor.tick() == 1
+    fake.run(1.5, own_cpus=1.0, other_cpus=0.3)
+    assert governor.tick() == 2
+    assert fake.applied == [1, 2, 1, 2]  # applied only on a change
+
+
+def test_the_governor_respects_its_cap_and_a_missing_proc_stat() -> None:
+    fake = FakeMachine()
+    capped = fake.governor(max_threads=1, cpus=8)
+    fake.run(1.0, own_cpus=1.0, other_cpus=0.0)
+    assert capped.tick() == 1
+    blind = BlasThreadGovernor(2, 2, clock=lambda: fake.now, machine=lambda: None, apply=print)
+    fake.run(5.0, own_cpus=0.0, other_cpus=0.0)
+    assert blind.tick() == 1
+
+
+def test_machine_busy_seconds_reads_proc_stat(tmp_path) -> None:
+    stat = tmp_path / "stat"
+    # user nice system idle iowait irq softirq steal: busy = all but idle and iowait
+    stat.write_text("cpu  100 5 50 1000 20 3 2 10 0 0\ncpu0 1 2 3 4 5 6 7 8 9 10\n")
+    from radixserve.kernels.cpu.blas_threads import USER_HZ
+
+    assert machine_busy_seconds(str(stat)) == pytest.approx(170 / USER_HZ)
+    assert machine_busy_seconds(str(tmp_path / "missing")) is None
+
+
+def test_server_args_choose_the_blas_setup() -> None:
+    with pytest.raises(ValueError, match="--cpu-blas-threads must be >= 0"):
+        apply_cpu_blas(ServerArgs(device="cpu", cpu_blas_threads=-1))
+    assert apply_cpu_blas(ServerArgs(device="cpu", cpu_blas_threads=0)) is None
+    assert not blas_linear_enabled()
+    assert apply_cpu_blas(ServerArgs(device="cpu", cpu_blas_threads=1)) is None
+    assert blas_linear_enabled() and blas_linear._state["threads"] == 1
+    governor = apply_cpu_blas(ServerArgs(device="cpu"))
+    assert isinstance(governor, BlasThreadGovernor) and governor.threads == 1
