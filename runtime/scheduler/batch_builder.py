@@ -165,6 +165,8 @@ class BatchBuilder:
     def _shares_with_prefilling(
         self, req: Req, cached_len: int, prefilling: list[list[int]]
     ) -> bool:
+        if not self.cache.shares_prefixes:  # nothing will land in the tree to wait for
+            return False
         fill = req.fill_ids
         slack = cached_len + self.kv.page_size
         return any(common_prefix_len(fill, other) > slack for other in prefilling)

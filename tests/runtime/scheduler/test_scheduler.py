@@ -166,6 +166,19 @@ def test_abort_while_waiting() -> None:
     assert first + results["a"][0] == expected_output(list(range(40)), 5, VOCAB)
 
 
+def test_without_sharing_requests_with_a_common_prefix_prefill_together() -> None:
+    """With the radix cache a request waits for a prefilling one it shares a prefix with (its
+    pages will land in the tree); without it nothing lands, so all are admitted at once."""
+    prefix = list(range(500))
+    for radix, first_step in ((True, 1), (False, 8)):
+        scheduler = make_scheduler(page_size=16, chunk=8192, radix=radix)
+        for i in range(8):
+            scheduler.add_request(request(f"r{i}", prefix + [600 + i], 2))
+        scheduler.step()
+        assert len(scheduler.running) == first_step, (radix, len(scheduler.running))
+        run_all(scheduler)
+
+
 def test_naive_cache_gives_same_outputs_without_sharing() -> None:
     scheduler = make_scheduler(radix=False)
     prompts = shared_prefix_prompts(10, seed=3)
