@@ -10,17 +10,23 @@ not fit in cache, so it runs at the memory's speed. Measured on the 2-core devel
     1     1         38.1 ms            32.7 ms     torch's GEMV reads about 13 GB/s, OpenBLAS 16
     1     2         38.0 ms            21.9 ms     torch does not spread a GEMV over threads
     16    2         73.5 ms            56.0 ms
-    2-64  1         level, or torch faster (M = 2: 66 vs 81 ms)
+    4-64  1         level, or torch faster
 
-So a single row always goes through OpenBLAS, and more rows do when BLAS may use more than one
-thread (blas_threads.py decides how many). Both compute the same float32 sums in different
-orders: results agree to float32 rounding, not bit for bit.
+OpenBLAS's GEMM does badly on two or three rows (it packs the whole weight matrix per call): one
+GEMV per row took 53.5 ms at two rows on one thread (GEMM 76.8, torch 66), 33.3 on two threads
+(GEMM 53.4), and 69.3 / 52.4 at three rows. So up to three rows go through one GEMV each, and more
+rows through OpenBLAS's GEMM when BLAS may use more than one thread (blas_threads.py decides how
+many), else through torch. Both compute the same float32 sums in different orders: results agree
+to float32 rounding, not bit for bit.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+
+GEMV_ROWS = 3  # up to this many rows: one GEMV each (above)
 
 _state = {"enabled": True, "threads": 1}
 
@@ -39,11 +45,14 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     """F.linear, through numpy's BLAS for float32 CPU inputs where that is faster (above)."""
     if not _use_blas(x, weight):
         return F.linear(x, weight, bias)
-    w = weight.numpy()
-    if x.shape[0] == 1:
-        out = torch.from_numpy(w @ x.numpy()[0]).unsqueeze(0)  # GEMV over W's rows
+    w, rows = weight.numpy(), x.numpy()
+    if len(rows) <= GEMV_ROWS:
+        products = np.empty((len(rows), w.shape[0]), dtype=np.float32)
+        for i, row in enumerate(rows):
+            np.matmul(w, row, out=products[i])  # GEMV over W's rows
+        out = torch.from_numpy(products)
     else:
-        out = torch.from_numpy(x.numpy() @ w.T)  # GEMM; W^T is a transposed view, no copy
+        out = torch.from_numpy(rows @ w.T)  # GEMM; W^T is a transposed view, no copy
     return out if bias is None else out + bias
 
 
@@ -55,6 +64,6 @@ def _use_blas(x: torch.Tensor, weight: torch.Tensor) -> bool:
         and weight.dtype == torch.float32
         and x.dim() == 2
         and x.shape[0] > 0
-        and (x.shape[0] == 1 or int(_state["threads"]) > 1)
+        and (x.shape[0] <= GEMV_ROWS or int(_state["threads"]) > 1)
         and not (x.requires_grad or weight.requires_grad)
     )
