@@ -15,9 +15,11 @@ not fit in cache, so it runs at the memory's speed. Measured on the 2-core devel
 OpenBLAS's GEMM does badly on two or three rows (it packs the whole weight matrix per call): one
 GEMV per row took 53.5 ms at two rows on one thread (GEMM 76.8, torch 66), 33.3 on two threads
 (GEMM 53.4), and 69.3 / 52.4 at three rows. So up to three rows go through one GEMV each, and more
-rows through OpenBLAS's GEMM when BLAS may use more than one thread (blas_threads.py decides how
-many), else through torch. Both compute the same float32 sums in different orders: results agree
-to float32 rounding, not bit for bit.
+rows through OpenBLAS's GEMM where BLAS may have more than one thread (blas_threads.py decides how
+many from one moment to the next), else through torch. That choice is made once per process, not
+per thread count now in force: torch and OpenBLAS compute the same float32 sums in different
+orders (results agree to float32 rounding, not bit for bit), and which one a product takes should
+not depend on the machine's load.
 """
 
 from __future__ import annotations
@@ -28,13 +30,13 @@ import torch.nn.functional as F
 
 GEMV_ROWS = 3  # up to this many rows: one GEMV each (above)
 
-_state = {"enabled": True, "threads": 1}
+_state = {"enabled": True, "gemm": False}
 
 
-def set_blas_linear(enabled: bool, threads: int = 1) -> None:
-    """Whether CPU products may go through numpy's BLAS, and how many threads BLAS now has (the
-    caller sets them: blas_threads.py)."""
-    _state["enabled"], _state["threads"] = enabled, threads
+def set_blas_linear(enabled: bool, gemm: bool = False) -> None:
+    """Whether CPU products may go through numpy's BLAS, and whether more than GEMV_ROWS rows do
+    too (where BLAS may have more than one thread; see the module docstring)."""
+    _state["enabled"], _state["gemm"] = enabled, gemm
 
 
 def blas_linear_enabled() -> bool:
@@ -64,6 +66,6 @@ def _use_blas(x: torch.Tensor, weight: torch.Tensor) -> bool:
         and weight.dtype == torch.float32
         and x.dim() == 2
         and x.shape[0] > 0
-        and (x.shape[0] <= GEMV_ROWS or int(_state["threads"]) > 1)
+        and (x.shape[0] <= GEMV_ROWS or bool(_state["gemm"]))
         and not (x.requires_grad or weight.requires_grad)
     )

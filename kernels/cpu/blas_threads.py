@@ -16,8 +16,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .blas_linear import set_blas_linear
-
 PROC_STAT = "/proc/stat"
 USER_HZ = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 IDLE_FIELDS = (3, 4)  # idle and iowait, of the fields after "cpu" in /proc/stat's first line
@@ -43,10 +41,9 @@ def own_cpu_seconds() -> float:
 
 
 def set_blas_threads(threads: int) -> None:
-    """numpy's BLAS thread count (through threadpoolctl), and what blas_linear.py may assume."""
+    """numpy's BLAS thread count (through threadpoolctl)."""
     for controller in _blas_controllers():
         controller.set_num_threads(threads)
-    set_blas_linear(True, threads)
 
 
 _CONTROLLERS: list = []

@@ -87,6 +87,9 @@ def apply_cpu_blas(args: ServerArgs) -> BlasThreadGovernor | None:
         return None
     if threads is not None:
         set_blas_threads(threads)
+        set_blas_linear(True, gemm=threads > 1)
         return None
     cpus = available_cpus()
-    return BlasThreadGovernor(max_threads=cpus // max(1, args.tp_size), cpus=cpus)
+    governor = BlasThreadGovernor(max_threads=cpus // max(1, args.tp_size), cpus=cpus)
+    set_blas_linear(True, gemm=governor.max_threads > 1)
+    return governor

@@ -39,12 +39,12 @@ def spy_on_blas(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
 
 @pytest.mark.parametrize("rows", [1, 2, 3, 4, 16])
-@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("gemm", [False, True])
 @pytest.mark.parametrize("bias", [False, True])
-def test_blas_products_match_torch(monkeypatch, rows: int, threads: int, bias: bool) -> None:
+def test_blas_products_match_torch(monkeypatch, rows: int, gemm: bool, bias: bool) -> None:
     calls = spy_on_blas(monkeypatch)
-    set_blas_linear(True, threads)
-    gen = torch.Generator().manual_seed(rows * 10 + threads)
+    set_blas_linear(True, gemm)
+    gen = torch.Generator().manual_seed(rows * 10 + gemm)
     weight = torch.randn(96, 64, generator=gen)
     b = torch.randn(96, generator=gen) if bias else None
     x = torch.randn(rows, 64, generator=gen)
@@ -53,13 +53,13 @@ def test_blas_products_match_torch(monkeypatch, rows: int, threads: int, bias: b
     expected = F.linear(x, weight, b)
     assert out.shape == expected.shape and out.dtype == torch.float32
     torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
-    # Up to three rows always go through BLAS; more only when BLAS has threads to spread them.
-    assert calls == ([rows] if rows <= 3 or threads > 1 else [])
+    # Up to three rows always go through BLAS; more only where BLAS may spread them over threads.
+    assert calls == ([rows] if rows <= 3 or gemm else [])
 
 
 def test_other_inputs_stay_on_torch(monkeypatch) -> None:
     calls = spy_on_blas(monkeypatch)
-    set_blas_linear(True, 2)
+    set_blas_linear(True, gemm=True)
     weight = torch.randn(8, 4)
     for x in (torch.randn(1, 4, dtype=torch.float64), torch.randn(2, 1, 4), torch.randn(0, 4)):
         out = linear(x, weight.to(x.dtype))
@@ -70,7 +70,7 @@ def test_other_inputs_stay_on_torch(monkeypatch) -> None:
 
 
 def test_a_product_that_needs_grad_stays_on_torch() -> None:
-    set_blas_linear(True, 2)
+    set_blas_linear(True, gemm=True)
     weight = torch.randn(8, 4, requires_grad=True)
     out = linear(torch.randn(1, 4), weight)
     assert out.requires_grad  # autograd saw it: torch's product, not a numpy round trip
@@ -145,6 +145,10 @@ def test_server_args_choose_the_blas_setup() -> None:
     assert apply_cpu_blas(ServerArgs(device="cpu", cpu_blas_threads=0)) is None
     assert not blas_linear_enabled()
     assert apply_cpu_blas(ServerArgs(device="cpu", cpu_blas_threads=1)) is None
-    assert blas_linear_enabled() and blas_linear._state["threads"] == 1
-    governor = apply_cpu_blas(ServerArgs(device="cpu"))
+    assert blas_linear_enabled() and not blas_linear._state["gemm"]  # one thread: GEMV only
+    assert apply_cpu_blas(ServerArgs(device="cpu", cpu_blas_threads=2)) is None
+    assert blas_linear._state["gemm"]
+    governor = apply_cpu_blas(ServerArgs(device="cpu", tp_size=2))
     assert isinstance(governor, BlasThreadGovernor) and governor.threads == 1
+    # The GEMM path is fixed by the most threads BLAS may get, not by the count now in force.
+    assert blas_linear._state["gemm"] == (governor.max_threads > 1)
