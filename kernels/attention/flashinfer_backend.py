@@ -147,81 +147,92 @@ class FlashInferAttentionBackend(AttentionBackend):
     def _plan_now(self, scaling: float, q_dtype: torch.dtype, kv_dtype: torch.dtype) -> None:
         layout = self._layout
         assert layout is not None, "plan() must run before forward()"
-        s = self.shape
+        dtypes = (q_dtype, kv_dtype, scaling)
         # Host indptrs: FlashInfer plans on the host and would otherwise copy them back (a sync).
         kv_indptr = layout.host_or_device("kv_indptr")
         last_page_len = layout.host_or_device("kv_last_page_len")
         if self._decode_rows:
-            self._plan_split(scaling, q_dtype, kv_dtype)
+            self._plan_split(*dtypes)
         elif self._is_decode:
-            self.decode.plan(
-                kv_indptr,
-                layout.kv_page_indices,
-                last_page_len,
-                s.num_heads,
-                s.num_kv_heads,
-                s.head_dim,
-                layout.page_size,
-                q_data_type=q_dtype,
-                kv_data_type=kv_dtype,
-                sm_scale=scaling,
-            )
+            self._plan_decode(kv_indptr, layout.kv_page_indices, last_page_len, *dtypes)
         else:
-            self.prefill.plan(
-                layout.host_or_device("qo_indptr"),
-                kv_indptr,
-                layout.kv_page_indices,
-                last_page_len,
-                s.num_heads,
-                s.num_kv_heads,
-                s.head_dim,
-                layout.page_size,
-                causal=True,
-                sm_scale=scaling,
-                q_data_type=q_dtype,
-                kv_data_type=kv_dtype,
-            )
+            qo_indptr = layout.host_or_device("qo_indptr")
+            pages = layout.kv_page_indices
+            self._plan_prefill(qo_indptr, kv_indptr, pages, last_page_len, *dtypes)
         self._planned_scale = scaling
 
-    def _plan_split(self, scaling: float, q_dtype: torch.dtype, kv_dtype: torch.dtype) -> None:
+    def _plan_split(self, q_dtype: torch.dtype, kv_dtype: torch.dtype, scaling: float) -> None:
         """Decode rows [0, d) on the decode kernel, the rest on the prefill kernel: each part's
         indptrs start at 0, and the prefill part's page list is a view from its first page."""
-        layout, s, d = self._layout, self.shape, self._decode_rows
+        layout, d = self._layout, self._decode_rows
         assert layout is not None and layout.kv_indptr_host is not None
         assert layout.qo_indptr_host is not None and layout.kv_last_page_len_host is not None
         qo = layout.qo_indptr_host.numpy()
         kv = layout.kv_indptr_host.numpy()
         last = layout.kv_last_page_len_host.numpy()
         split = int(kv[d])
-        staging = staging_for(s.device)
+        dtypes = (q_dtype, kv_dtype, scaling)
+        staging = staging_for(self.shape.device)
         assert staging is not None  # a CUDA device (checked at construction)
         with staging.begin() as staged:  # closed once both plans' copies are enqueued
-            self.decode.plan(
-                staged.host(kv[: d + 1]),
-                layout.kv_page_indices,
-                staged.host(last[:d]),
-                s.num_heads,
-                s.num_kv_heads,
-                s.head_dim,
-                layout.page_size,
-                q_data_type=q_dtype,
-                kv_data_type=kv_dtype,
-                sm_scale=scaling,
-            )
-            self.prefill.plan(
+            pages = layout.kv_page_indices
+            self._plan_decode(staged.host(kv[: d + 1]), pages, staged.host(last[:d]), *dtypes)
+            self._plan_prefill(
                 staged.host(qo[d:] - qo[d]),
                 staged.host(kv[d:] - split),
-                layout.kv_page_indices[split:],
+                pages[split:],
                 staged.host(last[d:]),
-                s.num_heads,
-                s.num_kv_heads,
-                s.head_dim,
-                layout.page_size,
-                causal=True,
-                sm_scale=scaling,
-                q_data_type=q_dtype,
-                kv_data_type=kv_dtype,
+                *dtypes,
             )
+
+    def _plan_decode(
+        self,
+        kv_indptr: torch.Tensor,
+        kv_page_indices: torch.Tensor,
+        kv_last_page_len: torch.Tensor,
+        q_dtype: torch.dtype,
+        kv_dtype: torch.dtype,
+        scaling: float,
+    ) -> None:
+        s = self.shape
+        self.decode.plan(
+            kv_indptr,
+            kv_page_indices,
+            kv_last_page_len,
+            s.num_heads,
+            s.num_kv_heads,
+            s.head_dim,
+            s.page_size,
+            q_data_type=q_dtype,
+            kv_data_type=kv_dtype,
+            sm_scale=scaling,
+        )
+
+    def _plan_prefill(
+        self,
+        qo_indptr: torch.Tensor,
+        kv_indptr: torch.Tensor,
+        kv_page_indices: torch.Tensor,
+        kv_last_page_len: torch.Tensor,
+        q_dtype: torch.dtype,
+        kv_dtype: torch.dtype,
+        scaling: float,
+    ) -> None:
+        s = self.shape
+        self.prefill.plan(
+            qo_indptr,
+            kv_indptr,
+            kv_page_indices,
+            kv_last_page_len,
+            s.num_heads,
+            s.num_kv_heads,
+            s.head_dim,
+            s.page_size,
+            causal=True,
+            sm_scale=scaling,
+            q_data_type=q_dtype,
+            kv_data_type=kv_dtype,
+        )
 
     def forward(
         self,
