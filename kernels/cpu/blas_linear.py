@@ -1,25 +1,26 @@
-"""y = x W^T (+ b) on the CPU through numpy's BLAS (OpenBLAS in numpy's Linux wheels) where
-it is faster than torch's own.
+"""y = x W^T (+ b) on the CPU through numpy's BLAS (OpenBLAS in numpy's Linux wheels), which is
+faster than torch's own there.
 
 A decode step of a small model on the CPU is mostly matrix-vector products over weights that do
 not fit in cache, so it runs at the memory's speed. Measured on the 2-core development machine
-(AMD EPYC, AVX2; the 121 products of one SmolLM2-135M step, float32, weights not cache-resident,
-`python -m benchmarks.bench_cpu_blas`):
+(AMD EPYC, AVX2; the 121 products of one SmolLM2-135M step, float32, weights not cache-resident;
+docs/cpu_profile.md):
 
-    rows  threads   torch (F.linear)   numpy's OpenBLAS
-    1     1         38.1 ms            32.7 ms     torch's GEMV reads about 13 GB/s, OpenBLAS 16
-    1     2         38.0 ms            21.9 ms     torch does not spread a GEMV over threads
-    16    2         73.5 ms            56.0 ms
-    4-64  1         level, or torch faster
+    rows  threads   torch (F.linear)   OpenBLAS, W row-major   OpenBLAS, W column-major
+    1     1         38.1 ms            32.7 ms                 26.8 ms
+    1     2         38.0 ms            21.9 ms                 22.0 ms
+    4     1         74.0 ms            78.6 ms                 56.0 ms
+    16    2         73.5 ms            56.0 ms                 53.1 ms
+    256   2         866 ms             -                       415 ms
 
-OpenBLAS's GEMM does badly on two or three rows (it packs the whole weight matrix per call): one
-GEMV per row took 53.5 ms at two rows on one thread (GEMM 76.8, torch 66), 33.3 on two threads
-(GEMM 53.4), and 69.3 / 52.4 at three rows. So up to three rows go through one GEMV each, and more
-rows through OpenBLAS's GEMM where BLAS may have more than one thread (blas_threads.py decides how
-many from one moment to the next), else through torch. That choice is made once per process, not
-per thread count now in force: torch and OpenBLAS compute the same float32 sums in different
-orders (results agree to float32 rounding, not bit for bit), and which one a product takes should
-not depend on the machine's load.
+torch does not spread a GEMV over threads; OpenBLAS does, and reads W^T best when it is
+contiguous, so the model runner stores the float32 weights of the linear layers and the LM head
+column-major on the CPU (`column_major_weights`: the same [out, in] tensors, transposed
+storage). OpenBLAS's GEMM packs the whole weight matrix on every call, which costs most at two or
+three rows: up to three rows go through one GEMV each (two rows: 42.8 ms on one thread against
+61.9 as a GEMM), more rows through its GEMM. Torch and OpenBLAS compute the same float32 sums in
+different orders: results agree to float32 rounding, not bit for bit; which one a product takes
+depends on its row count only, never on the machine's load.
 """
 
 from __future__ import annotations
@@ -30,13 +31,12 @@ import torch.nn.functional as F
 
 GEMV_ROWS = 3  # up to this many rows: one GEMV each (above)
 
-_state = {"enabled": True, "gemm": False}
+_state = {"enabled": True}
 
 
-def set_blas_linear(enabled: bool, gemm: bool = False) -> None:
-    """Whether CPU products may go through numpy's BLAS, and whether more than GEMV_ROWS rows do
-    too (where BLAS may have more than one thread; see the module docstring)."""
-    _state["enabled"], _state["gemm"] = enabled, gemm
+def set_blas_linear(enabled: bool) -> None:
+    """Whether CPU products may go through numpy's BLAS (set once per process, at start)."""
+    _state["enabled"] = enabled
 
 
 def blas_linear_enabled() -> bool:
@@ -58,6 +58,12 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     return out if bias is None else out + bias
 
 
+def column_major(weight: torch.Tensor) -> None:
+    """Re-lays a 2-D float32 weight out column-major in place: the same [out, in] tensor over
+    transposed storage, so that W^T is contiguous for BLAS (see the module docstring)."""
+    weight.data = weight.data.t().contiguous().t()
+
+
 def _use_blas(x: torch.Tensor, weight: torch.Tensor) -> bool:
     return (
         bool(_state["enabled"])
@@ -66,6 +72,5 @@ def _use_blas(x: torch.Tensor, weight: torch.Tensor) -> bool:
         and weight.dtype == torch.float32
         and x.dim() == 2
         and x.shape[0] > 0
-        and (x.shape[0] <= GEMV_ROWS or bool(_state["gemm"]))
         and not (x.requires_grad or weight.requires_grad)
     )

@@ -85,11 +85,9 @@ def apply_cpu_blas(args: ServerArgs) -> BlasThreadGovernor | None:
     if resolve_device(args).type != "cpu" or threads == 0:
         set_blas_linear(False)
         return None
+    set_blas_linear(True)
     if threads is not None:
         set_blas_threads(threads)
-        set_blas_linear(True, gemm=threads > 1)
         return None
     cpus = available_cpus()
-    governor = BlasThreadGovernor(max_threads=cpus // max(1, args.tp_size), cpus=cpus)
-    set_blas_linear(True, gemm=governor.max_threads > 1)
-    return governor
+    return BlasThreadGovernor(max_threads=cpus // max(1, args.tp_size), cpus=cpus)

@@ -26,6 +26,7 @@ import torch
 
 from ...kernels.attention import create_attention_backend
 from ...kernels.attention.base import AttentionBackend, AttentionShape
+from ...kernels.cpu.blas_linear import blas_linear_enabled
 from ...utils.pinned_staging import begin_staging
 from ..config.limits import RuntimeLimits, resolve_limits
 from ..config.model_source import ModelSource, resolve_model_source
@@ -46,6 +47,7 @@ from .model_loader.weights import (
 from .models import build_model
 from .models.base import CausalLM
 from .models.layers.attention import ForwardContext
+from .models.layers.cpu_layout import column_major_weights
 from .sampling import Sampler
 from .step_sampling import input_logprobs, sample, verify_drafts
 
@@ -150,6 +152,8 @@ class ModelRunner(StepRunner):
             init_dummy_weights(model, self.args.random_seed)
         else:
             model.load_weights(iter_weights(self.source, self.hf_config, self.args.load_format))
+        if self.device.type == "cpu" and blas_linear_enabled():
+            column_major_weights(model)  # what numpy's BLAS reads fastest (kernels/cpu)
         return model.eval()
 
     def _num_kv_pages(self) -> int:

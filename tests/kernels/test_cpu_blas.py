@@ -10,7 +10,12 @@ import torch
 import torch.nn.functional as F
 
 from radixserve.kernels.cpu import blas_linear
-from radixserve.kernels.cpu.blas_linear import blas_linear_enabled, linear, set_blas_linear
+from radixserve.kernels.cpu.blas_linear import (
+    blas_linear_enabled,
+    column_major,
+    linear,
+    set_blas_linear,
+)
 from radixserve.kernels.cpu.blas_threads import BlasThreadGovernor, machine_busy_seconds
 from radixserve.runtime.config.server_args import ServerArgs
 from radixserve.runtime.model_executor.device import apply_cpu_blas
@@ -39,13 +44,16 @@ def spy_on_blas(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
 
 @pytest.mark.parametrize("rows", [1, 2, 3, 4, 16])
-@pytest.mark.parametrize("gemm", [False, True])
+@pytest.mark.parametrize("layout", ["row-major", "column-major"])
 @pytest.mark.parametrize("bias", [False, True])
-def test_blas_products_match_torch(monkeypatch, rows: int, gemm: bool, bias: bool) -> None:
+def test_blas_products_match_torch(monkeypatch, rows: int, layout: str, bias: bool) -> None:
     calls = spy_on_blas(monkeypatch)
-    set_blas_linear(True, gemm)
-    gen = torch.Generator().manual_seed(rows * 10 + gemm)
+    set_blas_linear(True)
+    gen = torch.Generator().manual_seed(rows)
     weight = torch.randn(96, 64, generator=gen)
+    if layout == "column-major":
+        column_major(weight)
+        assert weight.shape == (96, 64) and weight.stride() == (1, 96)
     b = torch.randn(96, generator=gen) if bias else None
     x = torch.randn(rows, 64, generator=gen)
     with torch.inference_mode():
@@ -53,13 +61,12 @@ def test_blas_products_match_torch(monkeypatch, rows: int, gemm: bool, bias: boo
     expected = F.linear(x, weight, b)
     assert out.shape == expected.shape and out.dtype == torch.float32
     torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
-    # Up to three rows always go through BLAS; more only where BLAS may spread them over threads.
-    assert calls == ([rows] if rows <= 3 or gemm else [])
+    assert calls == [rows]  # every float32 row count (one GEMV a row up to three, else a GEMM)
 
 
 def test_other_inputs_stay_on_torch(monkeypatch) -> None:
     calls = spy_on_blas(monkeypatch)
-    set_blas_linear(True, gemm=True)
+    set_blas_linear(True)
     weight = torch.randn(8, 4)
     for x in (torch.randn(1, 4, dtype=torch.float64), torch.randn(2, 1, 4), torch.randn(0, 4)):
         out = linear(x, weight.to(x.dtype))
@@ -70,7 +77,7 @@ def test_other_inputs_stay_on_torch(monkeypatch) -> None:
 
 
 def test_a_product_that_needs_grad_stays_on_torch() -> None:
-    set_blas_linear(True, gemm=True)
+    set_blas_linear(True)
     weight = torch.randn(8, 4, requires_grad=True)
     out = linear(torch.randn(1, 4), weight)
     assert out.requires_grad  # autograd saw it: torch's product, not a numpy round trip
@@ -145,10 +152,28 @@ def test_server_args_choose_the_blas_setup() -> None:
     assert apply_cpu_blas(ServerArgs(device="cpu", cpu_blas_threads=0)) is None
     assert not blas_linear_enabled()
     assert apply_cpu_blas(ServerArgs(device="cpu", cpu_blas_threads=1)) is None
-    assert blas_linear_enabled() and not blas_linear._state["gemm"]  # one thread: GEMV only
-    assert apply_cpu_blas(ServerArgs(device="cpu", cpu_blas_threads=2)) is None
-    assert blas_linear._state["gemm"]
+    assert blas_linear_enabled()
     governor = apply_cpu_blas(ServerArgs(device="cpu", tp_size=2))
     assert isinstance(governor, BlasThreadGovernor) and governor.threads == 1
-    # The GEMM path is fixed by the most threads BLAS may get, not by the count now in force.
-    assert blas_linear._state["gemm"] == (governor.max_threads > 1)
+
+
+def test_the_cpu_model_stores_its_product_weights_column_major() -> None:
+    """An Engine on the CPU: every float32 linear and LM-head weight is column-major (the tied
+    head and embedding once), and greedy generation still runs through it."""
+    from radixserve.runtime.entrypoints.engine import Engine
+    from radixserve.runtime.model_executor.model_runner import ModelRunner
+    from radixserve.runtime.model_executor.models.layers.embedding import ParallelLMHead
+    from radixserve.runtime.model_executor.models.layers.linear import LinearBase
+
+    engine = Engine(cpu_blas_threads=1)
+    try:
+        runner = engine.state.runner
+        assert isinstance(runner, ModelRunner)
+        model = runner.model
+        weights = [m.weight for m in model.modules() if isinstance(m, LinearBase | ParallelLMHead)]
+        assert weights and all(w.stride() == (1, w.shape[0]) for w in weights)
+        params = {"max_new_tokens": 4, "temperature": 0, "ignore_eos": True}
+        outs = engine.generate(["The capital of France is"], params)
+        assert isinstance(outs, list) and outs[0]["meta_info"]["completion_tokens"] == 4
+    finally:
+        engine.shutdown()
