@@ -1,4 +1,5 @@
-"""Fused Triton kernels for the small per-layer ops, with a switch to fall back to torch.
+"""Fused Triton kernels for the small per-layer ops and small-batch products, with a switch to
+fall back to torch.
 
 RMSNorm (with the residual add folded in), SiLU-and-multiply and rotary embedding are each a
 handful of elementwise torch kernels; on the GPU every one of them is a launch and a round trip
@@ -26,6 +27,33 @@ def set_enabled(enabled: bool) -> None:
 
 def available(x: torch.Tensor) -> bool:
     return _enabled and _HAS_TRITON and x.is_cuda
+
+
+GEMV_MAX_ROWS = 1  # more rows measured slower than cuBLAS (kernels/fused/matvec.py)
+_GEMV_DTYPES = (torch.bfloat16, torch.float16)
+
+
+def gemv_applies(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """Whether x W^T goes through the one-row product kernel (`gemv`): a decode batch of
+    one half-precision row on the GPU. Depends on the shapes only, never on timing,
+    so a batch's path is the same on every run."""
+    return (
+        available(x)
+        and x.dim() == 2
+        and x.shape[0] == GEMV_MAX_ROWS
+        and x.dtype in _GEMV_DTYPES
+        and weight.dtype == x.dtype
+        and weight.dim() == 2
+        and weight.stride(1) == 1
+        and x.stride(1) == 1
+    )
+
+
+def gemv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """x W^T (+ b) for a one-row decode batch (kernels/fused/matvec.py)."""
+    from .matvec import gemv as run
+
+    return run(x, weight, bias)
 
 
 def rms_norm(

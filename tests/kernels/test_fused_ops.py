@@ -8,10 +8,15 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from radixserve.kernels import fused
 from radixserve.runtime.model_executor.model_config import RopeConfig
 from radixserve.runtime.model_executor.models.layers.activation import silu_and_mul
+from radixserve.runtime.model_executor.models.layers.linear import (
+    ColumnParallelLinear,
+    RowParallelLinear,
+)
 from radixserve.runtime.model_executor.models.layers.norm import RMSNorm
 from radixserve.runtime.model_executor.models.layers.rotary import RotaryEmbedding
 
@@ -143,3 +148,55 @@ def test_switched_off_or_on_the_cpu_the_torch_code_runs() -> None:
     finally:
         fused.set_enabled(True)
     assert fused.available(x.cuda()) == (fused._HAS_TRITON)
+
+
+def _linear_layers(k: int, n: int, bias: bool) -> tuple[ColumnParallelLinear, RowParallelLinear]:
+    column = ColumnParallelLinear(k, n, bias).cuda().to(torch.bfloat16)
+    row = RowParallelLinear(k, n, bias).cuda().to(torch.bfloat16)
+    for layer in (column, row):
+        layer.weight.data.normal_(0, 0.05)
+        if layer.bias is not None:
+            layer.bias.data.normal_()
+    return column, row
+
+
+@pytest.mark.parametrize("rows", [1, 2])
+@pytest.mark.parametrize("shape", [(576, 1536), (4096, 6144), (14336, 4096), (1000, 77)])
+@pytest.mark.parametrize("bias", [False, True])
+def test_one_row_products_match_f_linear(rows: int, shape: tuple[int, int], bias: bool) -> None:
+    """One row takes the gemv kernel (odd sizes masked), more rows F.linear."""
+    torch.manual_seed(rows)
+    k, n = shape
+    column, row = _linear_layers(k, n, bias)
+    x = torch.randn(rows, k, device="cuda", dtype=torch.bfloat16)
+    assert fused.gemv_applies(x, column.weight) == (rows == 1)
+    for layer in (column, row):
+        out, ref = both(lambda layer=layer: layer(x))
+        assert_close(out, ref, torch.bfloat16)
+
+
+@pytest.mark.parametrize("config", [(1, 1024, 1), (2, 2048, 2), (8, 4096, 8)])
+def test_gemv_block_configurations(config: tuple[int, int, int]) -> None:
+    """Every block shape the benchmark sweeps computes the same product (K not a multiple of
+    the block, N not a multiple of the rows per program)."""
+    from radixserve.kernels.fused import matvec
+
+    torch.manual_seed(0)
+    x = torch.randn(1, 5000, device="cuda", dtype=torch.float16)
+    w = torch.randn(1001, 5000, device="cuda", dtype=torch.float16) * 0.05
+    assert_close(matvec.gemv(x, w, config=config), F.linear(x, w), torch.bfloat16)
+
+
+def test_gemv_rejects_what_it_cannot_take() -> None:
+    from radixserve.kernels.fused import matvec
+
+    w = torch.randn(64, 32, device="cuda", dtype=torch.bfloat16)
+    with pytest.raises(ValueError, match="one row"):
+        matvec.gemv(torch.randn(2, 32, device="cuda", dtype=torch.bfloat16), w)
+    with pytest.raises(ValueError, match="one row"):
+        matvec.gemv(torch.randn(1, 33, device="cuda", dtype=torch.bfloat16), w)
+    strided = torch.randn(1, 64, device="cuda", dtype=torch.bfloat16)[:, ::2]
+    with pytest.raises(ValueError, match="contiguous"):
+        matvec.gemv(strided, w)
+    assert not fused.gemv_applies(strided, w)
+    assert not fused.gemv_applies(torch.randn(1, 32, device="cuda"), w.float())  # float32

@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .....kernels.cpu.blas_linear import linear
 from ...distributed import tp_group
+from .linear import product
 
 
 class VocabParallelEmbedding(nn.Module):
@@ -48,6 +48,6 @@ class VocabParallelEmbedding(nn.Module):
 class ParallelLMHead(VocabParallelEmbedding):
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """hidden [N, hidden] -> float32 logits [N, vocab_size]."""
-        logits = linear(hidden, self.weight)
+        logits = product(hidden, self.weight)
         logits = self.tp.all_gather_last_dim(logits)
         return logits[:, : self.vocab_size].float()

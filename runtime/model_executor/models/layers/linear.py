@@ -14,8 +14,19 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from .....kernels import fused
 from .....kernels.cpu.blas_linear import linear
 from ...distributed import tp_group
+
+
+def product(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None
+) -> torch.Tensor:
+    """x W^T (+ b): the one-row kernel for batch-1 decodes on the GPU (kernels/fused/matvec.py),
+    numpy's BLAS for float32 on the CPU, else F.linear (chosen by shapes and devices only)."""
+    if fused.gemv_applies(x, weight):
+        return fused.gemv(x, weight, bias)
+    return linear(x, weight, bias)
 
 
 def _divide(numerator: int, denominator: int, what: str) -> int:
@@ -48,7 +59,7 @@ class LinearBase(nn.Module):
         copy_weight_checked(param.data, loaded)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return linear(x, self.weight, self.bias)
+        return product(x, self.weight, self.bias)
 
 
 class ReplicatedLinear(LinearBase):
@@ -84,8 +95,11 @@ class RowParallelLinear(LinearBase):
         copy_weight_checked(param.data, loaded.narrow(1, self.tp.rank * cols, cols))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = linear(x, self.weight)
-        out = self.tp.all_reduce(out)
+        return self.reduce(product(x, self.weight))
+
+    def reduce(self, partial: torch.Tensor) -> torch.Tensor:
+        """This rank's partial product -> the layer's output (summed over ranks, plus bias)."""
+        out = self.tp.all_reduce(partial)
         return out if self.bias is None else out + self.bias
 
 
