@@ -50,9 +50,11 @@ def sample(
         pending=pending_outputs(requests, batch, chosen),
     )
     num_top = max(requests[i].top_logprobs_num for i in chosen)
-    out = sampler(picked, info, num_top)
+    # Logprobs cost a vocabulary-wide logsumexp per row: only when some request asked.
+    want_logprobs = any(requests[i].return_logprob for i in chosen)
+    out = sampler(picked, info, num_top, return_logprobs=want_logprobs)
     step.sampled, step.next_ids = chosen, out.next_token_ids
-    if any(requests[i].return_logprob for i in chosen):
+    if want_logprobs:
         step.logprobs = out.logprobs
         step.top_ids, step.top_values = out.top_logprob_ids, out.top_logprob_values
 

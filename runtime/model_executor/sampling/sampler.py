@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from ...constrained.bitmask import apply_token_bitmask
@@ -32,9 +33,21 @@ _MAX_UNIFORM = 1.0 - 2.0**-UNIFORM_BITS
 @dataclass(slots=True)
 class SampleOutput:
     next_token_ids: torch.Tensor  # [B] int64
-    logprobs: torch.Tensor  # [B] float32: log p(chosen) under the raw logits (the model's own)
+    # [B] float32: log p(chosen) under the raw logits (the model's own); None when not asked for
+    logprobs: torch.Tensor | None
     top_logprob_ids: torch.Tensor | None  # [B, K] int64, best first; None when K = 0
     top_logprob_values: torch.Tensor | None  # [B, K] float32, raw distribution
+
+
+def argmax_rows(scores: torch.Tensor) -> torch.Tensor:
+    """[B, V] -> [B] int64, the first maximum of each row, as `torch.argmax` picks it (a NaN
+    counts as the maximum). On the CPU through numpy: torch's CPU argmax over a 16 x 49152
+    float32 batch took 0.94 ms on one thread, numpy's 0.075 ms; both return the first index of
+    the maximum and the first NaN, so the token is the same."""
+    cpu_float = scores.device.type == "cpu" and scores.dtype == torch.float32
+    if cpu_float and scores.dim() == 2 and not scores.requires_grad:
+        return torch.from_numpy(scores.numpy().argmax(axis=-1).astype(np.int64, copy=False))
+    return scores.argmax(dim=-1)
 
 
 class Sampler:
@@ -53,19 +66,27 @@ class Sampler:
         self.seed = seed
 
     def __call__(
-        self, logits: torch.Tensor, info: SamplingBatchInfo, top_logprobs_num: int = 0
+        self,
+        logits: torch.Tensor,
+        info: SamplingBatchInfo,
+        top_logprobs_num: int = 0,
+        return_logprobs: bool = True,
     ) -> SampleOutput:
-        """[B, V] logits -> one token per row, with raw-distribution logprobs."""
+        """[B, V] logits -> one token per row, with raw-distribution logprobs where
+        `return_logprobs` or `top_logprobs_num` asks for them (else `logprobs` is None: the
+        vocabulary-wide logsumexp took ~1.4 ms of a 16-row CPU decode step)."""
         logits = logits.float()
         self._check_shape(logits, info)
         if info.all_greedy:
-            next_ids = self._scores(logits, info).argmax(dim=-1)
+            next_ids = argmax_rows(self._scores(logits, info))
         else:
             scores = self._scores(logits, info)
             drawn = self._draw(self._filtered_probs(scores, info), info)
             next_ids = (
-                torch.where(info.greedy, scores.argmax(dim=-1), drawn) if info.any_greedy else drawn
+                torch.where(info.greedy, argmax_rows(scores), drawn) if info.any_greedy else drawn
             )
+        if not return_logprobs and top_logprobs_num <= 0:
+            return SampleOutput(next_ids, None, None, None)
         log_norm = logsumexp_rows(logits)
         chosen = logits.gather(1, next_ids.unsqueeze(1)).squeeze(1) - log_norm
         top_ids = top_values = None

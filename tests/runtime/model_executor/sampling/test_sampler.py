@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from radixserve.runtime.model_executor.sampling import Sampler, SamplingBatchInfo
+from radixserve.runtime.model_executor.sampling.sampler import argmax_rows
 from radixserve.runtime.wire.sampling_params import SamplingParams
 from tests.runtime.model_executor.sampling.helpers import build
 
@@ -31,6 +32,7 @@ def test_output_shapes_and_dtypes(device: torch.device) -> None:
     logits = torch.randn(3, 20, device=device)
     out = Sampler()(logits, build([SamplingParams()] * 3, 20, device), top_logprobs_num=4)
     assert out.next_token_ids.shape == (3,) and out.next_token_ids.dtype == torch.int64
+    assert out.logprobs is not None
     assert out.logprobs.shape == (3,) and out.logprobs.dtype == torch.float32
     assert out.top_logprob_ids is not None and out.top_logprob_values is not None
     assert out.top_logprob_ids.shape == (3, 4) and out.top_logprob_ids.dtype == torch.int64
@@ -54,6 +56,7 @@ def test_logprobs_are_from_the_raw_distribution(device: torch.device) -> None:
     raw = torch.log_softmax(logits[0], -1)
     assert int(out.next_token_ids[0]) in (1, 2)
     assert int(out.next_token_ids[1]) == 0
+    assert out.logprobs is not None
     assert torch.allclose(out.logprobs, raw[out.next_token_ids])
     assert out.top_logprob_ids is not None and out.top_logprob_values is not None
     assert out.top_logprob_ids.tolist() == [[0, 1, 2]] * 2
@@ -69,7 +72,7 @@ def test_half_precision_logits_are_upcast() -> None:
     logits = torch.randn(2, 30).bfloat16()
     out = Sampler()(logits, build([SamplingParams(temperature=0)] * 2, 30))
     assert torch.equal(out.next_token_ids, logits.float().argmax(-1))
-    assert out.logprobs.dtype == torch.float32
+    assert out.logprobs is not None and out.logprobs.dtype == torch.float32
 
 
 def test_filtered_tokens_are_never_drawn(device: torch.device) -> None:
@@ -125,6 +128,7 @@ def test_logit_bias_and_banned_tokens(device: torch.device) -> None:
     assert out.next_token_ids[:3].tolist() == [3, 1, 1]
     assert int(out.next_token_ids[3]) in (2, 3)
     raw = torch.log_softmax(logits, -1).gather(1, out.next_token_ids.unsqueeze(1)).squeeze(1)
+    assert out.logprobs is not None
     assert torch.allclose(out.logprobs, raw)  # reported logprobs stay the model's
     draws = Sampler(seed=0)(
         logits.repeat(64, 1),
@@ -138,3 +142,39 @@ def test_logit_bias_and_banned_tokens(device: torch.device) -> None:
         ),
     )
     assert set(draws.next_token_ids.tolist()) <= {2, 3}
+
+
+def test_logprobs_only_when_asked(device: torch.device) -> None:
+    # Without return_logprobs and top logprobs the vocabulary-wide logsumexp is skipped; the
+    # tokens are the same either way, and asking for either still gives the raw logprobs.
+    logits = torch.randn(6, 40, generator=torch.Generator().manual_seed(2)).to(device)
+    params = [SamplingParams(temperature=0), SamplingParams(temperature=0.8, seed=3)] * 3
+    info = build(params, 40, device)
+    skipped = Sampler(seed=0)(logits, info, return_logprobs=False)
+    asked = Sampler(seed=0)(logits, info, return_logprobs=True)
+    top_only = Sampler(seed=0)(logits, info, top_logprobs_num=2, return_logprobs=False)
+    assert skipped.logprobs is None and skipped.top_logprob_ids is None
+    assert torch.equal(skipped.next_token_ids, asked.next_token_ids)
+    raw = torch.log_softmax(logits, -1).gather(1, asked.next_token_ids.unsqueeze(1)).squeeze(1)
+    for out in (asked, top_only):
+        assert out.logprobs is not None and torch.allclose(out.logprobs, raw)
+    assert top_only.top_logprob_ids is not None and top_only.top_logprob_ids.shape == (6, 2)
+
+
+def test_argmax_rows_picks_as_torch_does(device: torch.device) -> None:
+    # Ties go to the first maximum, a NaN counts as the maximum (the first NaN), an all -inf
+    # row gives 0; a strided view too (numpy's path on the CPU, torch's elsewhere).
+    nan, inf = float("nan"), float("inf")
+    rows = [
+        [1.0, 5.0, 5.0, 0.0],
+        [1.0, nan, 3.0, nan],
+        [-inf, -inf, -inf, -inf],
+        [inf, 1.0, inf, 0.0],
+        [0.0, 0.0, 0.0, 0.0],
+    ]
+    scores = torch.tensor(rows, device=device)
+    got = argmax_rows(scores)
+    assert got.dtype == torch.int64 and got.device.type == device.type
+    assert got.tolist() == scores.argmax(-1).tolist() == [1, 1, 0, 0, 0]
+    wide = torch.randn(8, 1000, generator=torch.Generator().manual_seed(4)).to(device)
+    assert torch.equal(argmax_rows(wide[:, 1::2]), wide[:, 1::2].argmax(-1))
