@@ -28,6 +28,9 @@ class _Group:
     mask: torch.Tensor  # [b, 1, max_q, max_kv] bool, True = attend
     valid_index: torch.Tensor | None  # [n] long: real entries of b * max_q; None = all real
     out_rows: torch.Tensor  # [n] long: flat query row of each real entry
+    # One query row per sequence and every row of the batch in order (a pure decode batch): the
+    # query is used in place and the output is the group's own, no gather and no scatter.
+    rows_in_order: bool
 
 
 class TorchAttentionBackend(AttentionBackend):
@@ -71,6 +74,8 @@ class TorchAttentionBackend(AttentionBackend):
         # Padding rows attend to slot 0 only, so softmax never sees an all-masked row.
         mask[:, :, 0] |= ~valid
         all_valid = bool(valid.all())
+        num_rows = sum(layout.extend_lens_cpu)
+        in_order = q_rows.shape[1] == 1 and torch.equal(q_rows.flatten(), torch.arange(num_rows))
         return _Group(
             batch=len(members),
             max_q=q_pos.numel(),
@@ -80,6 +85,7 @@ class TorchAttentionBackend(AttentionBackend):
             mask=mask.unsqueeze(1).to(device),
             valid_index=None if all_valid else torch.nonzero(valid.flatten()).flatten().to(device),
             out_rows=q_rows[valid].to(device),
+            rows_in_order=in_order,
         )
 
     def forward(
@@ -96,7 +102,10 @@ class TorchAttentionBackend(AttentionBackend):
         out = q.new_empty(num_tokens, num_heads * head_dim)
         for g in self._groups:
             # index_select on flat tensors: much cheaper than advanced indexing on the CPU.
-            gq = q.index_select(0, g.q_rows).view(g.batch, g.max_q, num_heads, head_dim)
+            if g.rows_in_order:
+                gq = q.unsqueeze(1)
+            else:
+                gq = q.index_select(0, g.q_rows).view(g.batch, g.max_q, num_heads, head_dim)
             gk = flat_k.index_select(0, g.kv_slots).view(g.batch, g.max_kv, num_kv_heads, head_dim)
             gv = flat_v.index_select(0, g.kv_slots).view(g.batch, g.max_kv, num_kv_heads, head_dim)
             attn = F.scaled_dot_product_attention(
@@ -108,6 +117,8 @@ class TorchAttentionBackend(AttentionBackend):
                 enable_gqa=True,
             )
             rows = attn.transpose(1, 2).reshape(g.batch * g.max_q, num_heads * head_dim)
+            if g.rows_in_order:  # the batch's only group: its rows are the output
+                return rows
             if g.valid_index is not None:
                 rows = rows.index_select(0, g.valid_index)
             out.index_copy_(0, g.out_rows, rows)

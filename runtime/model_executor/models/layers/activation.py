@@ -12,4 +12,4 @@ def silu_and_mul(gate_up: torch.Tensor) -> torch.Tensor:
     if fused.available(gate_up):
         return fused.silu_and_mul(gate_up)
     gate, up = gate_up.chunk(2, dim=-1)
-    return F.silu(gate) * up
+    return F.silu(gate).mul_(up)  # in place into silu's fresh output: one allocation fewer

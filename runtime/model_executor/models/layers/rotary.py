@@ -54,6 +54,8 @@ class RotaryEmbedding(nn.Module):
         # [max_positions, head_dim]: cos and sin duplicated over both halves.
         self.register_buffer("cos_table", torch.cat([angles.cos()] * 2, dim=-1), persistent=False)
         self.register_buffer("sin_table", torch.cat([angles.sin()] * 2, dim=-1), persistent=False)
+        # (positions, cos, signed sin) of the last CPU-path call: see `_cos_sin`.
+        self._cached_cos_sin: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
 
     def forward(
         self, positions: torch.Tensor, q: torch.Tensor, k: torch.Tensor
@@ -61,9 +63,28 @@ class RotaryEmbedding(nn.Module):
         """q: [T, H, D], k: [T, Hkv, D], positions: [T] -> rotated (q, k) in q's dtype."""
         if fused.available(q) and self.fused_ok:
             return fused.rotary(positions, q, k, self.cos_table, self.sin_table)
+        cos, signed_sin = self._cos_sin(positions)
+        qk = _adjacent_heads(q, k)
+        if qk is not None:  # q and k side by side in one qkv row: one pass over both
+            rotated = _rotate(qk, cos, signed_sin)
+            return rotated[:, : q.shape[1]], rotated[:, q.shape[1] :]
+        return _rotate(q, cos, signed_sin), _rotate(k, cos, signed_sin)
+
+    def _cos_sin(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """[T, 1, D] cos and signed sin (first half negated, see `_rotate`) at `positions`.
+
+        Every layer rotates at the same positions, so the gathered rows of the last call are
+        kept and reused while the positions are equal (a [T] compare is cheaper than the two
+        gathers and the negation: ~60 small ops a step fewer on a 30-layer CPU model)."""
+        cached = self._cached_cos_sin
+        if cached is not None and _same_values(cached[0], positions):
+            return cached[1], cached[2]
+        half = self.head_dim // 2
         cos = self.cos_table.index_select(0, positions).unsqueeze(1)
-        sin = self.sin_table.index_select(0, positions).unsqueeze(1)
-        return _rotate(q, cos, sin), _rotate(k, cos, sin)
+        signed_sin = self.sin_table.index_select(0, positions).unsqueeze(1)
+        signed_sin[..., :half].neg_()
+        self._cached_cos_sin = (positions.clone(), cos, signed_sin)
+        return cos, signed_sin
 
     def rotate_into_cache(
         self,
@@ -84,8 +105,35 @@ class RotaryEmbedding(nn.Module):
         return fused.rotary_and_store(positions, q, k, v, cos, sin, k_cache, v_cache, slots)
 
 
-def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+def _rotate(x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor) -> torch.Tensor:
+    """Rotate-half: x * cos + [-x2, x1] * sin, computed as x * cos + [x2, x1] * signed_sin with
+    signed_sin = [-sin1, sin2]. (-a) * b and a * (-b) are the same float, so the result is bit
+    for bit that of the textbook form, with one op (the negation of x2) fewer per call."""
     x32 = x.float()
     half = x32.shape[-1] // 2
-    rotated = torch.cat([-x32[..., half:], x32[..., :half]], dim=-1)
-    return (x32 * cos + rotated * sin).to(x.dtype)
+    swapped = torch.cat([x32[..., half:], x32[..., :half]], dim=-1)
+    return (x32 * cos).add_(swapped.mul_(signed_sin)).to(x.dtype)
+
+
+def _adjacent_heads(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor | None:
+    """q [T, H, D] and k [T, Hkv, D] as one [T, H + Hkv, D] view where k's heads follow q's in
+    the same rows (the split of a fused qkv projection), else None.
+
+        row t:  | q head 0 .. H-1 | k head 0 .. Hkv-1 | v ... |   one stride between rows
+    """
+    if q.dim() != 3 or q.dtype != k.dtype or q.shape[0] != k.shape[0]:
+        return None
+    heads, head_dim = q.shape[1], q.shape[2]
+    stride = q.stride()
+    if stride[1:] != (head_dim, 1) or k.stride() != stride or k.shape[2] != head_dim:
+        return None
+    # k starts where q's last head ends, in the same allocation (so on the same device).
+    if k.data_ptr() != q.data_ptr() + heads * head_dim * q.element_size():
+        return None
+    if q.untyped_storage().data_ptr() != k.untyped_storage().data_ptr():
+        return None
+    return q.as_strided((q.shape[0], heads + k.shape[1], head_dim), stride)
+
+
+def _same_values(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return a.shape == b.shape and a.device == b.device and a.dtype == b.dtype and torch.equal(a, b)
