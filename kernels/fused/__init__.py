@@ -56,6 +56,29 @@ def gemv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None
     return run(x, weight, bias)
 
 
+def qkv_rotary_store(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    positions: torch.Tensor,
+    cos_table: torch.Tensor,
+    sin_table: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    slots: torch.Tensor,
+    num_heads: int,
+    num_kv_heads: int,
+) -> torch.Tensor:
+    """One decode row's qkv projection, rotary and KV store in one launch -> the rotated q
+    (kernels/fused/matvec.py); where `gemv_applies`."""
+    from .matvec import qkv_rotary_store as run
+
+    return run(
+        x, weight, bias, positions, cos_table, sin_table, k_cache, v_cache, slots, num_heads,
+        num_kv_heads,
+    )  # fmt: skip
+
+
 def rms_norm(
     x: torch.Tensor, weight: torch.Tensor, eps: float, residual: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor | None]:

@@ -65,6 +65,141 @@ def _gemv_kernel(
     tl.store(y_ptr + cols, out.to(y_ptr.dtype.element_ty), mask=col_mask)
 
 
+@triton.jit
+def _qkv_rotary_store_kernel(
+    x_ptr,
+    w_ptr,
+    bias_ptr,
+    q_out_ptr,
+    k_cache_ptr,
+    v_cache_ptr,
+    slots_ptr,
+    positions_ptr,
+    cos_ptr,
+    sin_ptr,
+    K,
+    w_stride,
+    table_stride,
+    NUM_HEADS: tl.constexpr,
+    NUM_KV_HEADS: tl.constexpr,
+    HALF: tl.constexpr,
+    PAIRS: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+):
+    # Program p owns PAIRS rotate-half pairs (rows j and j + HALF) of one head of the fused qkv
+    # output, so it can rotate what it computed: the qkv projection, the rotary kernel and the
+    # KV store of _rotary_store_kernel (kernels/fused/rope.py) in one launch, rounded alike.
+    pid = tl.program_id(0)
+    head = pid // (HALF // PAIRS)
+    j = (pid % (HALF // PAIRS)) * PAIRS + tl.arange(0, PAIRS)
+    rows_a = head * (2 * HALF) + j
+    rows_b = rows_a + HALF
+    k_offs = tl.arange(0, BLOCK_K)
+    acc_a = tl.zeros([PAIRS, BLOCK_K], dtype=tl.float32)
+    acc_b = tl.zeros([PAIRS, BLOCK_K], dtype=tl.float32)
+    for k0 in range(0, K, BLOCK_K):
+        ks = k0 + k_offs
+        k_mask = ks < K
+        x = tl.load(x_ptr + ks, mask=k_mask, other=0.0).to(tl.float32)[None, :]
+        w_mask = k_mask[None, :]
+        w_a = tl.load(
+            w_ptr + rows_a[:, None] * w_stride + ks[None, :],
+            mask=w_mask,
+            other=0.0,
+            eviction_policy="evict_first",
+        )
+        w_b = tl.load(
+            w_ptr + rows_b[:, None] * w_stride + ks[None, :],
+            mask=w_mask,
+            other=0.0,
+            eviction_policy="evict_first",
+        )
+        acc_a += w_a.to(tl.float32) * x
+        acc_b += w_b.to(tl.float32) * x
+    a = tl.sum(acc_a, axis=1)
+    b = tl.sum(acc_b, axis=1)
+    if HAS_BIAS:
+        a += tl.load(bias_ptr + rows_a).to(tl.float32)
+        b += tl.load(bias_ptr + rows_b).to(tl.float32)
+    dtype = q_out_ptr.dtype.element_ty
+    a = a.to(dtype).to(tl.float32)  # the projection's output, rounded as it would be stored
+    b = b.to(dtype).to(tl.float32)
+    if head < NUM_HEADS + NUM_KV_HEADS:
+        position = tl.load(positions_ptr)
+        cos = tl.load(cos_ptr + position * table_stride + j)
+        sin = tl.load(sin_ptr + position * table_stride + j)
+        a, b = a * cos - b * sin, b * cos + a * sin
+    if head < NUM_HEADS:
+        dst = q_out_ptr + head * (2 * HALF)
+    else:
+        slot = tl.load(slots_ptr)
+        kv_head = (head - NUM_HEADS) % NUM_KV_HEADS
+        offset = (slot * NUM_KV_HEADS + kv_head) * (2 * HALF)
+        if head < NUM_HEADS + NUM_KV_HEADS:
+            dst = k_cache_ptr + offset
+        else:
+            dst = v_cache_ptr + offset
+    tl.store(dst + j, a.to(dtype))
+    tl.store(dst + HALF + j, b.to(dtype))
+
+
+def qkv_rotary_store(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    positions: torch.Tensor,
+    cos_table: torch.Tensor,
+    sin_table: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    slots: torch.Tensor,
+    num_heads: int,
+    num_kv_heads: int,
+) -> torch.Tensor:
+    """For one decode row x [1, K] and the fused qkv weight [(H + 2 Hkv) D, K]: the rotated q
+    [1, H, D], with the rotated k and v written into the paged caches at slots[0] (what
+    F.linear, kernels/fused/rope.rotary_and_store compute apart, rounded the same way)."""
+    n, k = weight.shape
+    head_dim = n // (num_heads + 2 * num_kv_heads)
+    if x.dim() != 2 or x.shape[0] != 1 or x.shape[1] != k:
+        raise ValueError(f"qkv_rotary_store takes one row of {k}; got {tuple(x.shape)}")
+    if head_dim * (num_heads + 2 * num_kv_heads) != n or head_dim % 2:
+        raise ValueError(f"weight rows {n} are not {num_heads} + 2 x {num_kv_heads} heads")
+    if x.stride(1) != 1 or weight.stride(1) != 1:
+        raise ValueError("x and the weight must be contiguous along K")
+    if not (k_cache.is_contiguous() and v_cache.is_contiguous()):
+        raise ValueError("the KV caches must be contiguous")
+    if k_cache.dtype != x.dtype or v_cache.dtype != x.dtype:
+        raise ValueError(f"the KV caches ({k_cache.dtype}) must be in x's dtype ({x.dtype})")
+    q_out = torch.empty((1, num_heads, head_dim), dtype=x.dtype, device=x.device)
+    pairs, block_k, warps = 1, 2048, 2  # two weight rows a program, as block_config's best
+    half = head_dim // 2
+    _qkv_rotary_store_kernel[((num_heads + 2 * num_kv_heads) * half // pairs,)](
+        x,
+        weight,
+        bias if bias is not None else x,
+        q_out,
+        k_cache,
+        v_cache,
+        slots,
+        positions,
+        cos_table,
+        sin_table,
+        k,
+        weight.stride(0),
+        cos_table.stride(0),
+        NUM_HEADS=num_heads,
+        NUM_KV_HEADS=num_kv_heads,
+        HALF=half,
+        PAIRS=pairs,
+        HAS_BIAS=bias is not None,
+        BLOCK_K=block_k,
+        num_warps=warps,
+    )
+    return q_out
+
+
 def block_config(n: int, k: int) -> tuple[int, int, int]:
     """(BLOCK_N, BLOCK_K, num_warps) for an [n, k] weight: the fastest of a sweep on the H200
     over the Llama-3.1-8B products (benchmarks/bench_gpu_gemv.py): many small programs, each with

@@ -200,3 +200,46 @@ def test_gemv_rejects_what_it_cannot_take() -> None:
         matvec.gemv(strided, w)
     assert not fused.gemv_applies(strided, w)
     assert not fused.gemv_applies(torch.randn(1, 32, device="cuda"), w.float())  # float32
+
+
+@pytest.mark.parametrize(
+    "heads", [(32, 8, 128, False), (14, 2, 64, True)]
+)  # Llama-8B; Qwen2-0.5B (qkv bias)
+def test_qkv_projection_rotary_and_store_in_one_launch(heads: tuple[int, int, int, bool]) -> None:
+    """The batch-1 path (F.linear's product, rotated, k and v stored at the slot) against the
+    three steps apart: the one-row product, then rotary_and_store's kernel."""
+    num_heads, num_kv_heads, head_dim, bias = heads
+    torch.manual_seed(num_heads)
+    dtype, hidden, pages, page_size = torch.bfloat16, 896, 6, 16
+    proj, _ = _linear_layers(hidden, (num_heads + 2 * num_kv_heads) * head_dim, bias)
+    rotary = RotaryEmbedding(head_dim, 4096, RopeConfig(theta=1000000.0)).cuda()
+    x = torch.randn(1, hidden, device="cuda", dtype=dtype)
+    positions = torch.tensor([1234], device="cuda")
+    slots = torch.tensor([37], device="cuda")
+    shape = (pages, page_size, num_kv_heads, head_dim)
+    k_cache, v_cache = (torch.randn(shape, device="cuda", dtype=dtype) for _ in range(2))
+    k_ref, v_ref = k_cache.clone(), v_cache.clone()
+    q = fused.qkv_rotary_store(
+        x, proj.weight, proj.bias, positions, rotary.cos_table, rotary.sin_table,
+        k_cache, v_cache, slots, num_heads, num_kv_heads,
+    )  # fmt: skip
+    qkv = proj(x)  # the one-row kernel
+    q_part, k_part, v_part = qkv.split(
+        [num_heads * head_dim, num_kv_heads * head_dim, num_kv_heads * head_dim], dim=-1
+    )
+    q_ref = rotary.rotate_into_cache(
+        positions, q_part.view(1, num_heads, head_dim), k_part.view(1, num_kv_heads, head_dim),
+        v_part.view(1, num_kv_heads, head_dim), k_ref, v_ref, slots,
+    )  # fmt: skip
+    assert q_ref is not None and q.shape == q_ref.shape
+    assert_close(q, q_ref, dtype)
+    assert_close(k_cache, k_ref, dtype)
+    assert_close(v_cache, v_ref, dtype)
+    untouched = torch.ones(pages * page_size, dtype=torch.bool, device="cuda")
+    untouched[37] = False
+    for cache, before in ((k_cache, k_ref), (v_cache, v_ref)):
+        rows, rows_before = (
+            cache.view(-1, num_kv_heads, head_dim),
+            before.view(-1, num_kv_heads, head_dim),
+        )
+        assert torch.equal(rows[untouched], rows_before[untouched])

@@ -11,6 +11,7 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
+from ....kernels import fused
 from ..model_config import ModelConfig
 from .base import AttentionGeometry, CausalLM
 from .layers.activation import silu_and_mul
@@ -47,6 +48,23 @@ class LlamaAttention(nn.Module):
     def forward(
         self, positions: torch.Tensor, x: torch.Tensor, ctx: ForwardContext
     ) -> torch.Tensor:
+        k_cache, v_cache = ctx.kv_pool.layer(self.attn.layer_id)
+        slots = ctx.batch.out_cache_loc
+        if self._one_launch_qkv(x, k_cache):
+            q = fused.qkv_rotary_store(
+                x,
+                self.qkv_proj.weight,
+                self.qkv_proj.bias,
+                positions,
+                self.rotary.cos_table,
+                self.rotary.sin_table,
+                k_cache,
+                v_cache,
+                slots,
+                self.num_heads,
+                self.num_kv_heads,
+            )
+            return self.o_proj(self.attn.attend(q, ctx))
         qkv = self.qkv_proj(x)
         q_size = self.num_heads * self.head_dim
         kv_size = self.num_kv_heads * self.head_dim
@@ -56,13 +74,23 @@ class LlamaAttention(nn.Module):
         v = v.view(-1, self.num_kv_heads, self.head_dim)
         if self.q_norm is not None and self.k_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
-        k_cache, v_cache = ctx.kv_pool.layer(self.attn.layer_id)
-        slots = ctx.batch.out_cache_loc
         rotated_q = self.rotary.rotate_into_cache(positions, q, k, v, k_cache, v_cache, slots)
         if rotated_q is not None:  # one fused launch rotated q and k and stored k and v
             return self.o_proj(self.attn.attend(rotated_q, ctx))
         q, k = self.rotary(positions, q, k)
         return self.o_proj(self.attn(q, k, v, ctx))
+
+    def _one_launch_qkv(self, x: torch.Tensor, k_cache: torch.Tensor) -> bool:
+        """A one-row decode (the batch-1 step, bound by reading weights) projects, rotates and
+        stores in one launch: no q/k norm between the projection and the rotation, the rotary
+        kernel's head size, a cache in the activations' dtype."""
+        return (
+            self.q_norm is None
+            and self.rotary.fused_ok
+            and k_cache.dtype == x.dtype
+            and k_cache.is_contiguous()
+            and fused.gemv_applies(x, self.qkv_proj.weight)
+        )
 
 
 class LlamaMLP(nn.Module):
