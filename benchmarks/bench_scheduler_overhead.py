@@ -5,6 +5,7 @@ allocates pages, appends tokens, checks stops and builds outputs. The figure is 
 minus the runner's launch and collect: what the scheduler adds to every forward pass (under
 overlap scheduling the device computes meanwhile). Target: median < 1 ms. With and without
 overlap, and the medians of its parts: building the batch, the launch, applying the results.
+Then the few-shot pattern: the scheduler's seconds to take 256 prompts on one long prefix through.
 
     python benchmarks/bench_scheduler_overhead.py [--running 256] [--steps 300] [--overlap on]
 """
@@ -14,9 +15,10 @@ from __future__ import annotations
 import argparse
 import random
 import statistics
+import time
 from collections.abc import Sequence
 
-from radixserve.radix_cache import RadixCache
+from radixserve.radix_cache import NaiveCache, RadixCache
 from radixserve.runtime.scheduler.scheduler import Scheduler, SchedulerConfig
 from radixserve.runtime.scheduler.step import StepHandle, StepRequest, StepResult
 from radixserve.runtime.wire.messages import GenerateReq
@@ -89,8 +91,44 @@ def measure(args: argparse.Namespace, overlap: bool) -> list[StepStats]:
     return steps
 
 
+def few_shot_seconds(page_size: int, radix: bool) -> tuple[float, int]:
+    """Seconds and steps to schedule 256 prompts on one 1,200-token prefix (64-token questions,
+    16 new tokens each) through the stand-in runner: admission's own cost, which the few-shot
+    workload pays every step while the prompts wait for the shared prefix to land."""
+    rng = random.Random(1)
+    num_pages = 1 << 16
+    runner = NullRunner(num_pages, context_len=32768)
+    cache = (
+        RadixCache(num_pages, page_size=page_size) if radix else NaiveCache(num_pages, page_size)
+    )
+    scheduler = Scheduler(
+        runner,
+        cache,
+        SchedulerConfig(
+            page_size=page_size,
+            context_len=runner.context_len,
+            chunked_prefill_size=16384,
+            max_prefill_tokens=16384,
+            max_running_requests=1024,
+        ),
+        eos_token_ids=[0],
+        overlap=True,
+    )
+    system = [rng.randrange(1, 30000) for _ in range(1200)]
+    start = time.perf_counter()
+    for i in range(256):
+        prompt = system + [rng.randrange(1, 30000) for _ in range(64)]
+        params = SamplingParams(max_new_tokens=16, ignore_eos=True)
+        scheduler.add_request(GenerateReq(rid=f"q{i}", input_ids=prompt, sampling=params))
+    steps = 0
+    while scheduler.running or scheduler.waiting:
+        scheduler.step()
+        steps += 1
+    return time.perf_counter() - start, steps
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--running", type=int, default=256)
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--page-size", type=int, default=16)
@@ -114,6 +152,12 @@ def main() -> None:
         print(
             f"{'on' if overlap else 'off':>7} | {median:6.3f} | {p99:6.3f} | {build:5.3f} | "
             f"{launch:6.3f} | {results:7.3f} | {'met' if median < 1 else 'NOT met'}"
+        )
+    print("\nfew-shot admission: 256 prompts on one 1,200-token prefix, stand-in runner")
+    for radix in (True, False):
+        seconds, steps = few_shot_seconds(args.page_size, radix)
+        print(
+            f"  radix {'on ' if radix else 'off'}: {seconds:.3f} s of scheduling over {steps} steps"
         )
 
 

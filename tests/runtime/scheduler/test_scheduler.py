@@ -6,8 +6,11 @@ import random
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from radixserve.radix_cache import NaiveCache, RadixCache
+from radixserve.runtime.scheduler.batch_builder import shares_more_than
 from radixserve.runtime.scheduler.scheduler import Scheduler, SchedulerConfig
 from radixserve.runtime.wire.messages import GenerateReq
 from radixserve.runtime.wire.sampling_params import SamplingParams
@@ -234,3 +237,21 @@ def test_decode_pages_needed_is_the_sum_of_extra_pages_needed() -> None:
             req.page_table = [0] * (pages_for(req.kv_len, page_size) + rng.randrange(2))
             reqs.append(req)
         assert kv.decode_pages_needed(reqs) == sum(kv.extra_pages_needed(r, 1) for r in reqs)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.integers(0, 3), max_size=40),
+    st.lists(st.integers(0, 3), max_size=40),
+    st.integers(0, 45),
+)
+def test_shares_more_than_is_the_common_prefix_length_compared(
+    a: list[int], b: list[int], length: int
+) -> None:
+    """Admission's sharing test (the token at `length` first, then one slice compare) against
+    the common prefix length counted token by token."""
+    common = 0
+    while common < min(len(a), len(b)) and a[common] == b[common]:
+        common += 1
+    assert shares_more_than(a, b, length) == (common > length)
+    assert shares_more_than(a, a, length) == (len(a) > length)
