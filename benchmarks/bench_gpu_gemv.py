@@ -81,7 +81,7 @@ def sweep_one(name: str, weights: list[torch.Tensor], do_sweep: bool) -> str:
     nbytes, copies = n * k * 2, len(weights)
     x = torch.randn(1, k, device="cuda", dtype=DTYPE)
     t_ref = graph_time_us(lambda i: F.linear(x, weights[i % copies]), 2 * copies)
-    candidates = configs() if do_sweep else [matvec.block_config(n, k)]
+    candidates = configs() if do_sweep else [matvec.BLOCK_CONFIG]
     timed = [
         (graph_time_us(lambda i, c=c: matvec.gemv(x, weights[i % copies], config=c), 2 * copies), c)
         for c in candidates
@@ -154,7 +154,7 @@ def whole_step(num_layers: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     parser.add_argument("--layers", type=int, default=32)
-    parser.add_argument("--no-sweep", action="store_true", help="only matvec.block_config's pick")
+    parser.add_argument("--no-sweep", action="store_true", help="only matvec.BLOCK_CONFIG")
     args = parser.parse_args()
     torch.manual_seed(0)
     print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}")

@@ -173,7 +173,7 @@ def qkv_rotary_store(
     if k_cache.dtype != x.dtype or v_cache.dtype != x.dtype:
         raise ValueError(f"the KV caches ({k_cache.dtype}) must be in x's dtype ({x.dtype})")
     q_out = torch.empty((1, num_heads, head_dim), dtype=x.dtype, device=x.device)
-    pairs, block_k, warps = 1, 2048, 2  # two weight rows a program, as block_config's best
+    pairs, block_k, warps = 1, 2048, 2  # two weight rows a program, as BLOCK_CONFIG
     half = head_dim // 2
     _qkv_rotary_store_kernel[((num_heads + 2 * num_kv_heads) * half // pairs,)](
         x,
@@ -200,11 +200,10 @@ def qkv_rotary_store(
     return q_out
 
 
-def block_config(n: int, k: int) -> tuple[int, int, int]:
-    """(BLOCK_N, BLOCK_K, num_warps) for an [n, k] weight: the fastest of a sweep on the H200
-    over the Llama-3.1-8B products (benchmarks/bench_gpu_gemv.py): many small programs, each with
-    many loads in flight."""
-    return (2, 2048, 2)
+# (BLOCK_N, BLOCK_K, num_warps): the fastest of a sweep on the H200 over the Llama-3.1-8B
+# products, the same for each of them (benchmarks/bench_gpu_gemv.py): many small programs, each
+# with many loads in flight.
+BLOCK_CONFIG = (2, 2048, 2)
 
 
 def gemv(
@@ -220,7 +219,7 @@ def gemv(
     if x.stride(1) != 1 or weight.stride(1) != 1:
         raise ValueError("gemv needs x and the weight contiguous along K")
     y = torch.empty((1, n), dtype=x.dtype, device=x.device)
-    block_n, block_k, warps = config or block_config(n, k)
+    block_n, block_k, warps = config or BLOCK_CONFIG
     _gemv_kernel[(triton.cdiv(n, block_n),)](
         x,
         weight,
