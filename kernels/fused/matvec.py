@@ -30,6 +30,8 @@ import torch
 import triton
 import triton.language as tl
 
+from .rope import check_kv_caches
+
 
 @triton.jit
 def _gemv_kernel(
@@ -168,10 +170,7 @@ def qkv_rotary_store(
         raise ValueError(f"weight rows {n} are not {num_heads} + 2 x {num_kv_heads} heads")
     if x.stride(1) != 1 or weight.stride(1) != 1:
         raise ValueError("x and the weight must be contiguous along K")
-    if not (k_cache.is_contiguous() and v_cache.is_contiguous()):
-        raise ValueError("the KV caches must be contiguous")
-    if k_cache.dtype != x.dtype or v_cache.dtype != x.dtype:
-        raise ValueError(f"the KV caches ({k_cache.dtype}) must be in x's dtype ({x.dtype})")
+    check_kv_caches(k_cache, v_cache, x.dtype, "x")
     q_out = torch.empty((1, num_heads, head_dim), dtype=x.dtype, device=x.device)
     pairs, block_k, warps = 1, 2048, 2  # two weight rows a program, as BLOCK_CONFIG
     half = head_dim // 2

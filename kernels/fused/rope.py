@@ -130,6 +130,17 @@ def _rotary_store_kernel(
     tl.store(dst + HALF + offs, (b * cos + a * sin).to(x1.dtype))
 
 
+def check_kv_caches(
+    k_cache: torch.Tensor, v_cache: torch.Tensor, dtype: torch.dtype, source: str
+) -> None:
+    """The paged caches a kernel stores into by flat slot: contiguous, in the dtype of the
+    tensor named `source` (the kernels copy without converting)."""
+    if not (k_cache.is_contiguous() and v_cache.is_contiguous()):
+        raise ValueError("the KV caches must be contiguous")
+    if k_cache.dtype != dtype or v_cache.dtype != dtype:
+        raise ValueError(f"the KV caches ({k_cache.dtype}) must be in {source}'s dtype ({dtype})")
+
+
 def rotary_and_store(
     positions: torch.Tensor,
     q: torch.Tensor,
@@ -153,10 +164,7 @@ def rotary_and_store(
             raise ValueError(
                 f"{name}'s heads must be packed rows of head_dim (strides {x.stride()})"
             )
-    if not (k_cache.is_contiguous() and v_cache.is_contiguous()):
-        raise ValueError("the KV caches must be contiguous")
-    if k_cache.dtype != q.dtype or v_cache.dtype != q.dtype:
-        raise ValueError(f"the KV caches ({k_cache.dtype}) must be in q's dtype ({q.dtype})")
+    check_kv_caches(k_cache, v_cache, q.dtype, "q")
     q_out = torch.empty((tokens, heads, head_dim), dtype=q.dtype, device=q.device)
     if tokens:
         _rotary_store_kernel[(tokens, heads + kv_heads)](
