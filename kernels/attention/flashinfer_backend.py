@@ -154,7 +154,9 @@ class FlashInferAttentionBackend(AttentionBackend):
         if self._decode_rows:
             self._plan_split(*dtypes)
         elif self._is_decode:
-            self._plan_decode(kv_indptr, layout.kv_page_indices, last_page_len, *dtypes)
+            self._plan_decode(
+                self.decode, kv_indptr, layout.kv_page_indices, last_page_len, *dtypes
+            )
         else:
             qo_indptr = layout.host_or_device("qo_indptr")
             pages = layout.kv_page_indices
@@ -176,7 +178,9 @@ class FlashInferAttentionBackend(AttentionBackend):
         assert staging is not None  # a CUDA device (checked at construction)
         with staging.begin() as staged:  # closed once both plans' copies are enqueued
             pages = layout.kv_page_indices
-            self._plan_decode(staged.host(kv[: d + 1]), pages, staged.host(last[:d]), *dtypes)
+            self._plan_decode(
+                self.decode, staged.host(kv[: d + 1]), pages, staged.host(last[:d]), *dtypes
+            )
             self._plan_prefill(
                 staged.host(qo[d:] - qo[d]),
                 staged.host(kv[d:] - split),
@@ -187,6 +191,7 @@ class FlashInferAttentionBackend(AttentionBackend):
 
     def _plan_decode(
         self,
+        wrapper: Any,
         kv_indptr: torch.Tensor,
         kv_page_indices: torch.Tensor,
         kv_last_page_len: torch.Tensor,
@@ -194,8 +199,9 @@ class FlashInferAttentionBackend(AttentionBackend):
         kv_dtype: torch.dtype,
         scaling: float,
     ) -> None:
+        """Plans `wrapper` (the eager decode wrapper or a CUDA graph's) over these rows."""
         s = self.shape
-        self.decode.plan(
+        wrapper.plan(
             kv_indptr,
             kv_page_indices,
             kv_last_page_len,
@@ -328,16 +334,13 @@ class FlashInferAttentionBackend(AttentionBackend):
         assert staging is not None  # a CUDA device (checked at construction)
         as_int32 = lambda values: np.asarray(values, dtype=np.int32)  # noqa: E731
         with staging.begin() as staged:  # closed once the plan's copies are enqueued
-            wrapper.plan(
+            self._plan_decode(
+                wrapper,
                 staged.host(as_int32(layout.kv_indptr)),
                 staged.upload(as_int32(layout.kv_page_indices)),
                 staged.host(as_int32(layout.kv_last_page_len)),
-                s.num_heads,
-                s.num_kv_heads,
-                s.head_dim,
-                s.page_size,
-                q_data_type=s.dtype,
-                kv_data_type=s.dtype,
-                sm_scale=s.scale,
+                s.dtype,
+                s.dtype,
+                s.scale,
             )
         self._graph_wrapper = wrapper
