@@ -82,12 +82,11 @@ class LlamaAttention(nn.Module):
 
     def _one_launch_qkv(self, x: torch.Tensor, k_cache: torch.Tensor) -> bool:
         """A one-row decode (the batch-1 step, bound by reading weights) projects, rotates and
-        stores in one launch: no q/k norm between the projection and the rotation, the rotary
-        kernel's head size, a cache in the activations' dtype."""
+        stores in one launch, where no q/k norm sits between the projection and the rotation and
+        the rotary kernels would store fused anyway."""
         return (
             self.q_norm is None
-            and self.rotary.fused_ok
-            and k_cache.dtype == x.dtype
+            and self.rotary.stores_fused(x, k_cache)
             and k_cache.is_contiguous()
             and fused.gemv_applies(x, self.qkv_proj.weight)
         )

@@ -90,6 +90,11 @@ class RotaryEmbedding(nn.Module):
             self._cached_cos_sin = (positions.clone(), cos, signed_sin)
         return cos, signed_sin
 
+    def stores_fused(self, x: torch.Tensor, k_cache: torch.Tensor) -> bool:
+        """Whether a fused kernel may rotate activations like `x` and store them into this
+        cache: on the GPU, a head size the kernels take, the cache in the activations' dtype."""
+        return fused.available(x) and self.fused_ok and k_cache.dtype == x.dtype
+
     def rotate_into_cache(
         self,
         positions: torch.Tensor,
@@ -103,7 +108,7 @@ class RotaryEmbedding(nn.Module):
         """On the GPU, in one fused launch: the rotated q, with the rotated k and v already
         written into the caches at `slots`. None where that kernel does not apply (the CPU,
         fused kernels off, a KV cache in another dtype): the caller rotates and stores apart."""
-        if not (fused.available(q) and self.fused_ok) or k_cache.dtype != q.dtype:
+        if not self.stores_fused(q, k_cache):
             return None
         cos, sin = self.cos_table, self.sin_table
         return fused.rotary_and_store(positions, q, k, v, cos, sin, k_cache, v_cache, slots)
