@@ -14,7 +14,10 @@ with the layer; every later layer reuses the plan.
 Decode CUDA graphs (the hooks of `AttentionBackend`) use one fixed-buffer decode wrapper per
 captured batch size, all over the same metadata buffers and one float workspace (only one graph
 runs at a time). Workspace sizes follow from the shape, the largest batch and the GPU's SM count
-(`float_workspace_bytes`), never from a literal.
+(`float_workspace_bytes`), never from a literal. Graphs of at most `TRITON_DECODE_MAX_BS` rows run
+our Triton split-and-merge kernels instead (kernels/attention/triton_decode.py: at batch 1
+FlashInfer's kernel and merge took about 10 us a layer for a few hundred KB of KV), over the same
+metadata buffers, which their replay fills without a FlashInfer plan.
 """
 
 from __future__ import annotations
@@ -34,6 +37,10 @@ MAX_BLOCKS_PER_SM = 32  # CUDA's resident-block limit per SM bounds the decode k
 LARGEST_CTA_TILE_Q = 128  # the prefill kernel's largest query tile
 FLOAT_BYTES = 4  # split-KV partial outputs and their log-sum-exps are float32
 HEADROOM = 1.25  # against small planner changes between FlashInfer releases
+# Graphs of up to this many rows take the Triton decode kernels: on the H200 they were faster
+# than FlashInfer's up to 4K tokens of context at batch 1 and 2, and at most 6% slower at 16K
+# (kernels/attention/triton_decode.py has the table); from batch 4 on, FlashInfer's won at 16K.
+TRITON_DECODE_MAX_BS = 2
 
 
 def uses_tensor_cores(shape: AttentionShape) -> bool:
@@ -96,6 +103,10 @@ class _GraphState:
     kv_page_indices: torch.Tensor  # [max_bs * max_pages_per_request] int32
     kv_last_page_len: torch.Tensor  # [max_bs] int32
     wrappers: dict[int, Any] = field(default_factory=dict)
+    # The Triton kernels' split count per batch size they serve, and their partial outputs.
+    triton_splits: dict[int, int] = field(default_factory=dict)
+    part_o: torch.Tensor | None = None
+    part_lse: torch.Tensor | None = None
 
 
 class FlashInferAttentionBackend(AttentionBackend):
@@ -120,6 +131,7 @@ class FlashInferAttentionBackend(AttentionBackend):
         self._is_decode = False
         self._decode_rows = 0
         self._graph_wrapper: Any = None  # set while a graph plan is the one forward() runs
+        self._graph_triton_bs = 0  # > 0: the graph being captured runs the Triton kernels
 
     # --- eager ---------------------------------------------------------------------------------
 
@@ -135,6 +147,7 @@ class FlashInferAttentionBackend(AttentionBackend):
         if self.workspace is None:
             self._make_eager_wrappers()
         self._graph_wrapper = None
+        self._graph_triton_bs = 0
         self._layout = layout
         self._planned_scale = None
         extend = layout.extend_lens_cpu
@@ -247,12 +260,15 @@ class FlashInferAttentionBackend(AttentionBackend):
         v_cache: torch.Tensor,
         scaling: float,
     ) -> torch.Tensor:
+        capturing = self._graph_wrapper is not None or self._graph_triton_bs
+        if capturing and scaling != self.shape.scale:
+            raise ValueError(
+                f"a layer's softmax scale {scaling} differs from the shape's {self.shape.scale}"
+                " that CUDA graphs are planned with"
+            )
+        if self._graph_triton_bs:
+            return self._triton_decode(q, k_cache, v_cache)
         if self._graph_wrapper is not None:  # capturing a graph: its plan is already built
-            if scaling != self.shape.scale:
-                raise ValueError(
-                    f"a layer's softmax scale {scaling} differs from the shape's {self.shape.scale}"
-                    " that CUDA graphs are planned with"
-                )
             wrapper = self._graph_wrapper
         else:
             if self._planned_scale != scaling:
@@ -266,6 +282,41 @@ class FlashInferAttentionBackend(AttentionBackend):
             wrapper = self.decode if self._is_decode else self.prefill
         out = wrapper.run(q.contiguous(), (k_cache, v_cache))
         return out.reshape(q.shape[0], -1)
+
+    def _triton_decode(
+        self, q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor
+    ) -> torch.Tensor:
+        from . import triton_decode
+
+        state, bs = self._graph_state(), self._graph_triton_bs
+        assert state.part_o is not None and state.part_lse is not None
+        out = triton_decode.decode(
+            q.contiguous(),
+            k_cache,
+            v_cache,
+            state.kv_indptr[: bs + 1],
+            state.kv_page_indices,
+            state.kv_last_page_len[:bs],
+            self.shape.scale,
+            state.triton_splits[bs],
+            state.part_o,
+            state.part_lse,
+        )
+        return out.reshape(q.shape[0], -1)
+
+    def _triton_decode_sizes(self, max_bs: int) -> range:
+        """The graph batch sizes that run the Triton kernels: up to TRITON_DECODE_MAX_BS rows of
+        a half-precision shape whose head size fits the kernels' power-of-two tiles, while the
+        fused kernels are on (`fused.set_enabled(False)` gives every size to FlashInfer)."""
+        from .. import fused
+
+        s = self.shape
+        fits = (
+            fused.available(torch.empty(0, device=s.device))
+            and s.dtype in (torch.float16, torch.bfloat16)
+            and s.head_dim & (s.head_dim - 1) == 0
+        )
+        return range(1, min(max_bs, TRITON_DECODE_MAX_BS) + 1) if fits else range(0)
 
     # --- decode CUDA graphs --------------------------------------------------------------------
 
@@ -285,6 +336,17 @@ class FlashInferAttentionBackend(AttentionBackend):
             kv_page_indices=torch.zeros(max_bs * max_pages_per_request, **i32),
             kv_last_page_len=torch.ones(max_bs, **i32),
         )
+        small = self._triton_decode_sizes(max_bs)
+        if small:
+            from . import triton_decode
+
+            s, state = self.shape, self._graph
+            for bs in small:
+                state.triton_splits[bs] = triton_decode.splits_for(bs, s.num_kv_heads, self.num_sms)
+            most = max(bs * splits for bs, splits in state.triton_splits.items())
+            state.part_o, state.part_lse = triton_decode.partial_buffers(
+                most, s.num_heads, s.head_dim, 1, device
+            )
 
     def _graph_state(self) -> _GraphState:
         if self._graph is None:
@@ -296,6 +358,22 @@ class FlashInferAttentionBackend(AttentionBackend):
         bs = layout.batch_size
         if bs + 1 > state.kv_indptr.numel():
             raise ValueError(f"batch size {bs} exceeds the CUDA-graph state's largest batch")
+        if bs in state.triton_splits:
+            self._load_graph_layout(layout)
+        else:
+            self._plan_capture_wrapper(state, layout)
+        return PagedBatchLayout(
+            page_size=self.shape.page_size,
+            qo_indptr=state.qo_indptr[: bs + 1],
+            kv_indptr=state.kv_indptr[: bs + 1],
+            kv_page_indices=state.kv_page_indices,
+            kv_last_page_len=state.kv_last_page_len[:bs],
+            seq_lens_cpu=[1] * bs,  # the captured shape; each replay loads its own lengths
+            extend_lens_cpu=[1] * bs,
+        )
+
+    def _plan_capture_wrapper(self, state: _GraphState, layout: DecodeGraphLayout) -> None:
+        bs = layout.batch_size
         wrapper = self._flashinfer.BatchDecodeWithPagedKVCacheWrapper(
             state.workspace,
             "NHD",
@@ -307,18 +385,13 @@ class FlashInferAttentionBackend(AttentionBackend):
         )
         state.wrappers[bs] = wrapper
         self._plan_graph(wrapper, layout)
-        return PagedBatchLayout(
-            page_size=self.shape.page_size,
-            qo_indptr=state.qo_indptr[: bs + 1],
-            kv_indptr=state.kv_indptr[: bs + 1],
-            kv_page_indices=state.kv_page_indices,
-            kv_last_page_len=state.kv_last_page_len[:bs],
-            seq_lens_cpu=[1] * bs,  # the captured shape; each replay loads its own lengths
-            extend_lens_cpu=[1] * bs,
-        )
 
     def plan_for_replay(self, layout: DecodeGraphLayout) -> None:
-        wrapper = self._graph_state().wrappers.get(layout.batch_size)
+        state = self._graph_state()
+        if layout.batch_size in state.triton_splits:
+            self._load_graph_layout(layout)
+            return
+        wrapper = state.wrappers.get(layout.batch_size)
         if wrapper is None:
             raise ValueError(f"no CUDA graph was planned for batch size {layout.batch_size}")
         self._plan_graph(wrapper, layout)
@@ -344,3 +417,21 @@ class FlashInferAttentionBackend(AttentionBackend):
                 s.scale,
             )
         self._graph_wrapper = wrapper
+        self._graph_triton_bs = 0
+
+    def _load_graph_layout(self, layout: DecodeGraphLayout) -> None:
+        """Copies the layout into the fixed buffers for the Triton kernels (no host planning):
+        through pinned memory, so the copies do not wait for the step in flight."""
+        state, bs = self._graph_state(), layout.batch_size
+        staging = staging_for(self.shape.device)
+        assert staging is not None  # a CUDA device (checked at construction)
+        pages = np.asarray(layout.kv_page_indices, dtype=np.int32)
+        with staging.begin() as staged:  # closed once the copies are enqueued
+            for buffer, values in (
+                (state.kv_indptr[: bs + 1], np.asarray(layout.kv_indptr, dtype=np.int32)),
+                (state.kv_page_indices[: pages.size], pages),
+                (state.kv_last_page_len[:bs], np.asarray(layout.kv_last_page_len, np.int32)),
+            ):
+                buffer.copy_(staged.host(values), non_blocking=True)
+        self._graph_wrapper = None
+        self._graph_triton_bs = bs

@@ -130,24 +130,29 @@ def test_the_torch_backend_does_not_offer_cuda_graphs() -> None:
 
 
 @pytest.mark.gpu
-def test_flashinfer_graph_hooks_replay_what_the_reference_computes() -> None:
+@pytest.mark.parametrize("bs", [1, 2, 4])
+def test_flashinfer_graph_hooks_replay_what_the_reference_computes(bs: int) -> None:
     """Capture one layer's attention through `plan_for_capture` on an all-scratch batch, then
-    replay it over two different real decode batches (3 rows padded to 4) loaded by
-    `plan_for_replay`: each replay's rows match the dense reference."""
+    replay it over two different real decode batches (min(3, bs) rows padded to bs) loaded by
+    `plan_for_replay`: each replay's rows match the dense reference. One and two rows run the
+    Triton kernels (TRITON_DECODE_MAX_BS), four FlashInfer's."""
     pytest.importorskip("flashinfer")
+    from radixserve.kernels.attention.flashinfer_backend import TRITON_DECODE_MAX_BS
     from radixserve.runtime.model_executor.cuda_graph_runner import pad_decode_batch
 
-    device, dtype, page_size, bs, scratch = torch.device("cuda"), torch.bfloat16, 16, 4, 512
+    device, dtype, page_size, scratch = torch.device("cuda"), torch.bfloat16, 16, 512
+    rows = min(3, bs)
     # HEADS / KV_HEADS = 4: the tensor-core decode path, whose graph plans need the workspace.
     shape = AttentionShape(HEADS, KV_HEADS, DIM, page_size, dtype, device)
     backend = create_attention_backend("flashinfer", shape)
-    assert backend.supports_cuda_graph
+    assert backend.supports_cuda_graph and isinstance(backend, FlashInferAttentionBackend)
     backend.init_cuda_graph_state(max_bs=8, max_pages_per_request=16)
     _, _, _, k_static, v_static = random_batch(page_size, 0, device, dtype, DECODES)
     q_static = torch.zeros(bs, HEADS, DIM, dtype=dtype, device=device)
     out_static = torch.empty(bs, HEADS * DIM, dtype=dtype, device=device)
     layout = backend.plan_for_capture(pad_decode_batch([], bs, page_size, scratch).kv_layout())
     assert layout.batch_size == bs and layout.kv_indptr.numel() == bs + 1
+    assert backend._graph_triton_bs == (bs if bs <= TRITON_DECODE_MAX_BS else 0)
     stream = torch.cuda.Stream()
     stream.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(stream):
@@ -158,15 +163,54 @@ def test_flashinfer_graph_hooks_replay_what_the_reference_computes() -> None:
         out_static.copy_(backend.forward(q_static, k_static, v_static, shape.scale))
     for seed in (1, 2):
         batch, slices, q, k_cache, v_cache = random_batch(page_size, seed, device, dtype, DECODES)
-        slices, q = slices[:3], q[:3]
+        slices, q = slices[:rows], q[:rows]
         k_static.copy_(k_cache)
         v_static.copy_(v_cache)
         q_static.zero_()
-        q_static[:3].copy_(q)
+        q_static[:rows].copy_(q)
         backend.plan_for_replay(pad_decode_batch(slices, bs, page_size, scratch).kv_layout())
         graph.replay()
         ref = dense_reference(slices, q, k_cache, v_cache, page_size, shape.scale).float()
-        assert (out_static[:3].float() - ref).abs().max().item() < 2e-2
+        assert (out_static[:rows].float() - ref).abs().max().item() < 2e-2
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("page_size", [1, 16])
+@pytest.mark.parametrize(("heads", "splits"), [((HEADS, KV_HEADS), 17), ((4, 4), 3)])
+def test_triton_decode_matches_reference_over_long_and_short_contexts(
+    page_size: int, heads: tuple[int, int], splits: int
+) -> None:
+    """The Triton split-and-merge decode over contexts from 1 to 3,000 tokens (more splits than
+    blocks, empty splits, one block per split, many blocks per split), grouped and plain heads."""
+    from radixserve.kernels.attention import triton_decode
+
+    num_heads, kv_heads = heads
+    device, dtype = torch.device("cuda"), torch.bfloat16
+    lens = [1, 31, 33, 700, 3000]
+    gen = torch.Generator().manual_seed(page_size + splits)
+    pages_each = [-(-n // page_size) for n in lens]
+    total = sum(pages_each)
+    order = torch.randperm(total + 7, generator=gen)[:total].to(torch.int32)
+    cache_shape = (total + 7, page_size, kv_heads, DIM)
+    k_cache = torch.randn(cache_shape, generator=gen).to(device, dtype)
+    v_cache = torch.randn(cache_shape, generator=gen).to(device, dtype)
+    q = torch.randn(len(lens), num_heads, DIM, generator=gen).to(device, dtype)
+    indptr = torch.tensor([0, *torch.tensor(pages_each).cumsum(0).tolist()], dtype=torch.int32)
+    last = torch.tensor([n - (p - 1) * page_size for n, p in zip(lens, pages_each, strict=True)])
+    part_o, part_lse = triton_decode.partial_buffers(len(lens), num_heads, DIM, splits, device)
+    scale = DIM**-0.5
+    out = triton_decode.decode(
+        q, k_cache, v_cache, indptr.to(device), order.to(device),
+        last.to(device, torch.int32), scale, splits, part_o, part_lse,
+    )  # fmt: skip
+    group = num_heads // kv_heads
+    for r, n in enumerate(lens):
+        pages = order[indptr[r] : indptr[r + 1]].long().to(device)
+        k = k_cache[pages].reshape(-1, kv_heads, DIM)[:n].double().repeat_interleave(group, 1)
+        v = v_cache[pages].reshape(-1, kv_heads, DIM)[:n].double().repeat_interleave(group, 1)
+        probs = (torch.einsum("hd,khd->hk", q[r].double(), k) * scale).softmax(-1)
+        want = torch.einsum("hk,khd->hd", probs, v)
+        assert (out[r].double() - want).abs().max().item() < 2e-2, f"row {r}, {n} tokens"
 
 
 @pytest.mark.gpu
