@@ -260,8 +260,8 @@ class FlashInferAttentionBackend(AttentionBackend):
         v_cache: torch.Tensor,
         scaling: float,
     ) -> torch.Tensor:
-        capturing = self._graph_wrapper is not None or self._graph_triton_bs
-        if capturing and scaling != self.shape.scale:
+        graph_plan = self._graph_wrapper is not None or self._graph_triton_bs  # capturing
+        if graph_plan and scaling != self.shape.scale:
             raise ValueError(
                 f"a layer's softmax scale {scaling} differs from the shape's {self.shape.scale}"
                 " that CUDA graphs are planned with"
