@@ -43,7 +43,7 @@ def spy_on_blas(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return calls
 
 
-@pytest.mark.parametrize("rows", [1, 2, 3, 4, 16])
+@pytest.mark.parametrize("rows", [1, 2, 3, 4, 5, 8, 13, 16, 70])
 @pytest.mark.parametrize("layout", ["row-major", "column-major"])
 @pytest.mark.parametrize("bias", [False, True])
 def test_blas_products_match_torch(monkeypatch, rows: int, layout: str, bias: bool) -> None:
@@ -62,6 +62,7 @@ def test_blas_products_match_torch(monkeypatch, rows: int, layout: str, bias: bo
     assert out.shape == expected.shape and out.dtype == torch.float32
     torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
     assert calls == [rows]  # every float32 row count (one GEMV a row up to three, else a GEMM)
+    assert out.is_contiguous()  # also where the GEMM ran over rows padded to a multiple of 8
 
 
 def test_other_inputs_stay_on_torch(monkeypatch) -> None:
