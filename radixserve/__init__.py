@@ -6,7 +6,17 @@ programs that only talk to a server.
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Any
+
+# OpenBLAS (numpy's BLAS, which runs the CPU's matrix products: kernels/cpu/blas_linear.py) keeps
+# its worker threads spinning for 2^28 cycles after each call by default, so between a decode
+# step's products they burn the second core while the main thread runs the small ops: measured on
+# the 2-core machine, a batch-1 run of 32 tokens took 3.1-3.3 s of CPU for 1.56-1.66 s of wall;
+# with the workers sleeping at once, 2.08 s for 1.48 s. OpenBLAS reads this when numpy loads, so it
+# is set before anything here imports numpy (a process that loaded numpy first keeps its own; a
+# value already in the environment wins).
+os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 
 from .utils.registry import import_target
 
