@@ -127,6 +127,19 @@ def test_the_governor_takes_the_cores_others_leave_free() -> None:
     assert fake.applied == [1, 2, 1, 2]  # applied only on a change
 
 
+def test_the_governor_decides_first_after_a_tenth_of_a_second() -> None:
+    fake = FakeMachine()
+    governor = fake.governor()
+    fake.run(0.05, own_cpus=1.0, other_cpus=0.0)
+    assert governor.tick() == 1  # too soon
+    fake.run(0.06, own_cpus=1.0, other_cpus=0.1)
+    assert governor.tick() == 2  # the machine is free: both cores from the first decision on
+    fake.run(0.2, own_cpus=1.0, other_cpus=1.0)
+    assert governor.tick() == 2  # later decisions wait the full interval
+    fake.run(0.9, own_cpus=1.0, other_cpus=1.0)
+    assert governor.tick() == 1
+
+
 def test_the_governor_respects_its_cap_and_a_missing_proc_stat() -> None:
     fake = FakeMachine()
     capped = fake.governor(max_threads=1, cpus=8)
