@@ -28,6 +28,7 @@ import importlib.util
 import json
 import os
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -358,5 +359,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
     return rows
 
 
+def _exit_on_sigterm(signum: int, _frame: object) -> None:
+    """SIGTERM (`kill`, `pkill`, a CI timeout) as SystemExit, so that main's `finally` stops the
+    servers it started in their own sessions instead of leaving them running."""
+    raise SystemExit(128 + signum)
+
+
 if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     main()
