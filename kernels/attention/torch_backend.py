@@ -31,6 +31,7 @@ class _Group:
     # One query row per sequence and every row of the batch in order (a pure decode batch): the
     # query is used in place and the output is the group's own, no gather and no scatter.
     rows_in_order: bool
+    seq_lens: torch.Tensor  # [b] long: each member's context length, this step's tokens included
 
 
 class TorchAttentionBackend(AttentionBackend):
@@ -86,7 +87,16 @@ class TorchAttentionBackend(AttentionBackend):
             valid_index=None if all_valid else torch.nonzero(valid.flatten()).flatten().to(device),
             out_rows=q_rows[valid].to(device),
             rows_in_order=in_order,
+            seq_lens=seq.to(device),
         )
+
+    def decode_slots(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """For a batch of decode rows only, in order: ([b, max_kv] KV slots of each row, its
+        own token last, padding after; [b] context lengths). None for any other batch."""
+        if len(self._groups) != 1 or not self._groups[0].rows_in_order:
+            return None
+        group = self._groups[0]
+        return group.kv_slots.view(group.batch, group.max_kv), group.seq_lens
 
     def forward(
         self,

@@ -39,6 +39,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from . import small_gemm
+
 GEMV_ROWS = 3  # up to this many rows: one GEMV each (above)
 ROW_MULTIPLE = 8  # OpenBLAS's GEMM is fastest at a multiple of this many rows (above)
 # Padded up to this many rows: 45 -> 48 rows took 121 -> 99 ms, 99 -> 104 200 -> 187, and
@@ -58,9 +60,14 @@ def blas_linear_enabled() -> bool:
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """F.linear, through numpy's BLAS for float32 CPU inputs where that is faster (above)."""
+    """F.linear, through our small-batch kernel (small_gemm.py) or numpy's BLAS for float32 CPU
+    inputs where that is faster (above)."""
     if not _use_blas(x, weight):
         return F.linear(x, weight, bias)
+    if x.shape[0] <= small_gemm.ROWS_UP_TO and weight.is_contiguous():
+        kernel = small_gemm.small_gemm()
+        if kernel is not None:
+            return kernel.linear(x, weight, bias)
     w, rows = weight.numpy(), x.numpy()
     if len(rows) <= GEMV_ROWS:
         products = np.empty((len(rows), w.shape[0]), dtype=np.float32)

@@ -18,6 +18,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from .small_gemm import set_small_gemm_threads
+
 PROC_STAT = "/proc/stat"
 USER_HZ = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 IDLE_FIELDS = (3, 4)  # idle and iowait, of the fields after "cpu" in /proc/stat's first line
@@ -43,9 +45,10 @@ def own_cpu_seconds() -> float:
 
 
 def set_blas_threads(threads: int) -> None:
-    """numpy's BLAS thread count (through threadpoolctl)."""
+    """numpy's BLAS thread count (through threadpoolctl), and our small-batch kernel's."""
     for controller in _blas_controllers():
         controller.set_num_threads(threads)
+    set_small_gemm_threads(threads)
 
 
 _CONTROLLERS: list = []

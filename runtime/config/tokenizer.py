@@ -27,22 +27,17 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
+from ...utils.cache_dir import cache_dir
 from .model_source import ModelSource
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
-CACHE_DIR_ENV = "RADIXSERVE_CACHE_DIR"
-DEFAULT_CACHE_DIR = os.path.join("~", ".cache", "radixserve")
 TOKENIZER_FILE = "tokenizer.json"
 
 
 class TokenizerLoadError(ValueError):
     pass
-
-
-def cache_dir() -> str:
-    return os.path.expanduser(os.environ.get(CACHE_DIR_ENV) or DEFAULT_CACHE_DIR)
 
 
 def load_tokenizer(

@@ -47,7 +47,7 @@ from .model_loader.weights import (
 from .models import build_model
 from .models.base import CausalLM
 from .models.layers.attention import ForwardContext
-from .models.layers.cpu_layout import column_major_weights
+from .models.layers.cpu_layout import lay_out_cpu_weights
 from .sampling import Sampler
 from .step_sampling import input_logprobs, sample, verify_drafts
 
@@ -153,7 +153,7 @@ class ModelRunner(StepRunner):
         else:
             model.load_weights(iter_weights(self.source, self.hf_config, self.args.load_format))
         if self.device.type == "cpu" and blas_linear_enabled():
-            column_major_weights(model)  # what numpy's BLAS reads fastest (kernels/cpu)
+            lay_out_cpu_weights(model)  # what the CPU's products read fastest (kernels/cpu)
         return model.eval()
 
     def _num_kv_pages(self) -> int:

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from radixserve.kernels.cpu import blas_linear
+from radixserve.kernels.cpu import blas_linear, small_gemm
 from radixserve.kernels.cpu.blas_linear import (
     blas_linear_enabled,
     column_major,
@@ -171,21 +171,31 @@ def test_server_args_choose_the_blas_setup() -> None:
     assert isinstance(governor, BlasThreadGovernor) and governor.threads == 1
 
 
-def test_the_cpu_model_stores_its_product_weights_column_major() -> None:
-    """An Engine on the CPU: every float32 linear and LM-head weight is column-major (the tied
-    head and embedding once), and greedy generation still runs through it."""
+@pytest.mark.parametrize("native", [True, False])
+def test_the_cpu_model_lays_out_its_product_weights_for_its_kernel(monkeypatch, native) -> None:
+    """An Engine on the CPU: with the small-batch kernel every float32 linear and LM-head weight
+    stays row-major (what it reads); without it (RADIXSERVE_CPU_NATIVE=0) they are column-major
+    for BLAS (the tied head and embedding once); greedy generation runs through either."""
     from radixserve.runtime.entrypoints.engine import Engine
     from radixserve.runtime.model_executor.model_runner import ModelRunner
     from radixserve.runtime.model_executor.models.layers.embedding import ParallelLMHead
     from radixserve.runtime.model_executor.models.layers.linear import LinearBase
 
+    if not native:
+        monkeypatch.setenv(small_gemm.DISABLE_ENV, "0")
+    monkeypatch.setattr(small_gemm, "_state", {"tried": False, "kernel": None, "threads": 1})
     engine = Engine(cpu_blas_threads=1)
     try:
         runner = engine.state.runner
         assert isinstance(runner, ModelRunner)
         model = runner.model
         weights = [m.weight for m in model.modules() if isinstance(m, LinearBase | ParallelLMHead)]
-        assert weights and all(w.stride() == (1, w.shape[0]) for w in weights)
+        assert weights
+        assert (small_gemm.small_gemm() is not None) == native
+        if native:
+            assert all(w.is_contiguous() for w in weights)
+        else:
+            assert all(w.stride() == (1, w.shape[0]) for w in weights)
         params = {"max_new_tokens": 4, "temperature": 0, "ignore_eos": True}
         outs = engine.generate(["The capital of France is"], params)
         assert isinstance(outs, list) and outs[0]["meta_info"]["completion_tokens"] == 4

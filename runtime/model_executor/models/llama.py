@@ -14,6 +14,7 @@ from torch import nn
 from ....kernels import fused
 from ..model_config import ModelConfig
 from .base import AttentionGeometry, CausalLM
+from .cpu_decode import CpuDecode
 from .layers.activation import silu_and_mul
 from .layers.attention import ForwardContext, PagedAttention
 from .layers.embedding import ParallelLMHead, VocabParallelEmbedding
@@ -149,6 +150,7 @@ class LlamaForCausalLM(CausalLM):
         self._geometry = AttentionGeometry(
             attn.num_heads, attn.num_kv_heads, attn.head_dim, attn.scaling
         )
+        self._cpu_decode = CpuDecode(self)  # a CPU decode batch in one C call, where it applies
 
     @property
     def attention_geometry(self) -> AttentionGeometry:
@@ -158,10 +160,13 @@ class LlamaForCausalLM(CausalLM):
         """Runs the batch and returns float32 logits for `ctx.batch.logits_rows` only."""
         batch = ctx.batch
         hidden = self.embed_tokens(batch.input_ids)
-        residual: torch.Tensor | None = None
-        for layer in self.layers:
-            hidden, residual = layer(batch.positions, hidden, residual, ctx)
-        hidden, _ = self.norm.forward_with_residual(hidden, residual)
+        normed = self._cpu_decode.run(ctx, hidden)
+        if normed is None:
+            residual: torch.Tensor | None = None
+            for layer in self.layers:
+                hidden, residual = layer(batch.positions, hidden, residual, ctx)
+            normed, _ = self.norm.forward_with_residual(hidden, residual)
+        hidden = normed
         return self.lm_head.compute_logits(hidden.index_select(0, batch.logits_rows))
 
     def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> None:

@@ -12,11 +12,11 @@ import pytest
 
 from radixserve.runtime.config.model_source import resolve_model_source
 from radixserve.runtime.config.tokenizer import (
-    CACHE_DIR_ENV,
     TokenizerLoadError,
     gguf_tokenizer_dir,
     load_tokenizer,
 )
+from radixserve.utils.cache_dir import CACHE_DIR_ENV
 from tests.runtime.smollm2 import smollm2_tokenizer
 from tests.runtime.torch_blocker import BLOCK_TORCH, BLOCKED
 

@@ -1,0 +1,150 @@
+// One decode step of a Llama-family model on the CPU in one call: every layer's norms, q/k/v
+// projection, rotary embedding, KV store, paged attention, output projection and gated MLP, for
+// a batch whose every row is one new token. The products go through small_gemm.c's thread pool;
+// everything between them runs on the calling thread, in C, where torch spent some 25 small ops
+// a layer (about a third of a batch-1 step; docs/cpu_profile.md section 8).
+//
+// The same math as the torch path in float32 (runtime/model_executor/models/llama.py), with its
+// sums taken in another order: results agree to float32 rounding, not bit for bit.
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "small_gemm.h"
+
+typedef float v8 __attribute__((vector_size(32)));
+typedef float v8u __attribute__((vector_size(32), aligned(4)));
+
+typedef struct {
+  const float *input_norm, *post_norm;  // [hidden]
+  const float *qkv_w, *qkv_b;           // [(H + 2 Hkv) D, hidden]; bias [(H + 2 Hkv) D] or NULL
+  const float *o_w;                     // [hidden, H D]
+  const float *gate_up_w;               // [2 I, hidden]: gate rows, then up rows
+  const float *down_w;                  // [hidden, I]
+  float *k_cache, *v_cache;             // [slots, Hkv, D]
+} rs_layer_t;
+
+typedef struct {
+  long layers, hidden, heads, kv_heads, head_dim, intermediate;
+  float eps, scale;
+  const float *cos_table, *sin_table;  // [positions, D]: each half repeated (rotate-half layout)
+  const float *final_norm;             // [hidden]
+  const rs_layer_t *layer;             // [layers]
+} rs_llama_t;
+
+static float dot(const float *a, const float *b, long n) {
+  v8 acc = {0};
+  long i = 0;
+  for (; i + 8 <= n; i += 8) acc += *(const v8u *)(a + i) * *(const v8u *)(b + i);
+  float s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+  for (; i < n; i++) s += a[i] * b[i];
+  return s;
+}
+
+// y += a * x over n floats.
+static void axpy(float *y, float a, const float *x, long n) {
+  long i = 0;
+  for (; i + 8 <= n; i += 8) *(v8u *)(y + i) += a * *(const v8u *)(x + i);
+  for (; i < n; i++) y[i] += a * x[i];
+}
+
+// residual = x (first layer) or residual + x; out = residual / rms(residual) * weight.
+static void add_and_norm(float *x, float *residual, const float *weight, float *out, long n,
+                         float eps, int first) {
+  if (first)
+    memcpy(residual, x, n * sizeof(float));
+  else
+    for (long i = 0; i < n; i++) residual[i] += x[i];
+  float inv = 1.0f / sqrtf(dot(residual, residual, n) / (float)n + eps);
+  for (long i = 0; i < n; i++) out[i] = residual[i] * inv * weight[i];
+}
+
+// Rotate-half rotary embedding of `heads` heads of D at one position, in place.
+static void rotate(float *x, long heads, long D, const float *cos, const float *sin) {
+  long half = D / 2;
+  for (long h = 0; h < heads; h++, x += D)
+    for (long i = 0; i < half; i++) {
+      float a = x[i], b = x[i + half];
+      x[i] = a * cos[i] - b * sin[i];
+      x[i + half] = b * cos[i + half] + a * sin[i + half];
+    }
+}
+
+// Softmax attention of one row's q heads over its `len` cached tokens at `slots`; heads that
+// share a KV head are taken together, so each K and V row is read once for the group.
+static void attend(const rs_llama_t *m, const float *q, const float *k_cache,
+                   const float *v_cache, const long *slots, long len, float *out,
+                   float *scores) {
+  long D = m->head_dim, Hkv = m->kv_heads, group = m->heads / m->kv_heads;
+  for (long g = 0; g < Hkv; g++) {
+    const float *qg = q + g * group * D;
+    float *og = out + g * group * D;
+    for (long j = 0; j < len; j++) {
+      const float *k = k_cache + (slots[j] * Hkv + g) * D;
+      for (long h = 0; h < group; h++) scores[h * len + j] = dot(qg + h * D, k, D) * m->scale;
+    }
+    for (long h = 0; h < group; h++) {
+      float *s = scores + h * len, top = -INFINITY, total = 0.0f;
+      for (long j = 0; j < len; j++) top = s[j] > top ? s[j] : top;
+      for (long j = 0; j < len; j++) total += (s[j] = expf(s[j] - top));
+      float inv = 1.0f / total;
+      for (long j = 0; j < len; j++) s[j] *= inv;
+      memset(og + h * D, 0, D * sizeof(float));
+    }
+    for (long j = 0; j < len; j++) {
+      const float *v = v_cache + (slots[j] * Hkv + g) * D;
+      for (long h = 0; h < group; h++) axpy(og + h * D, scores[h * len + j], v, D);
+    }
+  }
+}
+
+static float silu(float x) { return x / (1.0f + expf(-x)); }
+
+// hidden [B, hidden]: the token embeddings in, the final norm's output out. positions and
+// out_slots [B]: each row's position and the KV slot its token is written to; kv_slots [B,
+// kv_stride]: each row's cached slots in order, its own last; kv_lens [B]. Returns 0, or -1
+// where memory for the step's buffers ran out (nothing written to the caches then).
+int rs_llama_decode(const rs_llama_t *m, long B, float *hidden, const long *positions,
+                    const long *out_slots, const long *kv_slots, long kv_stride,
+                    const long *kv_lens) {
+  long n = m->hidden, D = m->head_dim, H = m->heads, Hkv = m->kv_heads, I = m->intermediate;
+  long qkv_n = (H + 2 * Hkv) * D, max_len = 0;
+  for (long r = 0; r < B; r++) max_len = kv_lens[r] > max_len ? kv_lens[r] : max_len;
+  long group = H / Hkv;
+  size_t floats = B * (n + n + qkv_n + H * D + 2 * I + I) + group * max_len;
+  float *buffer = malloc(floats * sizeof(float));
+  if (!buffer) return -1;
+  float *residual = buffer, *normed = residual + B * n, *qkv = normed + B * n;
+  float *attn = qkv + B * qkv_n, *gate_up = attn + B * H * D, *act = gate_up + B * 2 * I;
+  float *scores = act + B * I;
+  for (long l = 0; l < m->layers; l++) {
+    const rs_layer_t *L = &m->layer[l];
+    for (long r = 0; r < B; r++)
+      add_and_norm(hidden + r * n, residual + r * n, L->input_norm, normed + r * n, n, m->eps,
+                   l == 0);
+    rs_linear_f32(normed, B, n, n, L->qkv_w, qkv_n, L->qkv_b, qkv);
+    for (long r = 0; r < B; r++) {
+      float *row = qkv + r * qkv_n;
+      const float *cos = m->cos_table + positions[r] * D, *sin = m->sin_table + positions[r] * D;
+      rotate(row, H + Hkv, D, cos, sin);  // q's heads, then k's: adjacent in the row
+      memcpy(L->k_cache + out_slots[r] * Hkv * D, row + H * D, Hkv * D * sizeof(float));
+      memcpy(L->v_cache + out_slots[r] * Hkv * D, row + (H + Hkv) * D, Hkv * D * sizeof(float));
+    }
+    for (long r = 0; r < B; r++)
+      attend(m, qkv + r * qkv_n, L->k_cache, L->v_cache, kv_slots + r * kv_stride, kv_lens[r],
+             attn + r * H * D, scores);
+    rs_linear_f32(attn, B, H * D, H * D, L->o_w, n, 0, hidden);
+    for (long r = 0; r < B; r++)
+      add_and_norm(hidden + r * n, residual + r * n, L->post_norm, normed + r * n, n, m->eps, 0);
+    rs_linear_f32(normed, B, n, n, L->gate_up_w, 2 * I, 0, gate_up);
+    for (long r = 0; r < B; r++) {
+      const float *gate = gate_up + r * 2 * I, *up = gate + I;
+      for (long i = 0; i < I; i++) act[r * I + i] = silu(gate[i]) * up[i];
+    }
+    rs_linear_f32(act, B, I, I, L->down_w, n, 0, hidden);
+  }
+  for (long r = 0; r < B; r++)
+    add_and_norm(hidden + r * n, residual + r * n, m->final_norm, hidden + r * n, n, m->eps, 0);
+  free(buffer);
+  return 0;
+}

@@ -1,0 +1,237 @@
+// y = x W^T (+ b) in float32 for the few rows of a CPU decode step, on a small thread pool.
+//
+// Why not BLAS: OpenBLAS packs the whole weight matrix on every GEMM call, so at 2-16 rows a
+// product costs up to twice its one-row time, while the weights (read from memory once per
+// step) are what bounds a decode step. Here each thread streams its share of W's rows once and
+// multiplies every row of x against them while they sit in L1 (docs/cpu_profile.md section 8).
+//
+// The inner tile is a dot product: MR rows of x against NR rows of W (row-major [N, K], the
+// layout torch keeps), MR * NR vector accumulators, summed across lanes once at the end. GCC's
+// vector extensions keep it portable; on x86 an empty asm pins each loaded vector to a register,
+// since GCC otherwise re-reads W and x from memory for every multiply-add (2x slower measured).
+#define _GNU_SOURCE
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <time.h>
+
+#include "small_gemm.h"
+
+typedef float v8 __attribute__((vector_size(32)));
+typedef float v8u __attribute__((vector_size(32), aligned(4)));  // unaligned loads
+
+#if defined(__x86_64__) || defined(__i386__)
+#define PIN(v) __asm__("" : "+x"(v))
+#define CPU_RELAX() __builtin_ia32_pause()
+#elif defined(__aarch64__)
+#define PIN(v) ((void)0)
+#define CPU_RELAX() __asm__ __volatile__("yield")
+#else
+#define PIN(v) ((void)0)
+#define CPU_RELAX() ((void)0)
+#endif
+
+#define MAX_MR 4
+#define MAX_NR 6
+
+static inline v8 load8(const float *p) { return *(const v8u *)p; }
+
+static inline float lane_sum(v8 v) {
+  return ((v[0] + v[4]) + (v[1] + v[5])) + ((v[2] + v[6]) + (v[3] + v[7]));
+}
+
+// One MR x NR block of y. `prefetch`, when set, is the next block of W: touched one cache line
+// per row every 16 floats, so memory streams it in while this block computes.
+static inline __attribute__((always_inline)) void tile(int MR, int NR, const float *x, long ldx,
+                                                       const float *w, long K, float *y, long ldy,
+                                                       const float *bias,
+                                                       const float *prefetch) {
+  v8 acc[MAX_MR][MAX_NR];
+#pragma GCC unroll 4
+  for (int i = 0; i < MR; i++)
+#pragma GCC unroll 6
+    for (int j = 0; j < NR; j++) acc[i][j] = (v8){0};
+  long k = 0;
+  for (; k + 8 <= K; k += 8) {
+    if (prefetch && !(k & 15)) {
+#pragma GCC unroll 6
+      for (int j = 0; j < NR; j++) __builtin_prefetch(prefetch + j * K + k);
+    }
+    v8 wv[MAX_NR];
+#pragma GCC unroll 6
+    for (int j = 0; j < NR; j++) {
+      wv[j] = load8(w + j * K + k);
+      PIN(wv[j]);
+    }
+#pragma GCC unroll 4
+    for (int i = 0; i < MR; i++) {
+      v8 xv = load8(x + i * ldx + k);
+      PIN(xv);
+#pragma GCC unroll 6
+      for (int j = 0; j < NR; j++) acc[i][j] += xv * wv[j];
+    }
+  }
+#pragma GCC unroll 4
+  for (int i = 0; i < MR; i++)
+#pragma GCC unroll 6
+    for (int j = 0; j < NR; j++) {
+      float s = lane_sum(acc[i][j]);
+      for (long t = k; t < K; t++) s += x[i * ldx + t] * w[j * K + t];  // K % 8 tail
+      y[i * ldy + j] = bias ? s + bias[j] : s;
+    }
+}
+
+typedef void (*tile_fn)(const float *, long, const float *, long, float *, long, const float *,
+                        const float *);
+#define TILE(MR, NR)                                                                         \
+  static void tile_##MR##_##NR(const float *x, long ldx, const float *w, long K, float *y,  \
+                               long ldy, const float *b, const float *p) {                  \
+    tile(MR, NR, x, ldx, w, K, y, ldy, b, p);                                                \
+  }
+#define TILE_ROW(MR) TILE(MR, 1) TILE(MR, 2) TILE(MR, 3) TILE(MR, 4) TILE(MR, 5) TILE(MR, 6)
+TILE_ROW(1) TILE_ROW(2) TILE_ROW(3) TILE_ROW(4)
+#define TILE_PTRS(MR) \
+  {tile_##MR##_1, tile_##MR##_2, tile_##MR##_3, tile_##MR##_4, tile_##MR##_5, tile_##MR##_6}
+static const tile_fn TILES[MAX_MR][MAX_NR] = {TILE_PTRS(1), TILE_PTRS(2), TILE_PTRS(3),
+                                              TILE_PTRS(4)};
+
+// Rows of W per tile for the main tile of MR rows of x: MR * NR accumulators, NR loaded W
+// vectors and one x vector fit the 16 vector registers of AVX2.
+static const int NR_FOR_MR[MAX_MR + 1] = {0, 6, 4, 3, 3};
+
+typedef struct {
+  const float *x, *w, *bias;
+  float *y;
+  long M, K, N, ldx;
+} product_t;
+
+static int main_mr(long M) { return M >= MAX_MR ? MAX_MR : (int)M; }
+
+// Columns [n0, n1) of y (rows n0..n1 of W), every row of x: each block of W is read from memory
+// once and used for all row blocks of x.
+static void run_columns(const product_t *p, long n0, long n1) {
+  long M = p->M, K = p->K;
+  int mr = main_mr(M), nr = NR_FOR_MR[mr];
+  for (long n = n0; n < n1; n += nr) {
+    int nb = (int)(n1 - n < nr ? n1 - n : nr);
+    const float *w = p->w + n * K;
+    const float *b = p->bias ? p->bias + n : 0;
+    for (long m = 0; m < M; m += mr) {
+      int mb = (int)(M - m < mr ? M - m : mr);
+      const float *next = (m == 0 && n + nr < n1) ? w + (long)nr * K : 0;
+      TILES[mb - 1][nb - 1](p->x + m * p->ldx, p->ldx, w, K, p->y + m * p->N + n, p->N, b,
+                            next);
+    }
+  }
+}
+
+// ---- the thread pool ----------------------------------------------------------------------
+// Workers spin for `spin_ns` after each product (a decode step's products come tens to hundreds
+// of microseconds apart, and waking a sleeping thread costs about as much), then sleep on a
+// condition variable until the next one.
+#define MAX_THREADS 64
+static pthread_mutex_t g_call = PTHREAD_MUTEX_INITIALIZER;  // one product at a time
+static pthread_mutex_t g_sleep = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t g_wake = PTHREAD_COND_INITIALIZER;
+static pthread_t g_workers[MAX_THREADS];
+static int g_started = 0;  // worker threads running (thread 0 is the caller)
+static int g_threads = 1;  // threads a product may use
+static long g_spin_ns = 100000;
+static atomic_long g_generation;
+static atomic_int g_finished;
+static product_t g_product;
+static long g_bounds[MAX_THREADS + 1];
+static long g_created_at[MAX_THREADS + 1];
+
+static long now_ns(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return t.tv_sec * 1000000000L + t.tv_nsec;
+}
+
+static long wait_for_generation(long seen) {
+  long start = now_ns();
+  for (int spins = 1;; spins++) {
+    long gen = atomic_load_explicit(&g_generation, memory_order_acquire);
+    if (gen != seen) return gen;
+    CPU_RELAX();
+    if ((spins & 63) == 0 && now_ns() - start > g_spin_ns) break;
+  }
+  pthread_mutex_lock(&g_sleep);
+  long gen;
+  while ((gen = atomic_load(&g_generation)) == seen) pthread_cond_wait(&g_wake, &g_sleep);
+  pthread_mutex_unlock(&g_sleep);
+  return gen;
+}
+
+static void *worker_main(void *arg) {
+  long index = (long)arg;
+  // The generation when this worker was created (under g_call, so before any product it must
+  // take part in): read here instead, a product dispatched before the thread first ran would
+  // count as seen, and the caller would wait for this worker forever.
+  long seen = g_created_at[index];
+  for (;;) {
+    seen = wait_for_generation(seen);
+    run_columns(&g_product, g_bounds[index], g_bounds[index + 1]);
+    atomic_fetch_add_explicit(&g_finished, 1, memory_order_release);
+  }
+  return 0;
+}
+
+// A forked child has the caller's thread only: it starts its own workers when asked.
+static void reset_after_fork(void) {
+  g_started = 0;
+  g_threads = 1;
+  pthread_mutex_init(&g_call, 0);
+  pthread_mutex_init(&g_sleep, 0);
+  pthread_cond_init(&g_wake, 0);
+}
+
+int rs_set_threads(int threads) {
+  static int registered = 0;
+  if (threads < 1) threads = 1;
+  if (threads > MAX_THREADS) threads = MAX_THREADS;
+  pthread_mutex_lock(&g_call);
+  if (!registered) registered = !pthread_atfork(0, 0, reset_after_fork);
+  while (g_started < threads - 1) {
+    g_created_at[g_started + 1] = atomic_load(&g_generation);
+    if (pthread_create(&g_workers[g_started], 0, worker_main, (void *)(long)(g_started + 1)))
+      break;
+    g_started++;
+  }
+  g_threads = threads < g_started + 1 ? threads : g_started + 1;
+  pthread_mutex_unlock(&g_call);
+  return g_threads;
+}
+
+void rs_set_spin_us(long microseconds) { g_spin_ns = microseconds * 1000; }
+
+// y [M, N] = x [M, K] (row stride ldx) W^T (W row-major [N, K]) + bias (or none).
+void rs_linear_f32(const float *x, long M, long K, long ldx, const float *w, long N,
+                   const float *bias, float *y) {
+  product_t p = {x, w, bias, y, M, K, N, ldx};
+  pthread_mutex_lock(&g_call);
+  long nr = NR_FOR_MR[main_mr(M)];
+  long blocks = (N + nr - 1) / nr;
+  int threads = g_threads < blocks ? g_threads : (int)blocks;
+  if (threads <= 1) {
+    run_columns(&p, 0, N);
+    pthread_mutex_unlock(&g_call);
+    return;
+  }
+  // Thread t takes whole tiles [bounds[t], bounds[t + 1]); started workers beyond `threads`
+  // get empty ranges.
+  for (int t = 0; t <= g_started + 1; t++) {
+    long b = t <= threads ? blocks * t / threads * nr : N;
+    g_bounds[t] = b < N ? b : N;
+  }
+  g_product = p;
+  atomic_store(&g_finished, 0);
+  atomic_fetch_add_explicit(&g_generation, 1, memory_order_release);
+  pthread_mutex_lock(&g_sleep);
+  pthread_cond_broadcast(&g_wake);
+  pthread_mutex_unlock(&g_sleep);
+  run_columns(&p, g_bounds[0], g_bounds[1]);
+  while (atomic_load_explicit(&g_finished, memory_order_acquire) < g_started) CPU_RELAX();
+  pthread_mutex_unlock(&g_call);
+}

@@ -1,0 +1,202 @@
+"""Float32 products of a few rows (a CPU decode step) through our own compiled kernel
+(native/small_gemm.c): each thread reads its share of the weights once for all rows. This module
+also builds and loads the library those kernels live in (with llama_decode.py's).
+
+OpenBLAS packs the whole weight matrix on every GEMM call, so from two rows on a product costs
+up to twice its one-row time, though reading the weights is what bounds it. A step's 121
+SmolLM2-135M products on the 2-core development machine, two threads, in one run
+(docs/cpu_profile.md section 8):
+
+    rows          1     2     4     8     16    32    64
+    OpenBLAS ms   21.4  37.3  47.3  39.6  50.8  83.8  119.9
+    this ms       20.0  21.7  23.5  33.5  47.3  71.3  133.1
+
+So products of up to ROWS_UP_TO rows come here (blas_linear.py decides), larger ones (prefill)
+stay with OpenBLAS. The library is C compiled on first use with the machine's C compiler ($CC,
+else cc) for this CPU (-march=native) and cached under the radixserve cache directory, keyed by
+the source, the flags and the CPU; where no compiler works, or RADIXSERVE_CPU_NATIVE=0, every
+product stays with BLAS and a warning says why.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import torch
+
+from ...utils.cache_dir import cache_dir
+
+logger = logging.getLogger(__name__)
+
+NATIVE_DIR = Path(__file__).parent / "native"
+# One library: the products and the decode step that calls them (llama_decode.py).
+SOURCES = (NATIVE_DIR / "small_gemm.c", NATIVE_DIR / "llama_decode.c")
+HEADERS = (NATIVE_DIR / "small_gemm.h",)
+DISABLE_ENV = "RADIXSERVE_CPU_NATIVE"  # "0": no compiled kernels, BLAS only
+ROWS_UP_TO = 32  # products of more rows go to BLAS (module docstring)
+FLAGS = ("-O3", "-ffp-contract=fast", "-fPIC", "-shared", "-pthread")
+ARCH_FLAG = "-march=native"  # tried first; a compiler that refuses it builds without
+COMPILE_TIMEOUT_S = 300  # a loaded 2-core machine takes about 10 s
+
+
+class SmallGemm:
+    """The loaded library: y = x W^T (+ b) over a row-major W, on `set_threads` threads."""
+
+    def __init__(self, lib: ctypes.CDLL, path: Path) -> None:
+        self.lib = lib
+        self.path = path
+        self._set_threads = lib.rs_set_threads
+        self._set_threads.argtypes = [ctypes.c_int]
+        self._set_threads.restype = ctypes.c_int
+        self._set_spin = lib.rs_set_spin_us
+        self._set_spin.argtypes = [ctypes.c_long]
+        self._set_spin.restype = None
+        self._linear = lib.rs_linear_f32
+        self._linear.argtypes = [
+            ctypes.c_void_p,  # x
+            ctypes.c_long,  # rows
+            ctypes.c_long,  # in features
+            ctypes.c_long,  # x's row stride
+            ctypes.c_void_p,  # W
+            ctypes.c_long,  # out features
+            ctypes.c_void_p,  # bias or NULL
+            ctypes.c_void_p,  # y
+        ]
+        self._linear.restype = None
+
+    def set_threads(self, threads: int) -> int:
+        """Threads a product may use (workers start on first need); returns the count in force."""
+        return int(self._set_threads(threads))
+
+    def set_spin_microseconds(self, microseconds: int) -> None:
+        """How long an idle worker spins before it sleeps."""
+        self._set_spin(microseconds)
+
+    def linear(
+        self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """x [M, K] (rows may be strided, elements contiguous) W^T for a contiguous float32 W
+        [N, K]; every shape and layout is checked here, since C would read out of bounds."""
+        if x.dtype != torch.float32 or weight.dtype != torch.float32 or x.device.type != "cpu":
+            raise ValueError("small_gemm takes float32 CPU tensors")
+        if x.dim() != 2 or weight.dim() != 2 or x.shape[1] != weight.shape[1]:
+            raise ValueError(f"shapes {tuple(x.shape)} x {tuple(weight.shape)}^T do not match")
+        if not weight.is_contiguous():
+            raise ValueError("small_gemm needs a row-major (contiguous) W")
+        if x.stride(1) != 1:
+            x = x.contiguous()
+        rows, features = x.shape
+        out_features = weight.shape[0]
+        if bias is not None and (bias.shape != (out_features,) or not bias.is_contiguous()):
+            raise ValueError(f"bias of shape {tuple(bias.shape)} for {out_features} outputs")
+        out = torch.empty((rows, out_features), dtype=torch.float32)
+        if rows == 0:
+            return out
+        self._linear(
+            x.data_ptr(),
+            rows,
+            features,
+            x.stride(0),
+            weight.data_ptr(),
+            out_features,
+            None if bias is None else bias.data_ptr(),
+            out.data_ptr(),
+        )
+        return out
+
+
+_state: dict[str, object] = {"tried": False, "kernel": None, "threads": 1}
+
+
+def small_gemm() -> SmallGemm | None:
+    """The compiled kernel, built and loaded on the first call; None where it is turned off or
+    cannot be built (the reason is logged once)."""
+    if not _state["tried"]:
+        _state["tried"] = True
+        _state["kernel"] = _load()
+        kernel = _state["kernel"]
+        if isinstance(kernel, SmallGemm):
+            kernel.set_threads(int(_state["threads"]))  # type: ignore[arg-type]
+    kernel = _state["kernel"]
+    return kernel if isinstance(kernel, SmallGemm) else None
+
+
+def set_small_gemm_threads(threads: int) -> None:
+    """The thread count for the kernel's products, applied now if it is loaded, else at load."""
+    _state["threads"] = threads
+    kernel = _state["kernel"]
+    if isinstance(kernel, SmallGemm):
+        kernel.set_threads(threads)
+
+
+def _load() -> SmallGemm | None:
+    if os.environ.get(DISABLE_ENV, "1") == "0":
+        logger.info("compiled CPU kernels off (%s=0): products go through BLAS", DISABLE_ENV)
+        return None
+    try:
+        path = _build()
+        return SmallGemm(ctypes.CDLL(str(path)), path)
+    except (OSError, subprocess.SubprocessError, RuntimeError) as exc:
+        logger.warning("compiled CPU kernels unavailable, products go through BLAS: %s", exc)
+        return None
+
+
+def _compiler() -> str:
+    name = os.environ.get("CC") or "cc"
+    found = shutil.which(name)
+    if found is None:
+        raise RuntimeError(f"no C compiler: {name!r} is not on PATH (set CC)")
+    return found
+
+
+def _cpu_signature() -> str:
+    """What -march=native compiles for: the CPU's model and flags (cached builds stay valid on
+    this CPU only)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            lines = [ln for ln in f if ln.startswith(("model name", "flags", "Features"))]
+        return "".join(sorted(set(lines)))
+    except OSError:
+        return platform.processor()
+
+
+def _build() -> Path:
+    """The shared library for these sources, flags and CPU: from the cache, else compiled into
+    it (written under a temporary name and renamed, so concurrent builds never load a partial
+    file)."""
+    compiler = _compiler()
+    texts = [path.read_bytes() for path in (*SOURCES, *HEADERS)]
+    signature = [" ".join(FLAGS).encode(), compiler.encode(), _cpu_signature().encode()]
+    key = hashlib.sha256(b"\0".join([*texts, *signature])).hexdigest()[:16]
+    target = Path(cache_dir()) / "cpu_kernels" / f"radixserve_cpu-{platform.machine()}-{key}.so"
+    if target.exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_suffix(f".{os.getpid()}.partial")
+    started = time.monotonic()
+    errors = []
+    for arch in (ARCH_FLAG, None):
+        sources = [str(path) for path in SOURCES]
+        command = [compiler, *FLAGS, *([arch] if arch else []), *sources, "-o", str(partial)]
+        done = subprocess.run(
+            command, capture_output=True, text=True, timeout=COMPILE_TIMEOUT_S, check=False
+        )
+        if done.returncode == 0:
+            os.replace(partial, target)
+            logger.info(
+                "compiled the CPU kernels in %.1f s: %s",
+                time.monotonic() - started,
+                target,
+            )
+            return target
+        errors.append(f"{' '.join(command)}: {done.stderr.strip()[-500:]}")
+    partial.unlink(missing_ok=True)
+    raise RuntimeError("compiling failed: " + " | ".join(errors))
