@@ -9,7 +9,7 @@ row is one new token under the torch attention backend. Everything else keeps th
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import torch
 
@@ -22,7 +22,7 @@ from ..kv_pool import KVPool
 from .layers.attention import ForwardContext
 
 if TYPE_CHECKING:
-    from .llama import LlamaForCausalLM
+    from .llama import LlamaDecoderLayer, LlamaForCausalLM
 
 
 class CpuDecode:
@@ -69,7 +69,8 @@ class CpuDecode:
 
     def _build(self, pool: KVPool) -> LlamaDecodeStep:
         model = self.model
-        first = model.layers[0]
+        decoder = [cast("LlamaDecoderLayer", layer) for layer in model.layers]
+        first = decoder[0]
         attn = first.self_attn
         layers = [
             DecodeLayerWeights(
@@ -83,7 +84,7 @@ class CpuDecode:
                 k_cache=pool.k_buffers[i],
                 v_cache=pool.v_buffers[i],
             )
-            for i, layer in enumerate(model.layers)
+            for i, layer in enumerate(decoder)
         ]
         geometry = DecodeGeometry(
             hidden=model.config.hidden_size,

@@ -127,3 +127,73 @@ def test_all_position_logits_match_hf(tiny) -> None:
         expected = hf(torch.tensor([prompt])).logits[0].float()
     assert logits.shape == expected.shape
     assert (logits - expected).abs().max().item() <= TOLERANCE
+
+
+@pytest.mark.parametrize("page_size", [1, 16])
+def test_decode_batches_over_several_steps(tiny, page_size: int, monkeypatch) -> None:
+    """Batches whose every row is one new token: on the CPU the Llama and Qwen2 models run them
+    as one C call (kernels/cpu/llama_decode.py; Qwen3's q/k norms keep the module path), each
+    step reading the K/V the previous one wrote."""
+    from radixserve.kernels.cpu.llama_decode import LlamaDecodeStep
+
+    path, hf = tiny
+    calls: list[int] = []
+    original = LlamaDecodeStep.__call__
+
+    def counting(self, hidden, *args):
+        calls.append(hidden.shape[0])
+        return original(self, hidden, *args)
+
+    monkeypatch.setattr(LlamaDecodeStep, "__call__", counting)
+    runner = make_runner(path, page_size)
+    alloc = PageAllocator(runner.kv_pool.num_pages, seed=6)
+    full = prompts(7, [5, 70, 33, 300])
+    steps = 3
+    tables = [alloc.take(pages_for(len(p) + steps, page_size)) for p in full]
+    for p, table in zip(full, tables, strict=True):
+        runner.forward([RequestSlice(p, 0, table)])
+    for step in range(steps):
+        next_ids = [(len(p) * 7 + step) % 320 for p in full]
+        slices = [
+            RequestSlice([t], len(p), table)
+            for p, t, table in zip(full, next_ids, tables, strict=True)
+        ]
+        _, logits = runner.forward(slices)
+        full = [p + [t] for p, t in zip(full, next_ids, strict=True)]
+        for row, p in enumerate(full):
+            diff = (logits[row] - hf_last_logits(hf, p)).abs().max().item()
+            assert diff <= TOLERANCE, f"step {step}, request {row}: max abs diff {diff}"
+    qk_norm = runner.model.config.qk_norm
+    assert calls == ([] if qk_norm else [len(full)] * steps)
+
+
+def test_the_c_decode_step_refuses_bad_indices(tiny) -> None:
+    """Indices are checked before C reads or writes anything: the caches stay as they were."""
+    path, _ = tiny
+    runner = make_runner(path, 1)
+    if runner.model.config.qk_norm:
+        pytest.skip("Qwen3 keeps the module path")
+    (prompt,) = prompts(8, [6])
+    runner.forward([RequestSlice(prompt, 0, list(range(6)))])
+    runner.forward([RequestSlice([1], 6, list(range(7)))])  # a decode step builds the C step
+    step = runner.model._cpu_decode._step
+    assert step is not None
+    before = [k.clone() for k in runner.kv_pool.k_buffers]
+    hidden = torch.zeros(1, runner.model.config.hidden_size)
+    good = dict(
+        positions=torch.tensor([7]),
+        out_slots=torch.tensor([7]),
+        kv_slots=torch.arange(8).view(1, 8),
+        kv_lens=torch.tensor([8]),
+    )
+    bad = [
+        ("positions", torch.tensor([10**6]), "positions"),
+        ("out_slots", torch.tensor([-1]), "out_slots"),
+        ("kv_slots", torch.full((1, 8), step.cache_slots), "kv_slots"),
+        ("kv_lens", torch.tensor([9]), "kv_lens"),
+        ("positions", torch.tensor([7], dtype=torch.int32), "int64"),
+    ]
+    for name, value, message in bad:
+        with pytest.raises(ValueError, match=message):
+            step(hidden.clone(), **{**good, name: value})
+    assert all(torch.equal(a, b) for a, b in zip(before, runner.kv_pool.k_buffers, strict=True))
