@@ -31,7 +31,6 @@ class _Group:
     # One query row per sequence and every row of the batch in order (a pure decode batch): the
     # query is used in place and the output is the group's own, no gather and no scatter.
     rows_in_order: bool
-    seq_lens: torch.Tensor  # [b] long: each member's context length, this step's tokens included
 
 
 class TorchAttentionBackend(AttentionBackend):
@@ -43,6 +42,7 @@ class TorchAttentionBackend(AttentionBackend):
         device = self.shape.device
         extend = torch.tensor(layout.extend_lens_cpu, dtype=torch.long)
         is_decode = extend == 1
+        self._layout = layout
         self._groups = [
             self._plan_group(layout, torch.nonzero(rows).flatten(), device)
             for rows in (is_decode, ~is_decode)
@@ -87,16 +87,30 @@ class TorchAttentionBackend(AttentionBackend):
             valid_index=None if all_valid else torch.nonzero(valid.flatten()).flatten().to(device),
             out_rows=q_rows[valid].to(device),
             rows_in_order=in_order,
-            seq_lens=seq.to(device),
         )
 
-    def decode_slots(self) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """For a batch of decode rows only, in order: ([b, max_kv] KV slots of each row, its
-        own token last, padding after; [b] context lengths). None for any other batch."""
-        if len(self._groups) != 1 or not self._groups[0].rows_in_order:
-            return None
-        group = self._groups[0]
-        return group.kv_slots.view(group.batch, group.max_kv), group.seq_lens
+    def token_slots(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The planned batch as the CPU's C step reads it (kernels/cpu/llama_step.py): [S,
+        max_seq] KV slots of each sequence in order (padding repeats a valid slot), and for each
+        of the T new tokens its sequence [T] and how many slots it sees [T] (causal: the prefix,
+        then the batch's tokens up to its own). int64 on the plan's device."""
+        layout = self._layout
+        page_size = layout.page_size
+        seq = torch.tensor(layout.seq_lens_cpu, dtype=torch.long)
+        extend = torch.tensor(layout.extend_lens_cpu, dtype=torch.long)
+        page_start = layout.kv_indptr.to("cpu", torch.long)[:-1]
+        pages = layout.kv_page_indices.to("cpu", torch.long)
+        kv_pos = torch.arange(int(seq.max()))
+        kv_valid = kv_pos[None, :] < seq[:, None]
+        page_idx = page_start[:, None] + kv_pos[None, :] // page_size
+        page_idx = torch.where(kv_valid, page_idx, page_start[:, None])
+        kv_slots = pages[page_idx] * page_size + kv_pos[None, :] % page_size
+        row_seq = torch.repeat_interleave(torch.arange(len(seq)), extend)
+        first_row = torch.cumsum(extend, 0) - extend
+        within = torch.arange(int(extend.sum())) - first_row[row_seq]
+        row_len = (seq - extend)[row_seq] + within + 1
+        device = self.shape.device
+        return kv_slots.to(device), row_seq.to(device), row_len.to(device)
 
     def forward(
         self,

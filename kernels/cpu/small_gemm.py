@@ -1,6 +1,6 @@
 """Float32 products of a few rows (a CPU decode step) through our own compiled kernel
 (native/small_gemm.c): each thread reads its share of the weights once for all rows. This module
-also builds and loads the library those kernels live in (with llama_decode.py's).
+also builds and loads the library those kernels live in (with llama_step.py's).
 
 OpenBLAS packs the whole weight matrix on every GEMM call, so from two rows on a product costs
 up to twice its one-row time, though reading the weights is what bounds it. A step's 121
@@ -37,8 +37,8 @@ from ...utils.cache_dir import cache_dir
 logger = logging.getLogger(__name__)
 
 NATIVE_DIR = Path(__file__).parent / "native"
-# One library: the products and the decode step that calls them (llama_decode.py).
-SOURCES = (NATIVE_DIR / "small_gemm.c", NATIVE_DIR / "llama_decode.c")
+# One library: the products and the decode step that calls them (llama_step.py).
+SOURCES = (NATIVE_DIR / "small_gemm.c", NATIVE_DIR / "llama_step.c")
 HEADERS = (NATIVE_DIR / "small_gemm.h",)
 DISABLE_ENV = "RADIXSERVE_CPU_NATIVE"  # "0": no compiled kernels, BLAS only
 ROWS_UP_TO = 32  # products of more rows go to BLAS (module docstring)

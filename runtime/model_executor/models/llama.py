@@ -14,7 +14,7 @@ from torch import nn
 from ....kernels import fused
 from ..model_config import ModelConfig
 from .base import AttentionGeometry, CausalLM
-from .cpu_decode import CpuDecode
+from .cpu_step import CpuStep
 from .layers.activation import silu_and_mul
 from .layers.attention import ForwardContext, PagedAttention
 from .layers.embedding import ParallelLMHead, VocabParallelEmbedding
@@ -150,7 +150,7 @@ class LlamaForCausalLM(CausalLM):
         self._geometry = AttentionGeometry(
             attn.num_heads, attn.num_kv_heads, attn.head_dim, attn.scaling
         )
-        self._cpu_decode = CpuDecode(self)  # a CPU decode batch in one C call, where it applies
+        self._cpu_step = CpuStep(self)  # a small CPU batch in one C call, where it applies
 
     @property
     def attention_geometry(self) -> AttentionGeometry:
@@ -160,7 +160,7 @@ class LlamaForCausalLM(CausalLM):
         """Runs the batch and returns float32 logits for `ctx.batch.logits_rows` only."""
         batch = ctx.batch
         hidden = self.embed_tokens(batch.input_ids)
-        normed = self._cpu_decode.run(ctx, hidden)
+        normed = self._cpu_step.run(ctx, hidden)
         if normed is None:
             residual: torch.Tensor | None = None
             for layer in self.layers:

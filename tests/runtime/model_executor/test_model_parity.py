@@ -132,19 +132,10 @@ def test_all_position_logits_match_hf(tiny) -> None:
 @pytest.mark.parametrize("page_size", [1, 16])
 def test_decode_batches_over_several_steps(tiny, page_size: int, monkeypatch) -> None:
     """Batches whose every row is one new token: on the CPU the Llama and Qwen2 models run them
-    as one C call (kernels/cpu/llama_decode.py; Qwen3's q/k norms keep the module path), each
-    step reading the K/V the previous one wrote."""
-    from radixserve.kernels.cpu.llama_decode import LlamaDecodeStep
-
+    as one C call (kernels/cpu/llama_step.py; Qwen3's q/k norms keep the module path), each
+    step reading the K/V the previous one wrote; so do the prompts of up to 64 tokens."""
     path, hf = tiny
-    calls: list[int] = []
-    original = LlamaDecodeStep.__call__
-
-    def counting(self, hidden, *args):
-        calls.append(hidden.shape[0])
-        return original(self, hidden, *args)
-
-    monkeypatch.setattr(LlamaDecodeStep, "__call__", counting)
+    calls = count_c_steps(monkeypatch)
     runner = make_runner(path, page_size)
     alloc = PageAllocator(runner.kv_pool.num_pages, seed=6)
     full = prompts(7, [5, 70, 33, 300])
@@ -164,7 +155,48 @@ def test_decode_batches_over_several_steps(tiny, page_size: int, monkeypatch) ->
             diff = (logits[row] - hf_last_logits(hf, p)).abs().max().item()
             assert diff <= TOLERANCE, f"step {step}, request {row}: max abs diff {diff}"
     qk_norm = runner.model.config.qk_norm
-    assert calls == ([] if qk_norm else [len(full)] * steps)
+    assert calls == ([] if qk_norm else [5, 33] + [len(full)] * steps)  # 70, 300: torch's SDPA
+
+
+def count_c_steps(monkeypatch) -> list[int]:
+    """The row count of every batch the C step ran."""
+    from radixserve.kernels.cpu.llama_step import LlamaCpuStep
+
+    calls: list[int] = []
+    original = LlamaCpuStep.__call__
+
+    def counting(self, hidden, *args):
+        calls.append(hidden.shape[0])
+        return original(self, hidden, *args)
+
+    monkeypatch.setattr(LlamaCpuStep, "__call__", counting)
+    return calls
+
+
+@pytest.mark.parametrize("page_size", [1, 4])
+def test_small_mixed_batches_in_one_c_call(tiny, page_size: int, monkeypatch) -> None:
+    """A decode, a continued chunk and a fresh prompt in one batch of at most 64 tokens: causal
+    attention within each chunk over its cached prefix, in the C step (Llama, Qwen2)."""
+    path, hf = tiny
+    calls = count_c_steps(monkeypatch)
+    runner = make_runner(path, page_size)
+    alloc = PageAllocator(runner.kv_pool.num_pages, seed=9)
+    full = prompts(10, [30, 45, 9, 20])
+    cached = [29, 20, 0, 20]  # decode, chunk continuation, fresh prompt, cached whole (no rows)
+    tables = [alloc.take(pages_for(len(p), page_size)) for p in full]
+    for p, n, table in zip(full, cached, tables, strict=True):
+        if n:
+            runner.forward([RequestSlice(p[:n], 0, table)])
+    slices = [
+        RequestSlice(p[n:], n, table)
+        for p, n, table in zip(full[:3], cached[:3], tables[:3], strict=True)
+    ]
+    _, logits = runner.forward(slices)
+    for row, p in enumerate(full[:3]):
+        diff = (logits[row] - hf_last_logits(hf, p)).abs().max().item()
+        assert diff <= TOLERANCE, f"request {row}: max abs diff {diff}"
+    if not runner.model.config.qk_norm:
+        assert calls == [29, 20, 20, 1 + 25 + 9]
 
 
 def test_the_c_decode_step_refuses_bad_indices(tiny) -> None:
@@ -176,7 +208,7 @@ def test_the_c_decode_step_refuses_bad_indices(tiny) -> None:
     (prompt,) = prompts(8, [6])
     runner.forward([RequestSlice(prompt, 0, list(range(6)))])
     runner.forward([RequestSlice([1], 6, list(range(7)))])  # a decode step builds the C step
-    step = runner.model._cpu_decode._step
+    step = runner.model._cpu_step._step
     assert step is not None
     before = [k.clone() for k in runner.kv_pool.k_buffers]
     hidden = torch.zeros(1, runner.model.config.hidden_size)
@@ -184,13 +216,16 @@ def test_the_c_decode_step_refuses_bad_indices(tiny) -> None:
         positions=torch.tensor([7]),
         out_slots=torch.tensor([7]),
         kv_slots=torch.arange(8).view(1, 8),
-        kv_lens=torch.tensor([8]),
+        row_seq=torch.tensor([0]),
+        row_len=torch.tensor([8]),
     )
     bad = [
         ("positions", torch.tensor([10**6]), "positions"),
         ("out_slots", torch.tensor([-1]), "out_slots"),
         ("kv_slots", torch.full((1, 8), step.cache_slots), "kv_slots"),
-        ("kv_lens", torch.tensor([9]), "kv_lens"),
+        ("row_seq", torch.tensor([1]), "row_seq"),
+        ("row_len", torch.tensor([9]), "row_len"),
+        ("row_len", torch.tensor([8, 8]), "contiguous entries"),
         ("positions", torch.tensor([7], dtype=torch.int32), "int64"),
     ]
     for name, value, message in bad:

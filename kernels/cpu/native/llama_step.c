@@ -1,6 +1,6 @@
-// One decode step of a Llama-family model on the CPU in one call: every layer's norms, q/k/v
+// One forward step of a Llama-family model on the CPU in one call: every layer's norms, q/k/v
 // projection, rotary embedding, KV store, paged attention, output projection and gated MLP, for
-// a batch whose every row is one new token. The products go through small_gemm.c's thread pool;
+// a small batch of new tokens (decode rows, short prefill chunks, or both). The products go through small_gemm.c's thread pool;
 // everything between them runs on the calling thread, in C, where torch spent some 25 small ops
 // a layer (about a third of a batch-1 step; docs/cpu_profile.md section 8).
 //
@@ -100,16 +100,18 @@ static void attend(const rs_llama_t *m, const float *q, const float *k_cache,
 
 static float silu(float x) { return x / (1.0f + expf(-x)); }
 
-// hidden [B, hidden]: the token embeddings in, the final norm's output out. positions and
-// out_slots [B]: each row's position and the KV slot its token is written to; kv_slots [B,
-// kv_stride]: each row's cached slots in order, its own last; kv_lens [B]. Returns 0, or -1
-// where memory for the step's buffers ran out (nothing written to the caches then).
-int rs_llama_decode(const rs_llama_t *m, long B, float *hidden, const long *positions,
-                    const long *out_slots, const long *kv_slots, long kv_stride,
-                    const long *kv_lens) {
+// hidden [B, hidden]: the B new tokens' embeddings in, the final norm's output out. positions
+// and out_slots [B]: each token's position and the KV slot it is written to. kv_slots [S,
+// kv_stride]: each sequence's slots in order; token r belongs to sequence row_seq[r] and sees
+// its first row_len[r] slots (its own included: every token's K/V is stored before any
+// attention runs). Returns 0, or -1 where memory for the step's buffers ran out (nothing
+// written to the caches then).
+int rs_llama_forward(const rs_llama_t *m, long B, float *hidden, const long *positions,
+                     const long *out_slots, const long *kv_slots, long kv_stride,
+                     const long *row_seq, const long *row_len) {
   long n = m->hidden, D = m->head_dim, H = m->heads, Hkv = m->kv_heads, I = m->intermediate;
   long qkv_n = (H + 2 * Hkv) * D, max_len = 0;
-  for (long r = 0; r < B; r++) max_len = kv_lens[r] > max_len ? kv_lens[r] : max_len;
+  for (long r = 0; r < B; r++) max_len = row_len[r] > max_len ? row_len[r] : max_len;
   long group = H / Hkv;
   size_t floats = B * (n + n + qkv_n + H * D + 2 * I + I) + group * max_len;
   float *buffer = malloc(floats * sizeof(float));
@@ -131,8 +133,8 @@ int rs_llama_decode(const rs_llama_t *m, long B, float *hidden, const long *posi
       memcpy(L->v_cache + out_slots[r] * Hkv * D, row + (H + Hkv) * D, Hkv * D * sizeof(float));
     }
     for (long r = 0; r < B; r++)
-      attend(m, qkv + r * qkv_n, L->k_cache, L->v_cache, kv_slots + r * kv_stride, kv_lens[r],
-             attn + r * H * D, scores);
+      attend(m, qkv + r * qkv_n, L->k_cache, L->v_cache, kv_slots + row_seq[r] * kv_stride,
+             row_len[r], attn + r * H * D, scores);
     rs_linear_f32(attn, B, H * D, H * D, L->o_w, n, 0, hidden);
     for (long r = 0; r < B; r++)
       add_and_norm(hidden + r * n, residual + r * n, L->post_norm, normed + r * n, n, m->eps, 0);

@@ -1,10 +1,12 @@
-"""A Llama-family decode step on the CPU in one call into C (native/llama_decode.c).
+"""A Llama-family forward step on the CPU in one call into C (native/llama_step.c).
 
 At batch 1 a SmolLM2-135M step spent about 15 of its 42 ms outside the matrix products: some 25
 torch ops a layer (norms, rotary, the KV store, gathers, SDPA, SiLU, residual adds), each a few
 microseconds of dispatch for a few hundred floats of work, plus the Python between them. The C
 step runs all of that for every layer, calling the products (small_gemm.c) directly; the model
-uses it for batches whose every row is one new token (runtime/model_executor/models/llama.py).
+uses it for batches of up to MAX_ROWS new tokens, decode rows and short prefill chunks alike
+(runtime/model_executor/models/cpu_step.py). Its attention is a plain loop over each token's
+keys, so long prefills stay with torch's SDPA.
 """
 
 from __future__ import annotations
@@ -17,6 +19,9 @@ import torch
 from .small_gemm import small_gemm
 
 _P = ctypes.c_void_p
+# Batches of up to this many new tokens: the products then all run through small_gemm (its
+# 64-row products cost about OpenBLAS's), and the loop attention stays small.
+MAX_ROWS = 64
 
 
 class _Layer(ctypes.Structure):
@@ -51,8 +56,8 @@ class _Model(ctypes.Structure):
 
 
 @dataclass(frozen=True, slots=True)
-class DecodeLayerWeights:
-    """One layer's float32 CPU tensors, every one contiguous (checked by `LlamaDecodeStep`)."""
+class StepLayerWeights:
+    """One layer's float32 CPU tensors, every one contiguous (checked by `LlamaCpuStep`)."""
 
     input_norm: torch.Tensor  # [hidden]
     post_norm: torch.Tensor  # [hidden]
@@ -66,7 +71,7 @@ class DecodeLayerWeights:
 
 
 @dataclass(frozen=True, slots=True)
-class DecodeGeometry:
+class StepGeometry:
     hidden: int
     heads: int
     kv_heads: int
@@ -76,14 +81,14 @@ class DecodeGeometry:
     scale: float
 
 
-class LlamaDecodeStep:
+class LlamaCpuStep:
     """The C step over one model's weights and KV caches (their addresses are taken once: the
     tensors must stay where they are, which the model's parameters and the KV pool do)."""
 
     def __init__(
         self,
-        geometry: DecodeGeometry,
-        layers: list[DecodeLayerWeights],
+        geometry: StepGeometry,
+        layers: list[StepLayerWeights],
         cos_table: torch.Tensor,
         sin_table: torch.Tensor,
         final_norm: torch.Tensor,
@@ -157,7 +162,7 @@ class LlamaDecodeStep:
             final_norm.data_ptr(),
             self._layers,
         )
-        self._run = kernel.lib.rs_llama_decode
+        self._run = kernel.lib.rs_llama_forward
         self._run.argtypes = [
             ctypes.POINTER(_Model),
             ctypes.c_long,  # rows
@@ -166,7 +171,8 @@ class LlamaDecodeStep:
             _P,  # out slots
             _P,  # kv slots
             ctypes.c_long,  # kv slots' row stride
-            _P,  # kv lengths
+            _P,  # each token's sequence
+            _P,  # each token's visible length
         ]
         self._run.restype = ctypes.c_int
 
@@ -176,28 +182,43 @@ class LlamaDecodeStep:
         positions: torch.Tensor,
         out_slots: torch.Tensor,
         kv_slots: torch.Tensor,
-        kv_lens: torch.Tensor,
+        row_seq: torch.Tensor,
+        row_len: torch.Tensor,
     ) -> torch.Tensor:
-        """hidden [B, hidden] (the embeddings; overwritten) -> the final norm's output, in place.
-        positions, out_slots, kv_lens [B] and kv_slots [B, max_len] are int64; every index is
-        checked against the tables and caches first, since C would not."""
+        """hidden [T, hidden] (the new tokens' embeddings; overwritten) -> the final norm's
+        output, in place. positions, out_slots [T]: each token's position and KV slot; kv_slots
+        [S, max_len]: each sequence's KV slots in order; row_seq [T]: each token's sequence;
+        row_len [T]: how many of its sequence's slots it sees (its own included). All int64;
+        every index is checked against the tables and caches first, since C would not."""
         rows = hidden.shape[0]
         _check(hidden, "hidden")
-        if hidden.shape != (rows, self.geometry.hidden):
+        if hidden.shape != (rows, self.geometry.hidden) or rows == 0:
             raise ValueError(f"hidden shape {tuple(hidden.shape)}")
-        ints = {"positions": positions, "out_slots": out_slots, "kv_lens": kv_lens}
-        for name, tensor in (*ints.items(), ("kv_slots", kv_slots)):
+        named = {
+            "positions": positions,
+            "out_slots": out_slots,
+            "row_seq": row_seq,
+            "row_len": row_len,
+            "kv_slots": kv_slots,
+        }
+        for name, tensor in named.items():
             if tensor.dtype != torch.int64 or tensor.device.type != "cpu":
                 raise ValueError(f"{name} must be int64 on the CPU")
-            if not tensor.is_contiguous() or tensor.shape[0] != rows:
-                raise ValueError(f"{name}: {rows} contiguous rows expected")
-        if kv_slots.dim() != 2 or int(kv_lens.max()) > kv_slots.shape[1] or int(kv_lens.min()) < 1:
-            raise ValueError("kv_lens must lie in 1 .. the kv_slots row length")
-        if int(positions.min()) < 0 or int(positions.max()) >= self.max_positions:
-            raise ValueError(f"positions must lie in 0 .. {self.max_positions - 1}")
-        for name, slots in (("out_slots", out_slots), ("kv_slots", kv_slots)):
-            if int(slots.min()) < 0 or int(slots.max()) >= self.cache_slots:
-                raise ValueError(f"{name} must lie in 0 .. {self.cache_slots - 1}")
+            if not tensor.is_contiguous() or (name != "kv_slots" and tensor.shape != (rows,)):
+                raise ValueError(f"{name}: {rows} contiguous entries expected")
+        if kv_slots.dim() != 2 or kv_slots.numel() == 0:
+            raise ValueError(f"kv_slots shape {tuple(kv_slots.shape)}")
+        bounds = {
+            "positions": (positions, self.max_positions),
+            "out_slots": (out_slots, self.cache_slots),
+            "kv_slots": (kv_slots, self.cache_slots),
+            "row_seq": (row_seq, kv_slots.shape[0]),
+        }
+        for name, (tensor, limit) in bounds.items():
+            if int(tensor.min()) < 0 or int(tensor.max()) >= limit:
+                raise ValueError(f"{name} must lie in 0 .. {limit - 1}")
+        if int(row_len.min()) < 1 or int(row_len.max()) > kv_slots.shape[1]:
+            raise ValueError(f"row_len must lie in 1 .. {kv_slots.shape[1]}")
         status = self._run(
             ctypes.byref(self._model),
             rows,
@@ -206,10 +227,11 @@ class LlamaDecodeStep:
             out_slots.data_ptr(),
             kv_slots.data_ptr(),
             kv_slots.shape[1],
-            kv_lens.data_ptr(),
+            row_seq.data_ptr(),
+            row_len.data_ptr(),
         )
         if status != 0:
-            raise MemoryError("the CPU decode step could not allocate its buffers")
+            raise MemoryError("the CPU forward step could not allocate its buffers")
         return hidden
 
 

@@ -1,10 +1,11 @@
-"""When a Llama-family model's decode batch runs as one C call on the CPU (kernels/cpu/
-llama_decode.py), and the adapter from the model's modules to that call.
+"""When a Llama-family model's batch runs as one C call on the CPU (kernels/cpu/llama_step.py),
+and the adapter from the model's modules to that call.
 
 It applies to a float32 model on the CPU, in a tensor-parallel group of one, without q/k norms or
 biases other than q/k/v's, with products through the compiled kernels (not turned off by
---cpu-blas-threads 0 or RADIXSERVE_CPU_NATIVE=0), a float32 KV pool, and to batches whose every
-row is one new token under the torch attention backend. Everything else keeps the module path.
+--cpu-blas-threads 0 or RADIXSERVE_CPU_NATIVE=0), a float32 KV pool, and to batches of at most
+llama_step.MAX_ROWS new tokens (decodes, short prefill chunks, or both) under the torch attention
+backend. Everything else, long prefills among it, keeps the module path.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import torch
 
 from ....kernels.attention.torch_backend import TorchAttentionBackend
 from ....kernels.cpu.blas_linear import blas_linear_enabled
-from ....kernels.cpu.llama_decode import DecodeGeometry, DecodeLayerWeights, LlamaDecodeStep
+from ....kernels.cpu.llama_step import MAX_ROWS, LlamaCpuStep, StepGeometry, StepLayerWeights
 from ....kernels.cpu.small_gemm import small_gemm
 from ..distributed import tp_group
 from ..kv_pool import KVPool
@@ -25,12 +26,12 @@ if TYPE_CHECKING:
     from .llama import LlamaDecoderLayer, LlamaForCausalLM
 
 
-class CpuDecode:
-    """The model's C decode step, built on first use for each KV pool."""
+class CpuStep:
+    """The model's C step, built on first use for each KV pool."""
 
     def __init__(self, model: LlamaForCausalLM) -> None:
         self.model = model
-        self._step: LlamaDecodeStep | None = None
+        self._step: LlamaCpuStep | None = None
         self._pool: KVPool | None = None
 
     def applies_to_model(self) -> bool:
@@ -49,31 +50,33 @@ class CpuDecode:
     def run(self, ctx: ForwardContext, hidden: torch.Tensor) -> torch.Tensor | None:
         """The final norm's output for this batch's embeddings `hidden`, or None where the batch
         or the model is not one the C step takes (module docstring)."""
-        if not isinstance(ctx.attention, TorchAttentionBackend) or hidden.dtype != torch.float32:
+        if (
+            not isinstance(ctx.attention, TorchAttentionBackend)
+            or hidden.dtype != torch.float32
+            or not 0 < hidden.shape[0] <= MAX_ROWS
+            or ctx.kv_pool.k_buffers[0].dtype != torch.float32
+        ):
             return None
-        decode = ctx.attention.decode_slots()
-        if decode is None or ctx.kv_pool.k_buffers[0].dtype != torch.float32:
-            return None
-        kv_slots, kv_lens = decode
         step = self._step_for(ctx.kv_pool)
         if step is None:
             return None
+        kv_slots, row_seq, row_len = ctx.attention.token_slots()
         batch = ctx.batch
-        return step(hidden, batch.positions, batch.out_cache_loc, kv_slots, kv_lens)
+        return step(hidden, batch.positions, batch.out_cache_loc, kv_slots, row_seq, row_len)
 
-    def _step_for(self, pool: KVPool) -> LlamaDecodeStep | None:
+    def _step_for(self, pool: KVPool) -> LlamaCpuStep | None:
         if self._pool is not pool:
             self._pool = pool
             self._step = self._build(pool) if self.applies_to_model() else None
         return self._step
 
-    def _build(self, pool: KVPool) -> LlamaDecodeStep:
+    def _build(self, pool: KVPool) -> LlamaCpuStep:
         model = self.model
         decoder = [cast("LlamaDecoderLayer", layer) for layer in model.layers]
         first = decoder[0]
         attn = first.self_attn
         layers = [
-            DecodeLayerWeights(
+            StepLayerWeights(
                 input_norm=layer.input_layernorm.weight,
                 post_norm=layer.post_attention_layernorm.weight,
                 qkv=layer.self_attn.qkv_proj.weight,
@@ -86,7 +89,7 @@ class CpuDecode:
             )
             for i, layer in enumerate(decoder)
         ]
-        geometry = DecodeGeometry(
+        geometry = StepGeometry(
             hidden=model.config.hidden_size,
             heads=attn.num_heads,
             kv_heads=attn.num_kv_heads,
@@ -96,6 +99,4 @@ class CpuDecode:
             scale=attn.attn.scaling,
         )
         rotary = attn.rotary
-        return LlamaDecodeStep(
-            geometry, layers, rotary.cos_table, rotary.sin_table, model.norm.weight
-        )
+        return LlamaCpuStep(geometry, layers, rotary.cos_table, rotary.sin_table, model.norm.weight)
