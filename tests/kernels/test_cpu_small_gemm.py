@@ -127,6 +127,19 @@ def test_without_a_compiler_products_fall_back_to_blas(tmp_path, monkeypatch, ca
     torch.testing.assert_close(linear(x, w), F.linear(x, w), rtol=1e-5, atol=1e-5)
 
 
+def test_without_the_arch_flag_it_builds_portable_code(tmp_path, monkeypatch) -> None:
+    """A compiler that refuses -march=native gets a second try without it: generic vector code
+    (no AVX register pinning), loaded and correct."""
+    import ctypes
+
+    monkeypatch.setenv("RADIXSERVE_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(small_gemm, "ARCH_FLAG", "-march=radixserve-no-such-cpu")
+    portable = small_gemm.SmallGemm(ctypes.CDLL(str(small_gemm._build())), tmp_path)
+    portable.set_threads(2)
+    x, w = torch.randn(5, 70), torch.randn(13, 70)
+    torch.testing.assert_close(portable.linear(x, w), F.linear(x, w), rtol=1e-5, atol=1e-5)
+
+
 def test_a_broken_compiler_is_reported(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("RADIXSERVE_CACHE_DIR", str(tmp_path))
     monkeypatch.setenv("CC", "false")  # on PATH, exits 1

@@ -21,7 +21,11 @@ typedef float v8 __attribute__((vector_size(32)));
 typedef float v8u __attribute__((vector_size(32), aligned(4)));  // unaligned loads
 
 #if defined(__x86_64__) || defined(__i386__)
+#if defined(__AVX__)  // a 32-byte vector fits one register only with AVX
 #define PIN(v) __asm__("" : "+x"(v))
+#else
+#define PIN(v) ((void)0)
+#endif
 #define CPU_RELAX() __builtin_ia32_pause()
 #elif defined(__aarch64__)
 #define PIN(v) ((void)0)
