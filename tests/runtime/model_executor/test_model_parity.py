@@ -137,6 +137,8 @@ def test_decode_batches_over_several_steps(tiny, page_size: int, monkeypatch) ->
     path, hf = tiny
     calls = count_c_steps(monkeypatch)
     runner = make_runner(path, page_size)
+    # The compiled kernels read torch's own row-major layout (kernels/cpu/small_gemm.py).
+    assert all(p.is_contiguous() for p in runner.model.parameters())
     alloc = PageAllocator(runner.kv_pool.num_pages, seed=6)
     full = prompts(7, [5, 70, 33, 300])
     steps = 3
