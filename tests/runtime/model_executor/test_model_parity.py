@@ -210,8 +210,12 @@ def test_the_c_decode_step_refuses_bad_indices(tiny) -> None:
     (prompt,) = prompts(8, [6])
     runner.forward([RequestSlice(prompt, 0, list(range(6)))])
     runner.forward([RequestSlice([1], 6, list(range(7)))])  # a decode step builds the C step
+    from radixserve.kernels.cpu.llama_step import LlamaCpuStep
+    from radixserve.runtime.model_executor.models.llama import LlamaForCausalLM
+
+    assert isinstance(runner.model, LlamaForCausalLM)
     step = runner.model._cpu_step._step
-    assert step is not None
+    assert isinstance(step, LlamaCpuStep)
     before = [k.clone() for k in runner.kv_pool.k_buffers]
     hidden = torch.zeros(1, runner.model.config.hidden_size)
     good = dict(
