@@ -64,11 +64,7 @@ class TorchAttentionBackend(AttentionBackend):
         valid = q_pos[None, :] < extend[:, None]
         q_rows = torch.where(valid, qo_start[:, None] + q_pos[None, :], qo_start[:, None])
 
-        kv_pos = torch.arange(int(seq.max()))
-        kv_valid = kv_pos[None, :] < seq[:, None]
-        page_idx = page_start[:, None] + kv_pos[None, :] // page_size
-        page_idx = torch.where(kv_valid, page_idx, page_start[:, None])
-        kv_slots = pages[page_idx] * page_size + kv_pos[None, :] % page_size
+        kv_pos, kv_valid, kv_slots = _sequence_slots(seq, page_start, pages, page_size)
 
         causal = kv_pos[None, None, :] <= (prefix[:, None] + q_pos[None, :])[:, :, None]
         mask = kv_valid[:, None, :] & causal
@@ -95,16 +91,11 @@ class TorchAttentionBackend(AttentionBackend):
         of the T new tokens its sequence [T] and how many slots it sees [T] (causal: the prefix,
         then the batch's tokens up to its own). int64 on the plan's device."""
         layout = self._layout
-        page_size = layout.page_size
         seq = torch.tensor(layout.seq_lens_cpu, dtype=torch.long)
         extend = torch.tensor(layout.extend_lens_cpu, dtype=torch.long)
         page_start = layout.kv_indptr.to("cpu", torch.long)[:-1]
         pages = layout.kv_page_indices.to("cpu", torch.long)
-        kv_pos = torch.arange(int(seq.max()))
-        kv_valid = kv_pos[None, :] < seq[:, None]
-        page_idx = page_start[:, None] + kv_pos[None, :] // page_size
-        page_idx = torch.where(kv_valid, page_idx, page_start[:, None])
-        kv_slots = pages[page_idx] * page_size + kv_pos[None, :] % page_size
+        _, _, kv_slots = _sequence_slots(seq, page_start, pages, layout.page_size)
         row_seq = torch.repeat_interleave(torch.arange(len(seq)), extend)
         first_row = torch.cumsum(extend, 0) - extend
         within = torch.arange(int(extend.sum())) - first_row[row_seq]
@@ -147,3 +138,16 @@ class TorchAttentionBackend(AttentionBackend):
                 rows = rows.index_select(0, g.valid_index)
             out.index_copy_(0, g.out_rows, rows)
         return out
+
+
+def _sequence_slots(
+    seq: torch.Tensor, page_start: torch.Tensor, pages: torch.Tensor, page_size: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Each sequence's KV slots in order, padded to the longest with its first page's slot:
+    (positions [max_seq], valid [S, max_seq], slots [S, max_seq]). `page_start` is each
+    sequence's first entry in `pages`, its page table."""
+    kv_pos = torch.arange(int(seq.max()))
+    kv_valid = kv_pos[None, :] < seq[:, None]
+    page_idx = page_start[:, None] + kv_pos[None, :] // page_size
+    page_idx = torch.where(kv_valid, page_idx, page_start[:, None])
+    return kv_pos, kv_valid, pages[page_idx] * page_size + kv_pos[None, :] % page_size

@@ -19,9 +19,9 @@ builds (small_gemm.py: faster still at 2-32 rows), over the row-major weights it
 OpenBLAS takes the larger ones as fast over those (prefill, 256 rows: 423 against 426 ms). Where
 the kernel does not build, the model runner stores the float32 weights of the linear layers and
 the LM head column-major on the CPU (`column_major_weights`: the same [out, in] tensors,
-transposed storage) and every product comes here. OpenBLAS's GEMM packs the whole weight matrix on every call, which costs most at two or
-three rows: up to three rows go through one GEMV each (two rows: 42.8 ms on one thread against
-61.9 as a GEMM), more rows through its GEMM.
+transposed storage) and every product comes here. OpenBLAS's GEMM packs the whole weight matrix
+on every call, which costs most at two or three rows: up to three rows go through one GEMV each
+(two rows: 42.8 ms on one thread against 61.9 as a GEMM), more rows through its GEMM.
 
 OpenBLAS's GEMM over these shapes is fastest at a multiple of eight rows: a step's 121 products
 took 37-40 ms at 8 rows against 44-46 at 4 and 53-64 at 5-7, and 48-52 at 16 against 58-80 at

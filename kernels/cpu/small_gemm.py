@@ -56,9 +56,6 @@ class SmallGemm:
         self._set_threads = lib.rs_set_threads
         self._set_threads.argtypes = [ctypes.c_int]
         self._set_threads.restype = ctypes.c_int
-        self._set_spin = lib.rs_set_spin_us
-        self._set_spin.argtypes = [ctypes.c_long]
-        self._set_spin.restype = None
         self._linear = lib.rs_linear_f32
         self._linear.argtypes = [
             ctypes.c_void_p,  # x
@@ -75,10 +72,6 @@ class SmallGemm:
     def set_threads(self, threads: int) -> int:
         """Threads a product may use (workers start on first need); returns the count in force."""
         return int(self._set_threads(threads))
-
-    def set_spin_microseconds(self, microseconds: int) -> None:
-        """How long an idle worker spins before it sleeps."""
-        self._set_spin(microseconds)
 
     def linear(
         self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None

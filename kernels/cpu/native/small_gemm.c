@@ -130,9 +130,9 @@ static void run_columns(const product_t *p, long n0, long n1) {
 }
 
 // ---- the thread pool ----------------------------------------------------------------------
-// Workers spin for `spin_ns` after each product (a decode step's products come tens to hundreds
-// of microseconds apart, and waking a sleeping thread costs about as much), then sleep on a
-// condition variable until the next one.
+// Workers spin for g_spin_ns (100 us) after each product (a decode step's products come tens
+// to hundreds of microseconds apart, and waking a sleeping thread costs about as much), then
+// sleep on a condition variable until the next one.
 #define MAX_THREADS 64
 static pthread_mutex_t g_call = PTHREAD_MUTEX_INITIALIZER;  // one product at a time
 static pthread_mutex_t g_sleep = PTHREAD_MUTEX_INITIALIZER;
@@ -140,7 +140,7 @@ static pthread_cond_t g_wake = PTHREAD_COND_INITIALIZER;
 static pthread_t g_workers[MAX_THREADS];
 static int g_started = 0;  // worker threads running (thread 0 is the caller)
 static int g_threads = 1;  // threads a product may use
-static long g_spin_ns = 100000;
+static const long g_spin_ns = 100000;
 static atomic_long g_generation;
 static atomic_int g_finished;
 static product_t g_product;
@@ -207,8 +207,6 @@ int rs_set_threads(int threads) {
   pthread_mutex_unlock(&g_call);
   return g_threads;
 }
-
-void rs_set_spin_us(long microseconds) { g_spin_ns = microseconds * 1000; }
 
 // y [M, N] = x [M, K] (row stride ldx) W^T (W row-major [N, K]) + bias (or none).
 void rs_linear_f32(const float *x, long M, long K, long ldx, const float *w, long N,
