@@ -43,6 +43,7 @@ import torch
 import torch.nn.functional as F
 
 from . import small_gemm
+from .quantized import QuantizedWeight
 
 GEMV_ROWS = 3  # up to this many rows: one GEMV each (above)
 ROW_MULTIPLE = 8  # OpenBLAS's GEMM is fastest at a multiple of this many rows (above)
@@ -62,15 +63,21 @@ def blas_linear_enabled() -> bool:
     return bool(_state["enabled"])
 
 
-def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+def linear(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    blocks: QuantizedWeight | None = None,
+) -> torch.Tensor:
     """F.linear, through our small-batch kernel (small_gemm.py) or numpy's BLAS for float32 CPU
-    inputs where that is faster (above)."""
+    inputs where that is faster (above). `blocks`, W's GGUF blocks (equal to it bit for bit,
+    quantized.py), are what the kernel reads for products of few rows (native/small_gemm.h)."""
     if not _use_blas(x, weight):
         return F.linear(x, weight, bias)
     if x.shape[0] <= small_gemm.ROWS_UP_TO and weight.is_contiguous():
         kernel = small_gemm.small_gemm()
         if kernel is not None:
-            return kernel.linear(x, weight, bias)
+            return kernel.linear(x, weight, bias, blocks)
     w, rows = weight.numpy(), x.numpy()
     if len(rows) <= GEMV_ROWS:
         products = np.empty((len(rows), w.shape[0]), dtype=np.float32)

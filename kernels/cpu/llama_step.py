@@ -16,7 +16,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .small_gemm import small_gemm
+from .quantized import QuantizedWeight
+from .small_gemm import WeightRef, small_gemm
 
 _P = ctypes.c_void_p
 # Batches of up to this many new tokens: the products then all run through small_gemm (its
@@ -28,11 +29,11 @@ class _Layer(ctypes.Structure):
     _fields_ = [
         ("input_norm", _P),
         ("post_norm", _P),
-        ("qkv_w", _P),
+        ("qkv", WeightRef),
         ("qkv_b", _P),
-        ("o_w", _P),
-        ("gate_up_w", _P),
-        ("down_w", _P),
+        ("o", WeightRef),
+        ("gate_up", WeightRef),
+        ("down", WeightRef),
         ("k_cache", _P),
         ("v_cache", _P),
     ]
@@ -57,7 +58,10 @@ class _Model(ctypes.Structure):
 
 @dataclass(frozen=True, slots=True)
 class StepLayerWeights:
-    """One layer's float32 CPU tensors, every one contiguous (checked by `LlamaCpuStep`)."""
+    """One layer's float32 CPU tensors, every one contiguous (checked by `LlamaCpuStep`), and
+    where given the GGUF blocks the products read instead of a weight (`blocks`: "qkv", "o",
+    "gate_up" or "down" -> the same weight, quantized.py; the caller has checked they dequantize
+    to it)."""
 
     input_norm: torch.Tensor  # [hidden]
     post_norm: torch.Tensor  # [hidden]
@@ -68,6 +72,7 @@ class StepLayerWeights:
     down: torch.Tensor  # [hidden, I]
     k_cache: torch.Tensor  # [.., Hkv, D]: flat slots first
     v_cache: torch.Tensor
+    blocks: dict[str, QuantizedWeight] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +122,9 @@ class LlamaCpuStep:
                 _check(tensor, f"layer {i} {name}")
                 if name in shapes and tuple(tensor.shape) != shapes[name]:
                     raise ValueError(f"layer {i} {name}: shape {tuple(tensor.shape)}")
+            for name, blocks in (layer.blocks or {}).items():
+                if name not in _PRODUCTS or tuple(blocks.shape) != shapes[name]:
+                    raise ValueError(f"layer {i} {name} blocks: shape {blocks.shape}")
             for cache in (layer.k_cache, layer.v_cache):
                 if tuple(cache.shape[-2:]) != (g.kv_heads, g.head_dim):
                     raise ValueError(f"layer {i}: KV cache shape {tuple(cache.shape)}")
@@ -137,11 +145,11 @@ class LlamaCpuStep:
                 _Layer(
                     layer.input_norm.data_ptr(),
                     layer.post_norm.data_ptr(),
-                    layer.qkv.data_ptr(),
+                    _weight(layer, "qkv"),
                     None if layer.qkv_bias is None else layer.qkv_bias.data_ptr(),
-                    layer.o.data_ptr(),
-                    layer.gate_up.data_ptr(),
-                    layer.down.data_ptr(),
+                    _weight(layer, "o"),
+                    _weight(layer, "gate_up"),
+                    _weight(layer, "down"),
                     layer.k_cache.data_ptr(),
                     layer.v_cache.data_ptr(),
                 )
@@ -233,6 +241,15 @@ class LlamaCpuStep:
         if status != 0:
             raise MemoryError("the CPU forward step could not allocate its buffers")
         return hidden
+
+
+_PRODUCTS = ("qkv", "o", "gate_up", "down")
+
+
+def _weight(layer: StepLayerWeights, name: str) -> WeightRef:
+    """The product's weight: float32, with its GGUF blocks where the layer has them (read by
+    products of few rows, native/small_gemm.h)."""
+    return WeightRef.of(getattr(layer, name), (layer.blocks or {}).get(name))
 
 
 def _check(tensor: torch.Tensor, what: str) -> None:

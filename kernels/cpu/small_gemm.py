@@ -33,12 +33,14 @@ from pathlib import Path
 import torch
 
 from ...utils.cache_dir import cache_dir
+from .quantized import KIND_CODES, QuantizedWeight
 
 logger = logging.getLogger(__name__)
 
 NATIVE_DIR = Path(__file__).parent / "native"
-# One library: the products and the decode step that calls them (llama_step.py).
-SOURCES = (NATIVE_DIR / "small_gemm.c", NATIVE_DIR / "llama_step.c")
+# One library: the products (float32 and quantized weights) and the decode step that calls them
+# (llama_step.py).
+SOURCES = (NATIVE_DIR / "small_gemm.c", NATIVE_DIR / "quant_gemm.c", NATIVE_DIR / "llama_step.c")
 HEADERS = (NATIVE_DIR / "small_gemm.h",)
 DISABLE_ENV = "RADIXSERVE_CPU_NATIVE"  # "0": no compiled kernels, BLAS only
 ROWS_UP_TO = 32  # products of more rows go to BLAS (module docstring)
@@ -47,8 +49,33 @@ ARCH_FLAG = "-march=native"  # tried first; a compiler that refuses it builds wi
 COMPILE_TIMEOUT_S = 300  # a loaded 2-core machine takes about 10 s
 
 
+class WeightRef(ctypes.Structure):
+    """small_gemm.h's rs_weight_t: a float32 or quantized W for the C products."""
+
+    _fields_ = [
+        ("kind", ctypes.c_int),
+        ("data", ctypes.c_void_p),
+        ("scales", ctypes.c_void_p),
+        ("dense", ctypes.c_void_p),
+    ]
+
+    @classmethod
+    def of(cls, weight: torch.Tensor | None, blocks: QuantizedWeight | None = None) -> WeightRef:
+        """A reference to the float32 `weight` [N, K] (contiguous), or to its GGUF `blocks` with
+        `weight` (may be None) for products of more rows than the blocks serve; the tensors
+        must outlive it (the struct holds addresses)."""
+        if blocks is not None:
+            dense = None if weight is None else weight.data_ptr()
+            code = KIND_CODES[blocks.kind]
+            return cls(code, blocks.codes.data_ptr(), blocks.scales.data_ptr(), dense)
+        if weight is None:
+            raise ValueError("a weight or its blocks")
+        return cls(0, weight.data_ptr(), None, None)
+
+
 class SmallGemm:
-    """The loaded library: y = x W^T (+ b) over a row-major W, on `set_threads` threads."""
+    """The loaded library: y = x W^T (+ b) over a row-major float32 W or GGUF blocks
+    (quantized.py), on `set_threads` threads."""
 
     def __init__(self, lib: ctypes.CDLL, path: Path) -> None:
         self.lib = lib
@@ -56,53 +83,89 @@ class SmallGemm:
         self._set_threads = lib.rs_set_threads
         self._set_threads.argtypes = [ctypes.c_int]
         self._set_threads.restype = ctypes.c_int
-        self._linear = lib.rs_linear_f32
+        self._linear = lib.rs_linear
         self._linear.argtypes = [
             ctypes.c_void_p,  # x
             ctypes.c_long,  # rows
             ctypes.c_long,  # in features
             ctypes.c_long,  # x's row stride
-            ctypes.c_void_p,  # W
+            ctypes.POINTER(WeightRef),
             ctypes.c_long,  # out features
             ctypes.c_void_p,  # bias or NULL
             ctypes.c_void_p,  # y
         ]
         self._linear.restype = None
+        self._dequantize = lib.rs_dequantize
+        self._dequantize.argtypes = [
+            ctypes.POINTER(WeightRef),
+            ctypes.c_long,
+            ctypes.c_long,
+            ctypes.c_void_p,
+        ]
+        self._dequantize.restype = None
+        self._quantized_rows = lib.rs_quantized_rows
+        self._quantized_rows.argtypes = [ctypes.c_int]
+        self._quantized_rows.restype = ctypes.c_int
 
     def set_threads(self, threads: int) -> int:
         """Threads a product may use (workers start on first need); returns the count in force."""
         return int(self._set_threads(threads))
 
     def linear(
-        self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None
+        self,
+        x: torch.Tensor,
+        weight: torch.Tensor | None,
+        bias: torch.Tensor | None = None,
+        blocks: QuantizedWeight | None = None,
     ) -> torch.Tensor:
-        """x [M, K] (rows may be strided, elements contiguous) W^T for a contiguous float32 W
-        [N, K]; every shape and layout is checked here, since C would read out of bounds."""
-        if x.dtype != torch.float32 or weight.dtype != torch.float32 or x.device.type != "cpu":
-            raise ValueError("small_gemm takes float32 CPU tensors")
-        if x.dim() != 2 or weight.dim() != 2 or x.shape[1] != weight.shape[1]:
-            raise ValueError(f"shapes {tuple(x.shape)} x {tuple(weight.shape)}^T do not match")
-        if not weight.is_contiguous():
-            raise ValueError("small_gemm needs a row-major (contiguous) W")
+        """x [M, K] (rows may be strided, elements contiguous) W^T, W given as a contiguous
+        float32 [N, K], its GGUF `blocks`, or both (the blocks then serve products of up to
+        `quantized_rows` rows, the float32 W more). Every shape and layout is checked here (a QuantizedWeight
+        checks its own), since C would read out of bounds."""
+        if x.dtype != torch.float32 or x.device.type != "cpu" or x.dim() != 2:
+            raise ValueError("small_gemm takes 2-D float32 CPU rows")
+        if weight is not None:
+            if weight.dtype != torch.float32 or weight.dim() != 2:
+                raise ValueError("small_gemm takes a 2-D float32 W")
+            if not weight.is_contiguous():
+                raise ValueError("small_gemm needs a row-major (contiguous) W")
+        shapes = {tuple(w.shape) for w in (weight, blocks) if w is not None}
+        if len(shapes) != 1:
+            raise ValueError(f"W and its blocks differ in shape: {sorted(shapes)}")
+        shape = shapes.pop()
+        if x.shape[1] != shape[1]:
+            raise ValueError(f"shapes {tuple(x.shape)} x {shape}^T do not match")
         if x.stride(1) != 1:
             x = x.contiguous()
         rows, features = x.shape
-        out_features = weight.shape[0]
+        out_features = shape[0]
         if bias is not None and (bias.shape != (out_features,) or not bias.is_contiguous()):
             raise ValueError(f"bias of shape {tuple(bias.shape)} for {out_features} outputs")
         out = torch.empty((rows, out_features), dtype=torch.float32)
         if rows == 0:
             return out
+        ref = WeightRef.of(weight, blocks)
         self._linear(
             x.data_ptr(),
             rows,
             features,
             x.stride(0),
-            weight.data_ptr(),
+            ctypes.byref(ref),
             out_features,
             None if bias is None else bias.data_ptr(),
             out.data_ptr(),
         )
+        return out
+
+    def quantized_rows(self, blocks: QuantizedWeight) -> int:
+        """Products of up to this many rows read `blocks` (when given a float32 W too)."""
+        return int(self._quantized_rows(KIND_CODES[blocks.kind]))
+
+    def dequantize(self, weight: QuantizedWeight) -> torch.Tensor:
+        """The float32 W the blocks stand for, by the products' own dequantization."""
+        out = torch.empty(weight.shape, dtype=torch.float32)
+        ref = WeightRef.of(None, weight)
+        self._dequantize(ctypes.byref(ref), weight.shape[0], weight.shape[1], out.data_ptr())
         return out
 
 

@@ -57,6 +57,14 @@ class ServerArgs:
             "torch's own products only)"
         },
     )
+    disable_cpu_gguf_blocks: bool = field(
+        default=False,
+        metadata={
+            "help": "on the CPU, compute with the float32 weights only: by default products of "
+            "up to 8 rows read a GGUF model's Q4_1 / Q8_0 blocks instead, dequantized in "
+            "registers to the same float32 values (the same results, 3.5-5x fewer bytes read)"
+        },
+    )
     chunked_prefill_size: int | None = field(
         default=None,
         metadata={

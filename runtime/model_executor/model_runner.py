@@ -27,6 +27,7 @@ import torch
 from ...kernels.attention import create_attention_backend
 from ...kernels.attention.base import AttentionBackend, AttentionShape
 from ...kernels.cpu.blas_linear import blas_linear_enabled
+from ...kernels.cpu.small_gemm import small_gemm
 from ...utils.pinned_staging import begin_staging
 from ..config.limits import RuntimeLimits, resolve_limits
 from ..config.model_source import ModelSource, resolve_model_source
@@ -39,6 +40,7 @@ from .forward_batch import ForwardBatch, resolve_futures
 from .kv_pool import KVPool
 from .launched_step import LaunchedStep
 from .model_config import ModelConfig
+from .model_loader.gguf_blocks import read_llama_blocks, verified_blocks
 from .model_loader.weights import (
     init_dummy_weights,
     iter_weights,
@@ -154,7 +156,34 @@ class ModelRunner(StepRunner):
             model.load_weights(iter_weights(self.source, self.hf_config, self.args.load_format))
         if self.device.type == "cpu" and blas_linear_enabled():
             lay_out_cpu_weights(model)  # what the CPU's products read fastest (kernels/cpu)
+            self._use_gguf_blocks(model)
         return model.eval()
+
+    def _use_gguf_blocks(self, model: CausalLM) -> None:
+        """Hands the model its GGUF's quantized blocks for the CPU's small-batch products where
+        they dequantize to its float32 weights bit for bit (model_loader/gguf_blocks.py)."""
+        kernel = small_gemm()
+        path = self.source.gguf_path
+        if (
+            path is None
+            or self.args.load_format not in ("auto", "gguf")
+            or self.args.disable_cpu_gguf_blocks
+            or tp_group().size != 1
+            or kernel is None
+        ):
+            return
+        config = self.config
+        try:
+            found = read_llama_blocks(
+                path, config.num_layers, config.num_heads, config.num_kv_heads
+            )
+        except (OSError, ValueError) as exc:
+            logger.warning("GGUF blocks unreadable, the CPU reads float32 weights: %s", exc)
+            return
+        blocks = verified_blocks(kernel, model, found)
+        used = model.use_cpu_blocks(blocks)
+        megabytes = sum(b.nbytes for b in blocks.values()) / 2**20
+        logger.info("CPU products read GGUF blocks for %d weights (%.0f MiB)", used, megabytes)
 
     def _num_kv_pages(self) -> int:
         per_token = self.config.kv_bytes_per_token(self.dtype)

@@ -90,9 +90,9 @@ def test_linear_takes_the_kernel_up_to_its_row_limit(kernel, monkeypatch) -> Non
     taken: list[int] = []
     original = kernel.linear
 
-    def recording(x, weight, bias=None):
+    def recording(x, weight, bias=None, blocks=None):
         taken.append(x.shape[0])
-        return original(x, weight, bias)
+        return original(x, weight, bias, blocks)
 
     monkeypatch.setattr(kernel, "linear", recording)
     w = torch.randn(24, 32)

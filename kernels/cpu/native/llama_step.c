@@ -1,6 +1,7 @@
 // One forward step of a Llama-family model on the CPU in one call: every layer's norms, q/k/v
 // projection, rotary embedding, KV store, paged attention, output projection and gated MLP, for
-// a small batch of new tokens (decode rows, short prefill chunks, or both). The products go through small_gemm.c's thread pool;
+// a small batch of new tokens (decode rows, short prefill chunks, or both). The products go
+// through small_gemm.c's thread pool, over float32 weights or GGUF blocks (quant_gemm.c);
 // everything between them runs on the calling thread, in C, where torch spent some 25 small ops
 // a layer (about a third of a batch-1 step; docs/cpu_profile.md section 8).
 //
@@ -17,10 +18,11 @@ typedef float v8u __attribute__((vector_size(32), aligned(4)));
 
 typedef struct {
   const float *input_norm, *post_norm;  // [hidden]
-  const float *qkv_w, *qkv_b;           // [(H + 2 Hkv) D, hidden]; bias [(H + 2 Hkv) D] or NULL
-  const float *o_w;                     // [hidden, H D]
-  const float *gate_up_w;               // [2 I, hidden]: gate rows, then up rows
-  const float *down_w;                  // [hidden, I]
+  rs_weight_t qkv;                      // [(H + 2 Hkv) D, hidden], float32 or GGUF blocks
+  const float *qkv_b;                   // [(H + 2 Hkv) D] or NULL
+  rs_weight_t o;                        // [hidden, H D]
+  rs_weight_t gate_up;                  // [2 I, hidden]: gate rows, then up rows
+  rs_weight_t down;                     // [hidden, I]
   float *k_cache, *v_cache;             // [slots, Hkv, D]
 } rs_layer_t;
 
@@ -124,7 +126,7 @@ int rs_llama_forward(const rs_llama_t *m, long B, float *hidden, const long *pos
     for (long r = 0; r < B; r++)
       add_and_norm(hidden + r * n, residual + r * n, L->input_norm, normed + r * n, n, m->eps,
                    l == 0);
-    rs_linear_f32(normed, B, n, n, L->qkv_w, qkv_n, L->qkv_b, qkv);
+    rs_linear(normed, B, n, n, &L->qkv, qkv_n, L->qkv_b, qkv);
     for (long r = 0; r < B; r++) {
       float *row = qkv + r * qkv_n;
       const float *cos = m->cos_table + positions[r] * D, *sin = m->sin_table + positions[r] * D;
@@ -135,15 +137,15 @@ int rs_llama_forward(const rs_llama_t *m, long B, float *hidden, const long *pos
     for (long r = 0; r < B; r++)
       attend(m, qkv + r * qkv_n, L->k_cache, L->v_cache, kv_slots + row_seq[r] * kv_stride,
              row_len[r], attn + r * H * D, scores);
-    rs_linear_f32(attn, B, H * D, H * D, L->o_w, n, 0, hidden);
+    rs_linear(attn, B, H * D, H * D, &L->o, n, 0, hidden);
     for (long r = 0; r < B; r++)
       add_and_norm(hidden + r * n, residual + r * n, L->post_norm, normed + r * n, n, m->eps, 0);
-    rs_linear_f32(normed, B, n, n, L->gate_up_w, 2 * I, 0, gate_up);
+    rs_linear(normed, B, n, n, &L->gate_up, 2 * I, 0, gate_up);
     for (long r = 0; r < B; r++) {
       const float *gate = gate_up + r * 2 * I, *up = gate + I;
       for (long i = 0; i < I; i++) act[r * I + i] = silu(gate[i]) * up[i];
     }
-    rs_linear_f32(act, B, I, I, L->down_w, n, 0, hidden);
+    rs_linear(act, B, I, I, &L->down, n, 0, hidden);
   }
   for (long r = 0; r < B; r++)
     add_and_norm(hidden + r * n, residual + r * n, m->final_norm, hidden + r * n, n, m->eps, 0);

@@ -103,22 +103,24 @@ static const tile_fn TILES[MAX_MR][MAX_NR] = {TILE_PTRS(1), TILE_PTRS(2), TILE_P
 // vectors and one x vector fit the 16 vector registers of AVX2.
 static const int NR_FOR_MR[MAX_MR + 1] = {0, 6, 4, 3, 3};
 
-typedef struct {
-  const float *x, *w, *bias;
-  float *y;
-  long M, K, N, ldx;
-} product_t;
-
 static int main_mr(long M) { return M >= MAX_MR ? MAX_MR : (int)M; }
+
+static int rows_per_tile(const rs_product_t *p) {
+  return p->w.kind == RS_F32 ? NR_FOR_MR[main_mr(p->M)] : rs_quant_rows_per_tile(p);
+}
 
 // Columns [n0, n1) of y (rows n0..n1 of W), every row of x: each block of W is read from memory
 // once and used for all row blocks of x.
-static void run_columns(const product_t *p, long n0, long n1) {
+static void run_columns(const rs_product_t *p, long n0, long n1) {
+  if (p->w.kind != RS_F32) {
+    rs_quant_columns(p, n0, n1);
+    return;
+  }
   long M = p->M, K = p->K;
   int mr = main_mr(M), nr = NR_FOR_MR[mr];
   for (long n = n0; n < n1; n += nr) {
     int nb = (int)(n1 - n < nr ? n1 - n : nr);
-    const float *w = p->w + n * K;
+    const float *w = (const float *)p->w.data + n * K;
     const float *b = p->bias ? p->bias + n : 0;
     for (long m = 0; m < M; m += mr) {
       int mb = (int)(M - m < mr ? M - m : mr);
@@ -143,7 +145,7 @@ static int g_threads = 1;  // threads a product may use
 static const long g_spin_ns = 100000;
 static atomic_long g_generation;
 static atomic_int g_finished;
-static product_t g_product;
+static rs_product_t g_product;
 static long g_bounds[MAX_THREADS + 1];
 static long g_created_at[MAX_THREADS + 1];
 
@@ -208,12 +210,15 @@ int rs_set_threads(int threads) {
   return g_threads;
 }
 
-// y [M, N] = x [M, K] (row stride ldx) W^T (W row-major [N, K]) + bias (or none).
-void rs_linear_f32(const float *x, long M, long K, long ldx, const float *w, long N,
-                   const float *bias, float *y) {
-  product_t p = {x, w, bias, y, M, K, N, ldx};
+void rs_linear(const float *x, long M, long K, long ldx, const rs_weight_t *w, long N,
+               const float *bias, float *y) {
+  rs_product_t p = {x, bias, *w, y, M, K, N, ldx};
+  if (w->kind != RS_F32 && M > rs_quantized_rows(w->kind) && w->dense) {
+    p.w.kind = RS_F32;
+    p.w.data = w->dense;
+  }
   pthread_mutex_lock(&g_call);
-  long nr = NR_FOR_MR[main_mr(M)];
+  long nr = rows_per_tile(&p);
   long blocks = (N + nr - 1) / nr;
   int threads = g_threads < blocks ? g_threads : (int)blocks;
   if (threads <= 1) {
@@ -237,3 +242,4 @@ void rs_linear_f32(const float *x, long M, long K, long ldx, const float *w, lon
   while (atomic_load_explicit(&g_finished, memory_order_acquire) < g_started) CPU_RELAX();
   pthread_mutex_unlock(&g_call);
 }
+

@@ -21,8 +21,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ....kernels.cpu.quantized import QuantizedWeight
 from ..model_config import ModelConfig
 from .layers.attention import ForwardContext
+from .layers.embedding import ParallelLMHead
+from .layers.linear import LinearBase
 
 
 @dataclass(slots=True, frozen=True)
@@ -49,6 +52,9 @@ class CausalLM(nn.Module, ABC):
     - `load_weights(weights)` copies checkpoint tensors (Hugging Face names) into this rank's
       shards; ValueError for a tensor that matches no parameter or for a missing one.
     - `attention_geometry` and `config` describe the model to the runner.
+    - `use_cpu_blocks(blocks)` (optional): GGUF blocks that stand for some of its float32
+      weights bit for bit (model_loader/gguf_blocks.py), for its CPU products to read instead;
+      returns how many it uses (none by default).
     """
 
     config: ModelConfig
@@ -62,3 +68,13 @@ class CausalLM(nn.Module, ABC):
 
     @abstractmethod
     def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> None: ...
+
+    def use_cpu_blocks(self, blocks: dict[str, QuantizedWeight]) -> int:
+        """Hands each linear layer and LM head the blocks of its weight (by parameter name)."""
+        used = 0
+        for name, module in self.named_modules(remove_duplicate=False):
+            found = blocks.get(f"{name}.weight")
+            if found is not None and isinstance(module, LinearBase | ParallelLMHead):
+                module.blocks = found
+                used += 1
+        return used

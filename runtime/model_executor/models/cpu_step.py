@@ -17,6 +17,7 @@ import torch
 from ....kernels.attention.torch_backend import TorchAttentionBackend
 from ....kernels.cpu.blas_linear import blas_linear_enabled
 from ....kernels.cpu.llama_step import MAX_ROWS, LlamaCpuStep, StepGeometry, StepLayerWeights
+from ....kernels.cpu.quantized import QuantizedWeight
 from ....kernels.cpu.small_gemm import small_gemm
 from ..distributed import tp_group
 from ..kv_pool import KVPool
@@ -86,6 +87,7 @@ class CpuStep:
                 down=layer.mlp.down_proj.weight,
                 k_cache=pool.k_buffers[i],
                 v_cache=pool.v_buffers[i],
+                blocks=_layer_blocks(layer),
             )
             for i, layer in enumerate(decoder)
         ]
@@ -100,3 +102,14 @@ class CpuStep:
         )
         rotary = attn.rotary
         return LlamaCpuStep(geometry, layers, rotary.cos_table, rotary.sin_table, model.norm.weight)
+
+
+def _layer_blocks(layer: LlamaDecoderLayer) -> dict[str, QuantizedWeight]:
+    """The layer's products that have GGUF blocks (CausalLM.use_cpu_blocks)."""
+    modules = {
+        "qkv": layer.self_attn.qkv_proj,
+        "o": layer.self_attn.o_proj,
+        "gate_up": layer.mlp.gate_up_proj,
+        "down": layer.mlp.down_proj,
+    }
+    return {name: m.blocks for name, m in modules.items() if m.blocks is not None}

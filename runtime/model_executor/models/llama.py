@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from ....kernels import fused
+from ....kernels.cpu.quantized import QuantizedWeight
 from ..model_config import ModelConfig
 from .base import AttentionGeometry, CausalLM
 from .cpu_step import CpuStep
@@ -155,6 +156,11 @@ class LlamaForCausalLM(CausalLM):
     @property
     def attention_geometry(self) -> AttentionGeometry:
         return self._geometry
+
+    def use_cpu_blocks(self, blocks: dict[str, QuantizedWeight]) -> int:
+        used = super().use_cpu_blocks(blocks)
+        self._cpu_step = CpuStep(self)  # built again on first use, over the blocks
+        return used
 
     def forward(self, ctx: ForwardContext) -> torch.Tensor:
         """Runs the batch and returns float32 logits for `ctx.batch.logits_rows` only."""

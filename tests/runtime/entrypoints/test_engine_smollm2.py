@@ -62,6 +62,36 @@ def test_greedy_batch_matches_hf_generate(engine: Engine, hf_model) -> None:
         assert out["meta_info"]["finish_reason"] == {"type": "length", "matched": None}
 
 
+def test_single_prompts_over_gguf_blocks_match_hf_generate(engine: Engine, hf_model) -> None:
+    """One prompt at a time: every decode product has one row, so the layers read the GGUF's
+    Q4_1 blocks and the LM head its Q8_0 blocks (model_loader/gguf_blocks.py), and greedy
+    tokens are still HF generate's over the float32 dequantization."""
+    from radixserve.runtime.model_executor.model_runner import ModelRunner
+    from radixserve.runtime.model_executor.models.layers.embedding import ParallelLMHead
+    from radixserve.runtime.model_executor.models.layers.linear import LinearBase
+
+    runner = engine.state.runner
+    assert isinstance(runner, ModelRunner)
+    model = runner.model
+    with_blocks = [
+        m for m in model.modules() if isinstance(m, LinearBase | ParallelLMHead) and m.blocks
+    ]
+    assert len(with_blocks) == 4 * model.config.num_layers + 1  # qkv, o, gate_up, down; head
+    greedy = {"temperature": 0, "max_new_tokens": NEW_TOKENS, "ignore_eos": True}
+    for prompt in PROMPTS[:2]:
+        out = engine.generate(prompt, greedy)
+        ids = engine.tokenizer.encode(prompt)
+        with torch.no_grad():
+            ref = hf_model.generate(
+                torch.tensor([ids]),
+                max_new_tokens=NEW_TOKENS,
+                do_sample=False,
+                min_new_tokens=NEW_TOKENS,
+                pad_token_id=engine.tokenizer.eos_token_id,
+            )[0, len(ids) :].tolist()
+        assert out["output_ids"] == ref, f"{prompt!r}: {out['text']!r}"
+
+
 def test_chat_answer_names_paris(engine: Engine) -> None:
     ids = engine.builder.encode_chat(
         [{"role": "user", "content": "What is the capital of France?"}]

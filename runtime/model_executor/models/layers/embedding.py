@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .....kernels.cpu.quantized import QuantizedWeight
 from ...distributed import tp_group
 from .linear import product
 
@@ -46,8 +47,12 @@ class VocabParallelEmbedding(nn.Module):
 
 
 class ParallelLMHead(VocabParallelEmbedding):
+    # The weight's GGUF blocks where the model was given them (CausalLM.use_cpu_blocks): the
+    # CPU's small-batch products read those instead, to the same result.
+    blocks: QuantizedWeight | None = None
+
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """hidden [N, hidden] -> float32 logits [N, vocab_size]."""
-        logits = product(hidden, self.weight)
+        logits = product(hidden, self.weight, blocks=self.blocks)
         logits = self.tp.all_gather_last_dim(logits)
         return logits[:, : self.vocab_size].float()

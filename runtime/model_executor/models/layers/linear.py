@@ -16,17 +16,22 @@ from torch import nn
 
 from .....kernels import fused
 from .....kernels.cpu.blas_linear import linear
+from .....kernels.cpu.quantized import QuantizedWeight
 from ...distributed import tp_group
 
 
 def product(
-    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    blocks: QuantizedWeight | None = None,
 ) -> torch.Tensor:
     """x W^T (+ b): the one-row kernel for batch-1 decodes on the GPU (kernels/fused/matvec.py),
-    numpy's BLAS for float32 on the CPU, else F.linear (chosen by shapes and devices only)."""
+    our compiled kernels or numpy's BLAS for float32 on the CPU (over `blocks`, W's GGUF blocks,
+    where given and the rows few), else F.linear (chosen by shapes and devices only)."""
     if fused.gemv_applies(x, weight):
         return fused.gemv(x, weight, bias)
-    return linear(x, weight, bias)
+    return linear(x, weight, bias, blocks)
 
 
 def _divide(numerator: int, denominator: int, what: str) -> int:
@@ -39,6 +44,10 @@ def _divide(numerator: int, denominator: int, what: str) -> int:
 
 class LinearBase(nn.Module):
     """y = x W^T + b over this rank's shard; subclasses define how checkpoint tensors shard."""
+
+    # The weight's GGUF blocks where the model was given them (CausalLM.use_cpu_blocks): the
+    # CPU's small-batch products read those instead, to the same result.
+    blocks: QuantizedWeight | None = None
 
     def __init__(self, in_features: int, out_features: int, bias: bool) -> None:
         super().__init__()
@@ -59,7 +68,7 @@ class LinearBase(nn.Module):
         copy_weight_checked(param.data, loaded)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return product(x, self.weight, self.bias)
+        return product(x, self.weight, self.bias, self.blocks)
 
 
 class ReplicatedLinear(LinearBase):
@@ -95,7 +104,7 @@ class RowParallelLinear(LinearBase):
         copy_weight_checked(param.data, loaded.narrow(1, self.tp.rank * cols, cols))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.reduce(product(x, self.weight))
+        return self.reduce(product(x, self.weight, blocks=self.blocks))
 
     def reduce(self, partial: torch.Tensor) -> torch.Tensor:
         """This rank's partial product -> the layer's output (summed over ranks, plus bias)."""
