@@ -6,7 +6,7 @@ microseconds of dispatch for a few hundred floats of work, plus the Python betwe
 step runs all of that for every layer, calling the products (small_gemm.c) directly; the model
 uses it for batches of up to MAX_ROWS new tokens, decode rows and short prefill chunks alike
 (runtime/model_executor/models/cpu_step.py). Its attention is a plain loop over each token's
-keys, so long prefills stay with torch's SDPA.
+keys, so prefills over long contexts stay with torch's SDPA (MAX_PREFILL_PAIRS).
 """
 
 from __future__ import annotations
@@ -20,9 +20,13 @@ from .quantized import QuantizedWeight
 from .small_gemm import WeightRef, small_gemm
 
 _P = ctypes.c_void_p
-# Batches of up to this many new tokens: the products then all run through small_gemm (its
-# 64-row products cost about OpenBLAS's), and the loop attention stays small.
-MAX_ROWS = 64
+# Batches of up to this many new tokens (small_gemm.ROWS_UP_TO: every product through the
+# compiled kernel) whose prefill tokens see at most MAX_PREFILL_PAIRS (token, key) pairs in all:
+# the C attention loops over each token's keys on one thread (about 0.3 us a pair and layer on
+# the development machine), where torch's SDPA takes a chunk's tokens together. Decode rows see
+# their keys either way, so they do not count.
+MAX_ROWS = 256
+MAX_PREFILL_PAIRS = 8192
 
 
 class _Layer(ctypes.Structure):

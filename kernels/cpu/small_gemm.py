@@ -11,8 +11,13 @@ SmolLM2-135M products on the 2-core development machine, two threads, in one run
     OpenBLAS ms   21.4  37.3  47.3  39.6  50.8  83.8  119.9
     this ms       20.0  21.7  23.5  33.5  47.3  71.3  133.1
 
-So products of up to ROWS_UP_TO rows come here (blas_linear.py decides), larger ones (prefill)
-stay with OpenBLAS. The library is C compiled on first use with the machine's C compiler ($CC,
+Measured again (2026-12-04, same machine, a slower day; the 120 layer products of a step, two
+threads): at 32 / 64 / 96 / 128 / 256 rows this kernel took 114 / 229 / 341 / 430 / 931 ms and
+OpenBLAS over the row-major weights 135 / 323 / 491 / 526 / 1,458 (over column-major ones 131 /
+228 / 350 / 471 / 973): both near the cores' peak from 64 rows on, this kernel never slower. At
+1,024 and 2,048 rows it fell to 6.5 and 18.8 s against OpenBLAS's 3.7 and 7.8 (it streams all of
+x again for each few rows of W, where OpenBLAS blocks). So products of up to ROWS_UP_TO rows come
+here (blas_linear.py decides), larger ones (long prefill chunks) go to OpenBLAS. The library is C compiled on first use with the machine's C compiler ($CC,
 else cc) for this CPU (-march=native) and cached under the radixserve cache directory, keyed by
 the source, the flags and the CPU; where no compiler works, or RADIXSERVE_CPU_NATIVE=0, every
 product stays with BLAS and a warning says why.
@@ -43,7 +48,7 @@ NATIVE_DIR = Path(__file__).parent / "native"
 SOURCES = (NATIVE_DIR / "small_gemm.c", NATIVE_DIR / "quant_gemm.c", NATIVE_DIR / "llama_step.c")
 HEADERS = (NATIVE_DIR / "small_gemm.h",)
 DISABLE_ENV = "RADIXSERVE_CPU_NATIVE"  # "0": no compiled kernels, BLAS only
-ROWS_UP_TO = 32  # products of more rows go to BLAS (module docstring)
+ROWS_UP_TO = 256  # products of more rows go to BLAS (module docstring)
 FLAGS = ("-O3", "-ffp-contract=fast", "-fPIC", "-shared", "-pthread")
 ARCH_FLAG = "-march=native"  # tried first; a compiler that refuses it builds without
 COMPILE_TIMEOUT_S = 300  # a loaded 2-core machine takes about 10 s

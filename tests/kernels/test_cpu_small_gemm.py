@@ -96,7 +96,7 @@ def test_linear_takes_the_kernel_up_to_its_row_limit(kernel, monkeypatch) -> Non
 
     monkeypatch.setattr(kernel, "linear", recording)
     w = torch.randn(24, 32)
-    for rows in (1, 3, small_gemm.ROWS_UP_TO, small_gemm.ROWS_UP_TO + 1, 100):
+    for rows in (1, 3, small_gemm.ROWS_UP_TO, small_gemm.ROWS_UP_TO + 1, 300):
         x = torch.randn(rows, 32)
         torch.testing.assert_close(linear(x, w), F.linear(x, w), rtol=1e-5, atol=1e-5)
     column_major_w = w.t().contiguous().t()  # BLAS's layout: not this kernel's

@@ -4,8 +4,9 @@ and the adapter from the model's modules to that call.
 It applies to a float32 model on the CPU, in a tensor-parallel group of one, without q/k norms or
 biases other than q/k/v's, with products through the compiled kernels (not turned off by
 --cpu-blas-threads 0 or RADIXSERVE_CPU_NATIVE=0), a float32 KV pool, and to batches of at most
-llama_step.MAX_ROWS new tokens (decodes, short prefill chunks, or both) under the torch attention
-backend. Everything else, long prefills among it, keeps the module path.
+llama_step.MAX_ROWS new tokens (decodes, short prefill chunks, or both) whose prefill tokens see
+at most llama_step.MAX_PREFILL_PAIRS keys in all, under the torch attention backend. Everything
+else, long prefills among it, keeps the module path.
 """
 
 from __future__ import annotations
@@ -16,7 +17,13 @@ import torch
 
 from ....kernels.attention.torch_backend import TorchAttentionBackend
 from ....kernels.cpu.blas_linear import blas_linear_enabled
-from ....kernels.cpu.llama_step import MAX_ROWS, LlamaCpuStep, StepGeometry, StepLayerWeights
+from ....kernels.cpu.llama_step import (
+    MAX_PREFILL_PAIRS,
+    MAX_ROWS,
+    LlamaCpuStep,
+    StepGeometry,
+    StepLayerWeights,
+)
 from ....kernels.cpu.quantized import QuantizedWeight
 from ....kernels.cpu.small_gemm import small_gemm
 from ..distributed import tp_group
@@ -62,6 +69,8 @@ class CpuStep:
         if step is None:
             return None
         kv_slots, row_seq, row_len = ctx.attention.token_slots()
+        if prefill_pairs(ctx.attention, row_seq, row_len) > MAX_PREFILL_PAIRS:
+            return None
         batch = ctx.batch
         return step(hidden, batch.positions, batch.out_cache_loc, kv_slots, row_seq, row_len)
 
@@ -102,6 +111,15 @@ class CpuStep:
         )
         rotary = attn.rotary
         return LlamaCpuStep(geometry, layers, rotary.cos_table, rotary.sin_table, model.norm.weight)
+
+
+def prefill_pairs(
+    attention: TorchAttentionBackend, row_seq: torch.Tensor, row_len: torch.Tensor
+) -> int:
+    """(token, key) pairs the batch's prefill tokens (those of sequences extending by more than
+    one) attend over: the C attention's cost beyond what decode rows need anyway."""
+    extend = torch.tensor(attention.extend_lens(), dtype=torch.long)
+    return int(row_len[extend[row_seq] > 1].sum())
 
 
 def _layer_blocks(layer: LlamaDecoderLayer) -> dict[str, QuantizedWeight]:

@@ -133,7 +133,8 @@ def test_all_position_logits_match_hf(tiny) -> None:
 def test_decode_batches_over_several_steps(tiny, page_size: int, monkeypatch) -> None:
     """Batches whose every row is one new token: on the CPU the Llama and Qwen2 models run them
     as one C call (kernels/cpu/llama_step.py; Qwen3's q/k norms keep the module path), each
-    step reading the K/V the previous one wrote; so do the prompts of up to 64 tokens."""
+    step reading the K/V the previous one wrote; so do the prompts whose tokens see at most
+    MAX_PREFILL_PAIRS keys in all (5, 70 and 33 tokens; 300 see 45,150: torch's SDPA)."""
     path, hf = tiny
     calls = count_c_steps(monkeypatch)
     runner = make_runner(path, page_size)
@@ -157,7 +158,7 @@ def test_decode_batches_over_several_steps(tiny, page_size: int, monkeypatch) ->
             diff = (logits[row] - hf_last_logits(hf, p)).abs().max().item()
             assert diff <= TOLERANCE, f"step {step}, request {row}: max abs diff {diff}"
     qk_norm = runner.model.config.qk_norm
-    assert calls == ([] if qk_norm else [5, 33] + [len(full)] * steps)  # 70, 300: torch's SDPA
+    assert calls == ([] if qk_norm else [5, 70, 33] + [len(full)] * steps)
 
 
 def count_c_steps(monkeypatch) -> list[int]:
@@ -199,6 +200,34 @@ def test_small_mixed_batches_in_one_c_call(tiny, page_size: int, monkeypatch) ->
         assert diff <= TOLERANCE, f"request {row}: max abs diff {diff}"
     if not runner.model.config.qk_norm:
         assert calls == [29, 20, 20, 1 + 25 + 9]
+
+
+def test_a_chunk_over_a_long_prefix_keeps_torch_attention(tiny, monkeypatch) -> None:
+    """40 new tokens after 300 cached see 12,820 keys in all, over MAX_PREFILL_PAIRS: the
+    module path (SDPA) runs them; 40 decode rows at that length would not count."""
+    from radixserve.kernels.attention.torch_backend import TorchAttentionBackend
+    from radixserve.kernels.cpu.llama_step import MAX_PREFILL_PAIRS
+    from radixserve.runtime.model_executor.models.cpu_step import prefill_pairs
+
+    path, hf = tiny
+    calls = count_c_steps(monkeypatch)
+    runner = make_runner(path, 16)
+    alloc = PageAllocator(runner.kv_pool.num_pages, seed=11)
+    (full,) = prompts(12, [340])
+    table = alloc.take(pages_for(len(full), 16))
+    runner.forward([RequestSlice(full[:300], 0, table)])
+    _, logits = runner.forward([RequestSlice(full[300:], 300, table)])
+    assert (logits[0] - hf_last_logits(hf, full)).abs().max().item() <= TOLERANCE
+    assert calls == []
+    extend = [40]
+    row_seq = torch.zeros(40, dtype=torch.long)
+    row_len = torch.arange(301, 341)
+    backend = object.__new__(TorchAttentionBackend)
+    backend.extend_lens = lambda: extend  # type: ignore[method-assign]
+    assert prefill_pairs(backend, row_seq, row_len) == int(row_len.sum()) > MAX_PREFILL_PAIRS
+    extend[:] = [1] * 40  # 40 sequences of 340 tokens, one new token each
+    row_seq, row_len = torch.arange(40), torch.full((40,), 340)
+    assert prefill_pairs(backend, row_seq, row_len) == 0  # one new token each: decodes
 
 
 def test_the_c_decode_step_refuses_bad_indices(tiny) -> None:
