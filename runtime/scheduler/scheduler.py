@@ -287,7 +287,8 @@ class Scheduler:
         interval = self.config.log_interval
         if interval and self.counters.steps % interval == 0:
             logger.info(
-                "step %d: batch=%d prefill=%d decode=%d hit=%d queue=%d kv=%.1f%% sched=%.2fms",
+                "step %d: batch=%d prefill=%d decode=%d hit=%d queue=%d kv=%.1f%% sched=%.2fms "
+                "step=%.1fms",
                 self.counters.steps,
                 stats.batch_size,
                 stats.prefill_tokens,
@@ -296,6 +297,7 @@ class Scheduler:
                 stats.queue_depth,
                 100 * stats.kv_usage,
                 1e3 * stats.schedule_seconds,
+                1e3 * stats.wall_seconds,
             )
 
     # --- maintenance ---------------------------------------------------------------------------
