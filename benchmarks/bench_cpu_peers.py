@@ -1,6 +1,8 @@
 """radixserve against llama.cpp's server on the CPU: the same GGUF, the same four workloads.
 
-Starts radixserve on the embedded SmolLM2 GGUF (dequantized to float32) and, where installed,
+Starts radixserve on the embedded SmolLM2 GGUF (its float32 dequantization; products of a few
+rows read the file's Q4_1 / Q8_0 blocks to the same values, --disable-cpu-gguf-blocks passed
+through --radixserve-args turns that off) and, where installed,
 llama.cpp's server on the very same file (`llama-server` on PATH, else llama-cpp-python's
 `python -m llama_cpp.server`), then sends each workload through the OpenAI API to each system,
 interleaved (the order of the systems alternates per round) and repeated:
@@ -174,9 +176,11 @@ def llama_cpp_command(gguf: str, port: int, threads: int | None, slots: int) -> 
     return None
 
 
-def radixserve_command(gguf: str, port: int, threads: int | None) -> list[str]:
+def radixserve_command(
+    gguf: str, port: int, threads: int | None, extra: list[str] | None = None
+) -> list[str]:
     command = [sys.executable, "-m", "radixserve.launch_server", "--model-path", gguf]
-    command += ["--port", str(port), "--log-level", "warning"]
+    command += ["--port", str(port), "--log-level", "warning", *(extra or [])]
     return command + (["--cpu-threads", str(threads)] if threads else [])
 
 
@@ -300,6 +304,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads for every server (default: each server's own)")  # fmt: skip
     parser.add_argument("--no-peers", action="store_true", help="radixserve alone")
+    parser.add_argument("--radixserve-args", default="",
+                        help="extra server flags for radixserve, one string "
+                        "(e.g. '--disable-cpu-gguf-blocks')")  # fmt: skip
     parser.add_argument("--llama-cpp-gguf", default=None,
                         help="the GGUF llama.cpp serves (default: the embedded one, as stored); "
                         "e.g. a float32 copy made with llama-quantize --allow-requantize IN OUT "
@@ -318,7 +325,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
         raise SystemExit("the embedded model has no GGUF file")
     logs = tempfile.mkdtemp(prefix="bench_cpu_peers_")
     port = free_port()
-    servers = [Server("radixserve", radixserve_command(gguf, port, args.threads), port,
+    extra = args.radixserve_args.split()
+    servers = [Server("radixserve", radixserve_command(gguf, port, args.threads, extra), port,
                       os.path.join(logs, "radixserve.log"))]  # fmt: skip
     slots = max(sizes.concurrent, sizes.fewshot_questions, sizes.chats)
     port = free_port()
@@ -326,7 +334,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     llama = None if args.no_peers else llama_cpp_command(peer_gguf, port, args.threads, slots)
     if llama is not None:
         servers.append(Server("llama.cpp", llama, port, os.path.join(logs, "llama_cpp.log")))
-    print(f"model: {gguf} (radixserve: float32 from the GGUF); llama.cpp serves {peer_gguf}")
+    print(f"model: {gguf} (radixserve: its float32 dequantization, few-row products over its "
+          f"blocks to the same values); llama.cpp serves {peer_gguf}")  # fmt: skip
     print(f"CPUs available: {len(os.sched_getaffinity(0))}, load average: {os.getloadavg()}")
     if args.no_peers:
         print("llama.cpp server: not run (--no-peers)")

@@ -61,7 +61,7 @@ class ServerArgs:
         default=False,
         metadata={
             "help": "on the CPU, compute with the float32 weights only: by default products of "
-            "up to 8 rows read a GGUF model's Q4_1 / Q8_0 blocks instead, dequantized in "
+            "up to 3 (Q4_1) or 4 (Q8_0) rows read a GGUF model's blocks instead, dequantized in "
             "registers to the same float32 values (the same results, 3.5-5x fewer bytes read)"
         },
     )
