@@ -72,31 +72,46 @@ static void rotate(float *x, long heads, long D, const float *cos, const float *
     }
 }
 
-// Softmax attention of one row's q heads over its `len` cached tokens at `slots`; heads that
-// share a KV head are taken together, so each K and V row is read once for the group.
-static void attend(const rs_llama_t *m, const float *q, const float *k_cache,
-                   const float *v_cache, const long *slots, long len, float *out,
-                   float *scores) {
-  long D = m->head_dim, Hkv = m->kv_heads, group = m->heads / m->kv_heads;
-  for (long g = 0; g < Hkv; g++) {
-    const float *qg = q + g * group * D;
-    float *og = out + g * group * D;
-    for (long j = 0; j < len; j++) {
-      const float *k = k_cache + (slots[j] * Hkv + g) * D;
-      for (long h = 0; h < group; h++) scores[h * len + j] = dot(qg + h * D, k, D) * m->scale;
-    }
-    for (long h = 0; h < group; h++) {
-      float *s = scores + h * len, top = -INFINITY, total = 0.0f;
-      for (long j = 0; j < len; j++) top = s[j] > top ? s[j] : top;
-      for (long j = 0; j < len; j++) total += (s[j] = expf(s[j] - top));
-      float inv = 1.0f / total;
-      for (long j = 0; j < len; j++) s[j] *= inv;
-      memset(og + h * D, 0, D * sizeof(float));
-    }
-    for (long j = 0; j < len; j++) {
-      const float *v = v_cache + (slots[j] * Hkv + g) * D;
-      for (long h = 0; h < group; h++) axpy(og + h * D, scores[h * len + j], v, D);
-    }
+// Softmax attention of query head h of one row over its `len` cached tokens at `slots`, into
+// out (that head's D floats); scores: len floats of scratch.
+static void attend_head(const rs_llama_t *m, const float *q, long h, const float *k_cache,
+                        const float *v_cache, const long *slots, long len, float *out,
+                        float *scores) {
+  long D = m->head_dim, Hkv = m->kv_heads, g = h / (m->heads / m->kv_heads);
+  const float *qh = q + h * D;
+  float top = -INFINITY, total = 0.0f;
+  for (long j = 0; j < len; j++) {
+    float s = dot(qh, k_cache + (slots[j] * Hkv + g) * D, D) * m->scale;
+    scores[j] = s;
+    top = s > top ? s : top;
+  }
+  for (long j = 0; j < len; j++) total += (scores[j] = expf(scores[j] - top));
+  float inv = 1.0f / total;
+  for (long j = 0; j < len; j++) scores[j] *= inv;
+  memset(out, 0, D * sizeof(float));
+  for (long j = 0; j < len; j++) axpy(out, scores[j], v_cache + (slots[j] * Hkv + g) * D, D);
+}
+
+// One layer's attention, as a task over (row, head) units for the thread pool: each unit's
+// result depends on nothing but its own row and head, so how the units are split over threads
+// never changes a number.
+typedef struct {
+  const rs_llama_t *m;
+  const rs_layer_t *L;
+  const float *qkv;
+  long qkv_n, kv_stride, max_len;
+  const long *kv_slots, *row_seq, *row_len;
+  float *attn, *scores;  // scores: max_len floats per thread
+} attention_t;
+
+static void attention_task(void *context, long begin, long end, int thread) {
+  const attention_t *a = context;
+  long H = a->m->heads, D = a->m->head_dim;
+  for (long u = begin; u < end; u++) {
+    long r = u / H, h = u % H;
+    attend_head(a->m, a->qkv + r * a->qkv_n, h, a->L->k_cache, a->L->v_cache,
+                a->kv_slots + a->row_seq[r] * a->kv_stride, a->row_len[r],
+                a->attn + r * H * D + h * D, a->scores + thread * a->max_len);
   }
 }
 
@@ -114,13 +129,23 @@ int rs_llama_forward(const rs_llama_t *m, long B, float *hidden, const long *pos
   long n = m->hidden, D = m->head_dim, H = m->heads, Hkv = m->kv_heads, I = m->intermediate;
   long qkv_n = (H + 2 * Hkv) * D, max_len = 0;
   for (long r = 0; r < B; r++) max_len = row_len[r] > max_len ? row_len[r] : max_len;
-  long group = H / Hkv;
-  size_t floats = B * (n + n + qkv_n + H * D + 2 * I + I) + group * max_len;
+  // Attention's split over threads, by cost: each (row, head) unit costs its row's length.
+  int threads = rs_thread_count();
+  size_t floats = B * (n + n + qkv_n + H * D + 2 * I + I) + (size_t)threads * max_len;
   float *buffer = malloc(floats * sizeof(float));
-  if (!buffer) return -1;
+  long *cost = malloc((B * H + 1) * sizeof(long));
+  if (!buffer || !cost) {
+    free(buffer);
+    free(cost);
+    return -1;
+  }
   float *residual = buffer, *normed = residual + B * n, *qkv = normed + B * n;
   float *attn = qkv + B * qkv_n, *gate_up = attn + B * H * D, *act = gate_up + B * 2 * I;
   float *scores = act + B * I;
+  cost[0] = 0;
+  for (long u = 0; u < B * H; u++) cost[u + 1] = cost[u] + row_len[u / H];
+  attention_t at = {m, 0, qkv, qkv_n, kv_stride, max_len, kv_slots, row_seq, row_len, attn,
+                    scores};
   for (long l = 0; l < m->layers; l++) {
     const rs_layer_t *L = &m->layer[l];
     for (long r = 0; r < B; r++)
@@ -134,9 +159,8 @@ int rs_llama_forward(const rs_llama_t *m, long B, float *hidden, const long *pos
       memcpy(L->k_cache + out_slots[r] * Hkv * D, row + H * D, Hkv * D * sizeof(float));
       memcpy(L->v_cache + out_slots[r] * Hkv * D, row + (H + Hkv) * D, Hkv * D * sizeof(float));
     }
-    for (long r = 0; r < B; r++)
-      attend(m, qkv + r * qkv_n, L->k_cache, L->v_cache, kv_slots + row_seq[r] * kv_stride,
-             row_len[r], attn + r * H * D, scores);
+    at.L = L;
+    rs_parallel(attention_task, &at, cost, B * H, threads);
     rs_linear(attn, B, H * D, H * D, &L->o, n, 0, hidden);
     for (long r = 0; r < B; r++)
       add_and_norm(hidden + r * n, residual + r * n, L->post_norm, normed + r * n, n, m->eps, 0);
@@ -150,5 +174,6 @@ int rs_llama_forward(const rs_llama_t *m, long B, float *hidden, const long *pos
   for (long r = 0; r < B; r++)
     add_and_norm(hidden + r * n, residual + r * n, m->final_norm, hidden + r * n, n, m->eps, 0);
   free(buffer);
+  free(cost);
   return 0;
 }

@@ -145,7 +145,8 @@ static int g_threads = 1;  // threads a product may use
 static const long g_spin_ns = 100000;
 static atomic_long g_generation;
 static atomic_int g_finished;
-static rs_product_t g_product;
+static rs_task_fn g_task;  // what the workers run now: g_task(g_context, bounds of theirs)
+static void *g_context;
 static long g_bounds[MAX_THREADS + 1];
 static long g_created_at[MAX_THREADS + 1];
 
@@ -178,7 +179,8 @@ static void *worker_main(void *arg) {
   long seen = g_created_at[index];
   for (;;) {
     seen = wait_for_generation(seen);
-    run_columns(&g_product, g_bounds[index], g_bounds[index + 1]);
+    if (g_bounds[index] < g_bounds[index + 1])
+      g_task(g_context, g_bounds[index], g_bounds[index + 1], (int)index);
     atomic_fetch_add_explicit(&g_finished, 1, memory_order_release);
   }
   return 0;
@@ -210,6 +212,28 @@ int rs_set_threads(int threads) {
   return g_threads;
 }
 
+// Runs task over [bounds[0], bounds[threads]) on `threads` threads (the caller is thread 0),
+// thread t over [bounds[t], bounds[t + 1]); started workers beyond `threads` get empty ranges.
+// The caller holds g_call.
+static void dispatch(rs_task_fn task, void *context, int threads) {
+  long end = g_bounds[threads];
+  for (int t = threads + 1; t <= g_started + 1; t++) g_bounds[t] = end;
+  g_task = task;
+  g_context = context;
+  atomic_store(&g_finished, 0);
+  atomic_fetch_add_explicit(&g_generation, 1, memory_order_release);
+  pthread_mutex_lock(&g_sleep);
+  pthread_cond_broadcast(&g_wake);
+  pthread_mutex_unlock(&g_sleep);
+  if (g_bounds[0] < g_bounds[1]) task(context, g_bounds[0], g_bounds[1], 0);
+  while (atomic_load_explicit(&g_finished, memory_order_acquire) < g_started) CPU_RELAX();
+}
+
+static void product_task(void *context, long n0, long n1, int thread) {
+  (void)thread;
+  run_columns((const rs_product_t *)context, n0, n1);
+}
+
 void rs_linear(const float *x, long M, long K, long ldx, const rs_weight_t *w, long N,
                const float *bias, float *y) {
   rs_product_t p = {x, bias, *w, y, M, K, N, ldx};
@@ -226,20 +250,41 @@ void rs_linear(const float *x, long M, long K, long ldx, const rs_weight_t *w, l
     pthread_mutex_unlock(&g_call);
     return;
   }
-  // Thread t takes whole tiles [bounds[t], bounds[t + 1]); started workers beyond `threads`
-  // get empty ranges.
-  for (int t = 0; t <= g_started + 1; t++) {
-    long b = t <= threads ? blocks * t / threads * nr : N;
+  for (int t = 0; t <= threads; t++) {  // whole tiles each
+    long b = blocks * t / threads * nr;
     g_bounds[t] = b < N ? b : N;
   }
-  g_product = p;
-  atomic_store(&g_finished, 0);
-  atomic_fetch_add_explicit(&g_generation, 1, memory_order_release);
-  pthread_mutex_lock(&g_sleep);
-  pthread_cond_broadcast(&g_wake);
-  pthread_mutex_unlock(&g_sleep);
-  run_columns(&p, g_bounds[0], g_bounds[1]);
-  while (atomic_load_explicit(&g_finished, memory_order_acquire) < g_started) CPU_RELAX();
+  dispatch(product_task, &p, threads);
   pthread_mutex_unlock(&g_call);
 }
 
+int rs_thread_count(void) {
+  pthread_mutex_lock(&g_call);
+  int threads = g_threads;
+  pthread_mutex_unlock(&g_call);
+  return threads;
+}
+
+void rs_parallel(rs_task_fn task, void *context, const long *cost_prefix, long n,
+                 int max_threads) {
+  if (n <= 0) return;
+  pthread_mutex_lock(&g_call);
+  int threads = g_threads < max_threads ? g_threads : max_threads;
+  if (threads > n) threads = (int)n;
+  if (threads <= 1) {
+    task(context, 0, n, 0);
+    pthread_mutex_unlock(&g_call);
+    return;
+  }
+  // Thread t starts at the first unit whose cost before it reaches t / threads of the total.
+  long total = cost_prefix[n], unit = 0;
+  g_bounds[0] = 0;
+  for (int t = 1; t < threads; t++) {
+    long target = total * t / threads;
+    while (unit < n && cost_prefix[unit] < target) unit++;
+    g_bounds[t] = unit;
+  }
+  g_bounds[threads] = n;
+  dispatch(task, context, threads);
+  pthread_mutex_unlock(&g_call);
+}

@@ -37,6 +37,16 @@ typedef struct {
 void rs_linear(const float *x, long M, long K, long ldx, const rs_weight_t *w, long N,
                const float *bias, float *y);
 
+// Work split over the products' thread pool: task(context, begin, end, thread) runs once per
+// thread over its share of [0, n), the shares cut where cost_prefix ([n + 1], non-decreasing,
+// cost_prefix[i] the cost of units 0..i-1) splits the total evenly; at most max_threads threads
+// (the caller is thread 0, so per-thread buffers index by `thread`). rs_thread_count() is how
+// many a call may use now.
+typedef void (*rs_task_fn)(void *context, long begin, long end, int thread);
+void rs_parallel(rs_task_fn task, void *context, const long *cost_prefix, long n,
+                 int max_threads);
+int rs_thread_count(void);
+
 // Columns [n0, n1) of a quantized product on the calling thread (quant_gemm.c), and the rows of
 // W per tile it hands out (thread shares are whole tiles).
 void rs_quant_columns(const rs_product_t *p, long n0, long n1);

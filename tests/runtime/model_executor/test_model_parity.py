@@ -267,3 +267,47 @@ def test_the_c_decode_step_refuses_bad_indices(tiny) -> None:
         with pytest.raises(ValueError, match=message):
             step(hidden.clone(), **{**good, name: value})
     assert all(torch.equal(a, b) for a, b in zip(before, runner.kv_pool.k_buffers, strict=True))
+
+
+@pytest.mark.parametrize("threads", [2, 3])
+def test_the_c_step_gives_the_same_bits_on_any_thread_count(
+    tiny, threads: int, monkeypatch
+) -> None:
+    """Products split W's rows and attention its (row, head) units over the pool's threads
+    (cut by each unit's key count); no result depends on the split: a mixed batch (two
+    prefill chunks of unequal length over cached prefixes, three decodes) returns the same
+    bits on one thread and on several."""
+    from radixserve.kernels.cpu import small_gemm as gemm
+    from radixserve.runtime.model_executor.models.llama import LlamaForCausalLM
+
+    path, _ = tiny
+    calls = count_c_steps(monkeypatch)
+    # A fixed thread count: no governor re-deciding it between the two runs.
+    args = ServerArgs(model_path=str(path), page_size=4, max_total_tokens=4096, device="cpu")
+    runner = ModelRunner(args.replace(cpu_blas_threads=1))
+    if runner.model.config.qk_norm:
+        pytest.skip("Qwen3 keeps the module path")
+    assert runner.blas_governor is None
+    kernel = gemm.small_gemm()
+    assert kernel is not None and isinstance(runner.model, LlamaForCausalLM)
+    saved = int(gemm._state["threads"])  # type: ignore[arg-type]
+    alloc = PageAllocator(runner.kv_pool.num_pages, seed=13)
+    full = prompts(14, [40, 90, 17, 61, 33])
+    cached = [39, 89, 16, 20, 2]  # three decodes, two chunks
+    tables = [alloc.take(pages_for(len(p), 4)) for p in full]
+    for p, n, table in zip(full, cached, tables, strict=True):
+        runner.forward([RequestSlice(p[:n], 0, table)])
+    slices = [
+        RequestSlice(p[n:], n, table) for p, n, table in zip(full, cached, tables, strict=True)
+    ]
+    results = []
+    try:
+        for count in (1, threads):
+            assert kernel.set_threads(count) == count
+            calls.clear()
+            _, logits = runner.forward(slices)  # rewrites the same K/V into the same slots
+            assert calls == [3 + 41 + 31]
+            results.append(logits)
+    finally:
+        gemm.set_small_gemm_threads(saved)
+    assert torch.equal(results[0], results[1])
