@@ -6,7 +6,6 @@ reads back as the blocks transformers' dequantization (with its q/k reordering) 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import gguf
@@ -32,19 +31,7 @@ from radixserve.runtime.model_executor.model_loader.gguf_blocks import (
 KINDS: dict[Kind, GGML] = {"q4_1": GGML.Q4_1, "q8_0": GGML.Q8_0}
 
 
-@pytest.fixture(scope="module")
-def kernel() -> small_gemm.SmallGemm:
-    built = small_gemm.small_gemm()
-    assert built is not None, "the C compiler is on this machine: the kernel must build"
-    return built
-
-
-@pytest.fixture(autouse=True)
-def restore_threads() -> Iterator[None]:
-    saved = dict(small_gemm._state)
-    yield
-    small_gemm._state.update(saved)
-    small_gemm.set_small_gemm_threads(int(saved["threads"]))  # type: ignore[arg-type]
+pytestmark = pytest.mark.usefixtures("restore_cpu_state")
 
 
 def gguf_bytes(kind: Kind, weights: np.ndarray) -> np.ndarray:

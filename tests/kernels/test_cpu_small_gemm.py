@@ -6,31 +6,16 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-from radixserve.kernels.cpu import blas_linear, small_gemm
+from radixserve.kernels.cpu import small_gemm
 from radixserve.kernels.cpu.blas_linear import linear, set_blas_linear
 
-
-@pytest.fixture(scope="module")
-def kernel() -> small_gemm.SmallGemm:
-    built = small_gemm.small_gemm()
-    assert built is not None, "the C compiler is on this machine: the kernel must build"
-    return built
-
-
-@pytest.fixture(autouse=True)
-def restore_state() -> Iterator[None]:
-    saved_blas, saved_gemm = dict(blas_linear._state), dict(small_gemm._state)
-    yield
-    blas_linear._state.update(saved_blas)
-    small_gemm._state.update(saved_gemm)
-    small_gemm.set_small_gemm_threads(int(saved_gemm["threads"]))  # type: ignore[arg-type]
+pytestmark = pytest.mark.usefixtures("restore_cpu_state")
 
 
 def reference(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:

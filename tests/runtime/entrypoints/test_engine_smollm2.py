@@ -42,20 +42,26 @@ def hf_model():
     return model.eval()
 
 
+def hf_greedy(hf_model, engine: Engine, prompt: str) -> list[int]:
+    """HF generate's NEW_TOKENS greedy tokens after `prompt` (EOS ignored)."""
+    ids = engine.tokenizer.encode(prompt)
+    with torch.no_grad():
+        out = hf_model.generate(
+            torch.tensor([ids]),
+            max_new_tokens=NEW_TOKENS,
+            do_sample=False,
+            min_new_tokens=NEW_TOKENS,
+            pad_token_id=engine.tokenizer.eos_token_id,
+        )
+    return out[0, len(ids) :].tolist()
+
+
 def test_greedy_batch_matches_hf_generate(engine: Engine, hf_model) -> None:
     greedy = {"temperature": 0, "max_new_tokens": NEW_TOKENS, "ignore_eos": True}
     outs = engine.generate(PROMPTS, greedy)
     assert isinstance(outs, list) and len(outs) == len(PROMPTS)
     for prompt, out in zip(PROMPTS, outs, strict=True):
-        ids = engine.tokenizer.encode(prompt)
-        with torch.no_grad():
-            ref = hf_model.generate(
-                torch.tensor([ids]),
-                max_new_tokens=NEW_TOKENS,
-                do_sample=False,
-                min_new_tokens=NEW_TOKENS,
-                pad_token_id=engine.tokenizer.eos_token_id,
-            )[0, len(ids) :].tolist()
+        ref = hf_greedy(hf_model, engine, prompt)
         assert out["output_ids"] == ref, f"{prompt!r}: {out['text']!r}"
         assert out["text"] == engine.tokenizer.decode(ref, skip_special_tokens=True)
         assert out["meta_info"]["completion_tokens"] == NEW_TOKENS
@@ -80,15 +86,7 @@ def test_single_prompts_over_gguf_blocks_match_hf_generate(engine: Engine, hf_mo
     greedy = {"temperature": 0, "max_new_tokens": NEW_TOKENS, "ignore_eos": True}
     for prompt in PROMPTS[:2]:
         out = engine.generate(prompt, greedy)
-        ids = engine.tokenizer.encode(prompt)
-        with torch.no_grad():
-            ref = hf_model.generate(
-                torch.tensor([ids]),
-                max_new_tokens=NEW_TOKENS,
-                do_sample=False,
-                min_new_tokens=NEW_TOKENS,
-                pad_token_id=engine.tokenizer.eos_token_id,
-            )[0, len(ids) :].tolist()
+        ref = hf_greedy(hf_model, engine, prompt)
         assert out["output_ids"] == ref, f"{prompt!r}: {out['text']!r}"
 
 
