@@ -46,7 +46,7 @@ NATIVE_DIR = Path(__file__).parent / "native"
 # One library: the products (float32 and quantized weights) and the decode step that calls them
 # (llama_step.py).
 SOURCES = (NATIVE_DIR / "small_gemm.c", NATIVE_DIR / "quant_gemm.c", NATIVE_DIR / "llama_step.c")
-HEADERS = (NATIVE_DIR / "small_gemm.h",)
+HEADERS = (NATIVE_DIR / "small_gemm.h", NATIVE_DIR / "vec.h")
 DISABLE_ENV = "RADIXSERVE_CPU_NATIVE"  # "0": no compiled kernels, BLAS only
 ROWS_UP_TO = 256  # products of more rows go to BLAS (module docstring)
 FLAGS = ("-O3", "-ffp-contract=fast", "-fPIC", "-shared", "-pthread")
@@ -125,8 +125,8 @@ class SmallGemm:
     ) -> torch.Tensor:
         """x [M, K] (rows may be strided, elements contiguous) W^T, W given as a contiguous
         float32 [N, K], its GGUF `blocks`, or both (the blocks then serve products of up to
-        `quantized_rows` rows, the float32 W more). Every shape and layout is checked here (a QuantizedWeight
-        checks its own), since C would read out of bounds."""
+        `quantized_rows` rows, the float32 W more). Every shape and layout is checked here (a
+        QuantizedWeight checks its own), since C would read out of bounds."""
         if x.dtype != torch.float32 or x.device.type != "cpu" or x.dim() != 2:
             raise ValueError("small_gemm takes 2-D float32 CPU rows")
         if weight is not None:

@@ -12,9 +12,7 @@
 #include <string.h>
 
 #include "small_gemm.h"
-
-typedef float v8 __attribute__((vector_size(32)));
-typedef float v8u __attribute__((vector_size(32), aligned(4)));
+#include "vec.h"
 
 typedef struct {
   const float *input_norm, *post_norm;  // [hidden]
@@ -38,7 +36,7 @@ static float dot(const float *a, const float *b, long n) {
   v8 acc = {0};
   long i = 0;
   for (; i + 8 <= n; i += 8) acc += *(const v8u *)(a + i) * *(const v8u *)(b + i);
-  float s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+  float s = lane_sum(acc);
   for (; i < n; i++) s += a[i] * b[i];
   return s;
 }

@@ -12,30 +12,14 @@
 #endif
 
 #include "small_gemm.h"
+#include "vec.h"
 
-typedef float v8 __attribute__((vector_size(32)));
-typedef float v8u __attribute__((vector_size(32), aligned(4)));
 typedef int32_t v8i __attribute__((vector_size(32)));
 typedef uint8_t u8x8 __attribute__((vector_size(8), aligned(1)));
 typedef int8_t s8x8 __attribute__((vector_size(8), aligned(1)));
 
-#if (defined(__x86_64__) || defined(__i386__)) && defined(__AVX__)
-// Pins a vector to a register: GCC otherwise re-reads it for every multiply-add.
-#define PIN(v) __asm__("" : "+x"(v))
-#else
-#define PIN(v) ((void)0)
-#endif
-
-#define MAX_MR 4
 #define MAX_NR 4
 #define BLOCK 32
-
-static inline v8 load8(const float *p) { return *(const v8u *)p; }
-static inline v8 splat(float f) { return (v8){f, f, f, f, f, f, f, f}; }
-
-static inline float lane_sum(v8 v) {
-  return ((v[0] + v[4]) + (v[1] + v[5])) + ((v[2] + v[6]) + (v[3] + v[7]));
-}
 
 // 8 bytes widened to 8 int32 lanes: one vpmovzxbd / vpmovsxbd with AVX2 (GCC's generic
 // conversion loads them a byte at a time).
@@ -148,8 +132,6 @@ static const int NR_FOR_MR[MAX_MR + 1] = {0, 4, 4, 3, 2};
 // Measured on the development machine (a step's products, two threads, against float32 read
 // from memory): Q4_1 1.6x faster at one row, about even at 4; Q8_0 2.5x at one row, 1.15x at 4.
 int rs_quantized_rows(int kind) { return kind == RS_Q4_1 ? 3 : kind == RS_Q8_0 ? 4 : 0; }
-
-static int main_mr(long M) { return M >= MAX_MR ? MAX_MR : (int)M; }
 
 int rs_quant_rows_per_tile(const rs_product_t *p) { return NR_FOR_MR[main_mr(p->M)]; }
 

@@ -16,33 +16,10 @@
 #include <time.h>
 
 #include "small_gemm.h"
+#include "vec.h"
 
-typedef float v8 __attribute__((vector_size(32)));
-typedef float v8u __attribute__((vector_size(32), aligned(4)));  // unaligned loads
-
-#if defined(__x86_64__) || defined(__i386__)
-#if defined(__AVX__)  // a 32-byte vector fits one register only with AVX
-#define PIN(v) __asm__("" : "+x"(v))
-#else
-#define PIN(v) ((void)0)
-#endif
-#define CPU_RELAX() __builtin_ia32_pause()
-#elif defined(__aarch64__)
-#define PIN(v) ((void)0)
-#define CPU_RELAX() __asm__ __volatile__("yield")
-#else
-#define PIN(v) ((void)0)
-#define CPU_RELAX() ((void)0)
-#endif
-
-#define MAX_MR 4
 #define MAX_NR 6
 
-static inline v8 load8(const float *p) { return *(const v8u *)p; }
-
-static inline float lane_sum(v8 v) {
-  return ((v[0] + v[4]) + (v[1] + v[5])) + ((v[2] + v[6]) + (v[3] + v[7]));
-}
 
 // One MR x NR block of y. `prefetch`, when set, is the next block of W: touched one cache line
 // per row every 16 floats, so memory streams it in while this block computes.
@@ -102,8 +79,6 @@ static const tile_fn TILES[MAX_MR][MAX_NR] = {TILE_PTRS(1), TILE_PTRS(2), TILE_P
 // Rows of W per tile for the main tile of MR rows of x: MR * NR accumulators, NR loaded W
 // vectors and one x vector fit the 16 vector registers of AVX2.
 static const int NR_FOR_MR[MAX_MR + 1] = {0, 6, 4, 3, 3};
-
-static int main_mr(long M) { return M >= MAX_MR ? MAX_MR : (int)M; }
 
 static int rows_per_tile(const rs_product_t *p) {
   return p->w.kind == RS_F32 ? NR_FOR_MR[main_mr(p->M)] : rs_quant_rows_per_tile(p);
