@@ -85,10 +85,6 @@ class TorchAttentionBackend(AttentionBackend):
             rows_in_order=in_order,
         )
 
-    def extend_lens(self) -> list[int]:
-        """The planned batch's new tokens per sequence."""
-        return list(self._layout.extend_lens_cpu)
-
     def token_slots(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The planned batch as the CPU's C step reads it (kernels/cpu/llama_step.py): [S,
         max_seq] KV slots of each sequence in order (padding repeats a valid slot), and for each

@@ -69,7 +69,7 @@ class CpuStep:
         if step is None:
             return None
         kv_slots, row_seq, row_len = ctx.attention.token_slots()
-        if prefill_pairs(ctx.attention, row_seq, row_len) > MAX_PREFILL_PAIRS:
+        if prefill_pairs(row_seq, row_len) > MAX_PREFILL_PAIRS:
             return None
         batch = ctx.batch
         return step(hidden, batch.positions, batch.out_cache_loc, kv_slots, row_seq, row_len)
@@ -113,13 +113,12 @@ class CpuStep:
         return LlamaCpuStep(geometry, layers, rotary.cos_table, rotary.sin_table, model.norm.weight)
 
 
-def prefill_pairs(
-    attention: TorchAttentionBackend, row_seq: torch.Tensor, row_len: torch.Tensor
-) -> int:
-    """(token, key) pairs the batch's prefill tokens (those of sequences extending by more than
-    one) attend over: the C attention's cost beyond what decode rows need anyway."""
-    extend = torch.tensor(attention.extend_lens(), dtype=torch.long)
-    return int(row_len[extend[row_seq] > 1].sum())
+def prefill_pairs(row_seq: torch.Tensor, row_len: torch.Tensor) -> int:
+    """(token, key) pairs the batch's prefill tokens (those of sequences with more than one new
+    token, by `row_seq`) attend over: the C attention's cost beyond what decode rows need
+    anyway. row_seq, row_len: each new token's sequence and visible length (token_slots)."""
+    new_tokens = torch.bincount(row_seq)
+    return int(row_len[new_tokens[row_seq] > 1].sum())
 
 
 def _layer_blocks(layer: LlamaDecoderLayer) -> dict[str, QuantizedWeight]:

@@ -205,7 +205,6 @@ def test_small_mixed_batches_in_one_c_call(tiny, page_size: int, monkeypatch) ->
 def test_a_chunk_over_a_long_prefix_keeps_torch_attention(tiny, monkeypatch) -> None:
     """40 new tokens after 300 cached see 12,820 keys in all, over MAX_PREFILL_PAIRS: the
     module path (SDPA) runs them; 40 decode rows at that length would not count."""
-    from radixserve.kernels.attention.torch_backend import TorchAttentionBackend
     from radixserve.kernels.cpu.llama_step import MAX_PREFILL_PAIRS
     from radixserve.runtime.model_executor.models.cpu_step import prefill_pairs
 
@@ -219,15 +218,12 @@ def test_a_chunk_over_a_long_prefix_keeps_torch_attention(tiny, monkeypatch) -> 
     _, logits = runner.forward([RequestSlice(full[300:], 300, table)])
     assert (logits[0] - hf_last_logits(hf, full)).abs().max().item() <= TOLERANCE
     assert calls == []
-    extend = [40]
-    row_seq = torch.zeros(40, dtype=torch.long)
-    row_len = torch.arange(301, 341)
-    backend = object.__new__(TorchAttentionBackend)
-    backend.extend_lens = lambda: extend  # type: ignore[method-assign]
-    assert prefill_pairs(backend, row_seq, row_len) == int(row_len.sum()) > MAX_PREFILL_PAIRS
-    extend[:] = [1] * 40  # 40 sequences of 340 tokens, one new token each
-    row_seq, row_len = torch.arange(40), torch.full((40,), 340)
-    assert prefill_pairs(backend, row_seq, row_len) == 0  # one new token each: decodes
+    row_seq, row_len = torch.zeros(40, dtype=torch.long), torch.arange(301, 341)
+    assert prefill_pairs(row_seq, row_len) == int(row_len.sum()) > MAX_PREFILL_PAIRS
+    # 40 sequences of 340 tokens, one new token each: decodes
+    assert prefill_pairs(torch.arange(40), torch.full((40,), 340)) == 0
+    # a two-token chunk (5 and 6 keys) beside a decode (9 keys): the chunk's only
+    assert prefill_pairs(torch.tensor([0, 0, 1]), torch.tensor([5, 6, 9])) == 11
 
 
 def test_the_c_decode_step_refuses_bad_indices(tiny) -> None:
