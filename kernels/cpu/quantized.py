@@ -27,7 +27,7 @@ BLOCK = 32
 Kind = Literal["q4_1", "q8_0"]
 KIND_CODES = {"q4_1": 1, "q8_0": 2}  # small_gemm.h's rs_weight_kind
 # Per block: bytes in the GGUF, bytes of codes, float32 scales.
-_GGUF_BYTES = {"q4_1": 20, "q8_0": 34}
+GGUF_BLOCK_BYTES = {"q4_1": 20, "q8_0": 34}
 _CODE_BYTES = {"q4_1": 16, "q8_0": 32}
 _SCALES = {"q4_1": 2, "q8_0": 1}
 
@@ -93,7 +93,7 @@ def from_gguf_blocks(kind: Kind, raw: np.ndarray, shape: tuple[int, int]) -> Qua
     if cols % BLOCK:
         raise ValueError(f"{kind} tensor of shape {shape}: columns not whole blocks")
     blocks = cols // BLOCK
-    data = np.ascontiguousarray(raw, dtype=np.uint8).reshape(rows, blocks, _GGUF_BYTES[kind])
+    data = np.ascontiguousarray(raw, dtype=np.uint8).reshape(rows, blocks, GGUF_BLOCK_BYTES[kind])
     halves = _SCALES[kind]
     scales = data[..., : 2 * halves].copy().view(np.float16).astype(np.float32)
     codes = data[..., 2 * halves :].reshape(rows, blocks * _CODE_BYTES[kind])

@@ -19,8 +19,16 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+from gguf import GGMLQuantizationType, GGUFValueType
 
-from ....kernels.cpu.quantized import Kind, QuantizedWeight, concat_rows, from_gguf_blocks
+from ....kernels.cpu.quantized import (
+    BLOCK,
+    GGUF_BLOCK_BYTES,
+    Kind,
+    QuantizedWeight,
+    concat_rows,
+    from_gguf_blocks,
+)
 from ....kernels.cpu.small_gemm import SmallGemm
 
 if TYPE_CHECKING:
@@ -28,11 +36,14 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-# ggml's type numbers of the block kinds the products take.
-_KINDS: dict[int, Kind] = {3: "q4_1", 8: "q8_0"}
-_BLOCK_BYTES = {"q4_1": 20, "q8_0": 34}
-# Sizes of GGUF's scalar metadata types (type number -> bytes); 8 is a string, 9 an array.
-_SCALAR_BYTES = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
+# The block kinds the products take, by ggml's type number.
+_KINDS: dict[int, Kind] = {GGMLQuantizationType.Q4_1: "q4_1", GGMLQuantizationType.Q8_0: "q8_0"}
+# Bytes of GGUF's scalar metadata types (strings and arrays have their own layouts).
+_V = GGUFValueType
+_SCALAR_BYTES: dict[int, int] = {
+    _V.UINT8: 1, _V.INT8: 1, _V.UINT16: 2, _V.INT16: 2, _V.UINT32: 4, _V.INT32: 4,
+    _V.FLOAT32: 4, _V.BOOL: 1, _V.UINT64: 8, _V.INT64: 8, _V.FLOAT64: 8,
+}  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,10 +68,10 @@ class _Cursor:
         return bytes(self.data[self.pos - size : self.pos]).decode("utf-8", "replace")
 
     def skip_value(self, kind: int) -> None:
-        if kind == 8:
+        if kind == GGUFValueType.STRING:
             size = self.take("Q")  # read before adding: `pos += take()` loses take's advance
             self.pos += size
-        elif kind == 9:
+        elif kind == GGUFValueType.ARRAY:
             item, count = self.take("I"), self.take("Q")
             if item in _SCALAR_BYTES:
                 self.pos += count * _SCALAR_BYTES[item]  # count is read: no lost advance
@@ -73,9 +84,9 @@ class _Cursor:
 
 def _tensor_table(data: mmap.mmap) -> tuple[dict[str, _TensorInfo], int, str]:
     """Each tensor's type, shape and offset, where the data section starts, and the model's
-    architecture ("general.architecture"): GGUF's header
-    read directly (gguf-py's reader also decodes all metadata, 8 s for the 49k-entry vocab on the
-    development machine, where this takes a fraction of a second)."""
+    architecture ("general.architecture"), from GGUF's header read directly (gguf-py's reader
+    also decodes all metadata: 8 s for the 49k-entry vocabulary on the development machine,
+    where this takes a fraction of a second)."""
     cursor = _Cursor(data)
     if bytes(data[:4]) != b"GGUF":
         raise ValueError("not a GGUF file")
@@ -86,9 +97,9 @@ def _tensor_table(data: mmap.mmap) -> tuple[dict[str, _TensorInfo], int, str]:
     alignment, architecture = 32, ""
     for _ in range(fields):
         key, kind = cursor.string(), cursor.take("I")
-        if key == "general.alignment" and kind == 4:
+        if key == "general.alignment" and kind == GGUFValueType.UINT32:
             alignment = cursor.take("I")
-        elif key == "general.architecture" and kind == 8:
+        elif key == "general.architecture" and kind == GGUFValueType.STRING:
             architecture = cursor.string()
         else:
             cursor.skip_value(kind)
@@ -126,7 +137,7 @@ def _llama_blocks(
             return None
         kind = _KINDS[info.ggml_type]
         cols, rows = info.dims
-        size = rows * (cols // 32) * _BLOCK_BYTES[kind]
+        size = rows * (cols // BLOCK) * GGUF_BLOCK_BYTES[kind]
         raw = np.frombuffer(data, np.uint8, count=size, offset=start + info.offset)
         return from_gguf_blocks(kind, raw, (rows, cols))
 
