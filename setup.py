@@ -11,6 +11,10 @@ for folder in SUBPACKAGE_FOLDERS:
     packages.append(f"radixserve.{folder}")
     packages += [f"radixserve.{folder}.{sub}" for sub in find_packages(folder)]
 
-# The dashboard page the server serves (runtime/server/http/static/).
-package_data = {"radixserve.runtime.server.http": ["static/*.html"]}
+# The dashboard page the server serves (runtime/server/http/static/) and the C sources of the
+# CPU kernels, which the installed package compiles on first use (kernels/cpu/small_gemm.py).
+package_data = {
+    "radixserve.runtime.server.http": ["static/*.html"],
+    "radixserve.kernels.cpu": ["native/*.c", "native/*.h"],  # compiled on first use
+}
 setup(package_dir=package_dir, packages=packages, package_data=package_data)
