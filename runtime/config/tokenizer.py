@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import json
 import os
 import shutil
@@ -27,7 +26,7 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from ...utils.cache_dir import cache_dir
+from ...utils.cache_dir import cache_dir, file_key
 from .model_source import ModelSource
 
 if TYPE_CHECKING:
@@ -84,11 +83,8 @@ def _tokenizer_class_name(directory: str) -> str | None:
 
 def gguf_tokenizer_dir(gguf_path: str) -> str:
     """An HF tokenizer directory holding the GGUF file's tokenizer, converted on first use."""
-    stat = os.stat(gguf_path)
-    key = f"{os.path.abspath(gguf_path)}:{stat.st_size}:{stat.st_mtime_ns}"
-    name = hashlib.sha256(key.encode()).hexdigest()[:16]
     root = os.path.join(cache_dir(), "tokenizers")
-    target = os.path.join(root, name)
+    target = os.path.join(root, file_key(gguf_path))
     if os.path.isfile(os.path.join(target, TOKENIZER_FILE)):
         return target
     os.makedirs(root, exist_ok=True)

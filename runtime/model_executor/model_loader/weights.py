@@ -2,14 +2,17 @@
 
 Weights stream as (HF name, tensor) pairs so a model's `load_weights` can shard them without
 holding a second full copy: safetensors files are opened one at a time (with an index or a
-glob), GGUF files are dequantized by transformers, and `dummy` fills random values instead.
+glob), GGUF files are dequantized as transformers does it (gguf_weights.py; transformers itself
+for architectures that module does not take), and `dummy` fills random values instead.
 """
 
 from __future__ import annotations
 
 import glob
 import json
+import logging
 import os
+import tempfile
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,8 +20,12 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from ....utils.cache_dir import cache_dir, file_key
 from ...config.model_source import ModelSource
 from ...config.server_args import LOAD_FORMATS
+from . import gguf_weights
+
+logger = logging.getLogger(__name__)
 
 
 class WeightLoadError(ValueError):
@@ -28,12 +35,58 @@ class WeightLoadError(ValueError):
 def load_hf_config(source: ModelSource) -> Any:
     from transformers import AutoConfig
 
+    if source.gguf_path is not None:
+        cached = _cached_gguf_config(source.gguf_path)
+        if cached is not None:
+            return cached
     try:
-        return AutoConfig.from_pretrained(source.directory, **source.hf_kwargs)
+        config = AutoConfig.from_pretrained(source.directory, **source.hf_kwargs)
     except (OSError, ValueError, KeyError) as exc:
         raise WeightLoadError(
             f"cannot read the model config in {source.directory!r}: {exc}"
         ) from exc
+    if source.gguf_path is not None:
+        _cache_gguf_config(source.gguf_path, config)
+    return config
+
+
+# --- GGUF configs: read once, kept as JSON --------------------------------------------------
+# transformers reads a GGUF's config through gguf-py's reader, which decodes all of its metadata
+# (the vocabulary included): ~10 s for the embedded model, on every start. The config it builds
+# is kept under the cache directory, keyed by the file and transformers' version.
+
+
+def _gguf_config_path(gguf_path: str) -> str:
+    import transformers
+
+    name = file_key(gguf_path, transformers.__version__) + ".json"
+    return os.path.join(cache_dir(), "gguf-configs", name)
+
+
+def _cached_gguf_config(gguf_path: str) -> Any | None:
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+    try:
+        with open(_gguf_config_path(gguf_path)) as f:
+            fields = json.load(f)
+        return CONFIG_MAPPING[fields["model_type"]].from_dict(fields)
+    except (OSError, ValueError, KeyError, TypeError):  # none yet, or unreadable: read the file
+        return None
+
+
+def _cache_gguf_config(gguf_path: str, config: Any) -> None:
+    """Written under a temporary name and renamed, so a reader never sees half a file; a cache
+    directory that cannot be written only costs the next start its time."""
+    try:
+        target = _gguf_config_path(gguf_path)
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        with tempfile.NamedTemporaryFile(
+            "w", dir=os.path.dirname(target), suffix=".tmp", delete=False
+        ) as f:
+            json.dump(config.to_dict(), f)
+        os.replace(f.name, target)
+    except OSError as exc:
+        logger.info("GGUF config not cached: %s", exc)
 
 
 def iter_weights(
@@ -85,17 +138,31 @@ def _iter_safetensors(directory: str) -> Iterator[tuple[str, torch.Tensor]]:
 
 def _iter_gguf(source: ModelSource, hf_config: Any) -> Iterator[tuple[str, torch.Tensor]]:
     from transformers import AutoModelForCausalLM
-    from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
 
-    # transformers needs a model to map GGUF names onto HF names; a meta-device one costs nothing.
+    path = source.gguf_path
+    assert path is not None
+    # GGUF names map onto HF names through a model; a meta-device one costs nothing.
     with torch.device("meta"):
         skeleton = AutoModelForCausalLM.from_config(hf_config)
+    tensors = gguf_weights.plan(path, skeleton, hf_config)
+    if tensors is None:
+        yield from _iter_gguf_by_transformers(path, skeleton)
+        return
     try:
-        checkpoint = load_gguf_checkpoint(
-            source.gguf_path, return_tensors=True, model_to_load=skeleton
-        )
+        yield from tqdm(tensors, desc="Reading GGUF tensors", unit="tensor", total=len(tensors))
+    except (ValueError, NotImplementedError) as exc:  # a block type gguf-py cannot dequantize
+        raise WeightLoadError(f"cannot read GGUF file {path!r}: {exc}") from exc
+
+
+def _iter_gguf_by_transformers(
+    path: str, skeleton: nn.Module
+) -> Iterator[tuple[str, torch.Tensor]]:
+    from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
+
+    try:
+        checkpoint = load_gguf_checkpoint(path, return_tensors=True, model_to_load=skeleton)
     except Exception as exc:  # gguf raises many types for a damaged file
-        raise WeightLoadError(f"cannot read GGUF file {source.gguf_path!r}: {exc}") from exc
+        raise WeightLoadError(f"cannot read GGUF file {path!r}: {exc}") from exc
     for name, tensor in checkpoint["tensors"].items():
         yield name, tensor if isinstance(tensor, torch.Tensor) else torch.from_numpy(tensor)
 
