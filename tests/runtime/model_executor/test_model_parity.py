@@ -203,8 +203,8 @@ def test_small_mixed_batches_in_one_c_call(tiny, page_size: int, monkeypatch) ->
 
 
 def test_a_chunk_over_a_long_prefix_keeps_torch_attention(tiny, monkeypatch) -> None:
-    """40 new tokens after 300 cached see 12,820 keys in all, over MAX_PREFILL_PAIRS: the
-    module path (SDPA) runs them; 40 decode rows at that length would not count."""
+    """120 new tokens after 300 cached see 43,260 keys in all, over MAX_PREFILL_PAIRS: the
+    module path (SDPA) runs them; 120 decode rows at that length would not count."""
     from radixserve.kernels.cpu.llama_step import MAX_PREFILL_PAIRS
     from radixserve.runtime.model_executor.models.cpu_step import prefill_pairs
 
@@ -212,16 +212,16 @@ def test_a_chunk_over_a_long_prefix_keeps_torch_attention(tiny, monkeypatch) -> 
     calls = count_c_steps(monkeypatch)
     runner = make_runner(path, 16)
     alloc = PageAllocator(runner.kv_pool.num_pages, seed=11)
-    (full,) = prompts(12, [340])
+    (full,) = prompts(12, [420])
     table = alloc.take(pages_for(len(full), 16))
     runner.forward([RequestSlice(full[:300], 0, table)])
     _, logits = runner.forward([RequestSlice(full[300:], 300, table)])
     assert (logits[0] - hf_last_logits(hf, full)).abs().max().item() <= TOLERANCE
     assert calls == []
-    row_seq, row_len = torch.zeros(40, dtype=torch.long), torch.arange(301, 341)
+    row_seq, row_len = torch.zeros(120, dtype=torch.long), torch.arange(301, 421)
     assert prefill_pairs(row_seq, row_len) == int(row_len.sum()) > MAX_PREFILL_PAIRS
-    # 40 sequences of 340 tokens, one new token each: decodes
-    assert prefill_pairs(torch.arange(40), torch.full((40,), 340)) == 0
+    # 120 sequences of 420 tokens, one new token each: decodes
+    assert prefill_pairs(torch.arange(120), torch.full((120,), 420)) == 0
     # a two-token chunk (5 and 6 keys) beside a decode (9 keys): the chunk's only
     assert prefill_pairs(torch.tensor([0, 0, 1]), torch.tensor([5, 6, 9])) == 11
 
