@@ -137,13 +137,20 @@ def test_stacked_and_reordered_rows_keep_their_values(kernel: small_gemm.SmallGe
     assert torch.equal(kernel.dequantize(stacked), expected)
 
 
-def write_tiny_llama(path: Path, heads: int, kv_heads: int, head_dim: int, hidden: int) -> dict:
+def write_tiny_llama(
+    path: Path, heads: int, kv_heads: int, head_dim: int, hidden: int, states_heads: bool = True
+) -> dict:
     """A one-layer llama GGUF through gguf-py's writer (metadata with a string array, as a real
     vocabulary is), its linear weights Q4_1 but the down projection float32, the embedding
-    Q8_0; returns each tensor's float32 weights as transformers would load them."""
+    Q8_0; returns each tensor's float32 weights as transformers would load them (q/k rows
+    reordered only where the file states both head counts, as transformers' processor reads
+    them from there)."""
     rng = np.random.default_rng(0)
     writer = gguf.GGUFWriter(str(path), "llama")
     writer.add_block_count(1)
+    if states_heads:
+        writer.add_head_count(heads)
+        writer.add_head_count_kv(kv_heads)
     writer.add_token_list([f"token{i}" for i in range(300)])
     inter, vocab = 64, 96
     shapes = {
@@ -168,6 +175,8 @@ def write_tiny_llama(path: Path, heads: int, kv_heads: int, head_dim: int, hidde
     writer.write_tensors_to_file()
     writer.close()
     for name, count in (("attn_q", heads), ("attn_k", kv_heads)):  # transformers' reordering
+        if not states_heads:
+            break
         w = loaded[name]
         loaded[name] = (
             w.reshape(count, w.shape[0] // count // 2, 2, -1).swapaxes(2, 1).reshape(w.shape)
@@ -175,11 +184,12 @@ def write_tiny_llama(path: Path, heads: int, kv_heads: int, head_dim: int, hidde
     return loaded
 
 
+@pytest.mark.parametrize("states_heads", [True, False])
 def test_a_gguf_reads_back_as_the_weights_transformers_loads(
-    kernel: small_gemm.SmallGemm, tmp_path: Path
+    kernel: small_gemm.SmallGemm, tmp_path: Path, states_heads: bool
 ) -> None:
     path = tmp_path / "tiny.gguf"
-    loaded = write_tiny_llama(path, heads=4, kv_heads=2, head_dim=8, hidden=64)
+    loaded = write_tiny_llama(path, 4, 2, 8, 64, states_heads)
     found = read_llama_blocks(str(path), num_layers=1, num_heads=4, num_kv_heads=2)
     # ffn_down is float32 in the file: no blocks for it.
     assert sorted(found) == sorted([

@@ -18,14 +18,10 @@ import numpy as np
 import torch
 from gguf import GGMLQuantizationType
 
-from ....kernels.cpu.quantized import (
-    Kind,
-    QuantizedWeight,
-    concat_rows,
-    from_gguf_blocks,
-)
+from ....kernels.cpu.quantized import Kind, QuantizedWeight, concat_rows, from_gguf_blocks
 from ....kernels.cpu.small_gemm import SmallGemm
 from .gguf_file import open_gguf, tensor_array
+from .gguf_weights import reorders_qk, undo_qk_interleave
 
 if TYPE_CHECKING:
     from torch import nn
@@ -43,8 +39,7 @@ def read_llama_blocks(
     for every linear weight and the LM head whose GGUF tensors are of a kind the products take."""
     data, header = open_gguf(path)
     tensors = header.tensors
-    # transformers undoes llama.cpp's q/k interleaving for the "llama" architecture only.
-    interleaved = header.architecture == "llama"
+    interleaved = reorders_qk(header)  # as the loaded float32 weights are
 
     def blocks(name: str) -> QuantizedWeight | None:
         info = tensors.get(name)
@@ -77,10 +72,8 @@ def read_llama_blocks(
 
 
 def _hf_rotary_order(rows: int, heads: int) -> torch.Tensor:
-    """For each row of HF's q (or k) weight, the GGUF row it is: transformers' undoing of
-    llama.cpp's interleaving (each head's rows as [2, half] -> [half, 2]), applied to indices."""
-    order = np.arange(rows).reshape(heads, rows // heads // 2, 2).swapaxes(2, 1).reshape(rows)
-    return torch.from_numpy(order.copy())
+    """For each row of HF's q (or k) weight, the GGUF row it is."""
+    return torch.from_numpy(undo_qk_interleave(np.arange(rows), heads).copy())
 
 
 def verified_blocks(

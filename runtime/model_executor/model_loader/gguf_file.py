@@ -4,8 +4,8 @@ gguf-py's GGUFReader decodes every metadata value into numpy views first: 8-12 s
 development machine for the embedded model's 49k-entry vocabulary, where this reads the same
 table in a fraction of a second by skipping over the values it does not need. Both the float32
 weights (gguf_weights.py) and the CPU's quantized blocks (gguf_blocks.py) are read through it.
-Little-endian files only (what llama.cpp writes); anything else is a ValueError, and the callers
-fall back to gguf-py's reader.
+Little-endian files only (what llama.cpp writes); anything else is a ValueError, on which the
+weights go to transformers' own reader and the products keep the float32 weights.
 """
 
 from __future__ import annotations
@@ -134,8 +134,8 @@ def tensor_bytes(info: TensorInfo) -> int:
 
 def tensor_array(data: np.ndarray, info: TensorInfo) -> np.ndarray:
     """The tensor as gguf-py's reader hands it to `gguf.quants.dequantize` (a read-only view of
-    `data`, the mapped file): typed elements for float and integer types, shaped with the slowest dimension
-    first; for block types the raw bytes, each row's blocks as its last dimension."""
+    `data`, the mapped file): typed elements for float and integer types, shaped with the
+    slowest dimension first; for block types the raw bytes, each row's blocks as the last."""
     shape = tuple(reversed(info.dims))
     element = _ELEMENT_TYPES.get(info.ggml_type)
     if element is not None:

@@ -32,7 +32,6 @@ logger = logging.getLogger(__name__)
 # GGUF architecture -> whether transformers reorders its q/k rows (its LlamaTensorProcessor);
 # the others go through its plain TensorProcessor.
 ARCHITECTURES: dict[str, bool] = {"llama": True, "qwen2": False, "qwen3": False}
-_FLOAT_TYPES = {GGMLQuantizationType.F32, GGMLQuantizationType.F16}
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +55,7 @@ class GGUFTensors:
             weights = dequantize(tensor_array(self.data, info), qtype)
             if self.heads is not None and (".attn_q." in info.name or ".attn_k." in info.name):
                 query, kv = self.heads
-                weights = _undo_interleave(weights, query if ".attn_q." in info.name else kv)
+                weights = undo_qk_interleave(weights, query if ".attn_q." in info.name else kv)
             yield hf_name, torch.from_numpy(np.copy(weights))
 
 
@@ -73,13 +72,19 @@ def plan(path: str, skeleton: nn.Module, hf_config: Any) -> GGUFTensors | None:
     if not all(_readable(info.ggml_type) for info in header.tensors.values()):
         return None
     heads = None
-    # transformers reorders only when the file states both head counts (its processor reads
-    # them from the file's metadata, not from the config's defaults).
-    counts = {f"{architecture}.attention.head_count", f"{architecture}.attention.head_count_kv"}
-    if ARCHITECTURES[architecture] and counts <= header.keys:
+    if reorders_qk(header):
         heads = (hf_config.num_attention_heads, hf_config.num_key_value_heads)
     hf_names = gguf_to_hf_names(skeleton, architecture, hf_config.num_hidden_layers)
     return GGUFTensors(data, header, hf_names, heads)
+
+
+def reorders_qk(header: GGUFHeader) -> bool:
+    """Whether transformers undoes llama.cpp's q/k row interleaving in this file's weights: for
+    the "llama" architecture, and only when the file states both head counts (its processor
+    reads them from the file's metadata, not from the config's defaults)."""
+    arch = header.architecture
+    counts = {f"{arch}.attention.head_count", f"{arch}.attention.head_count_kv"}
+    return ARCHITECTURES.get(arch, False) and counts <= header.keys
 
 
 def gguf_to_hf_names(skeleton: nn.Module, architecture: str, num_layers: int) -> dict[str, str]:
@@ -113,16 +118,15 @@ def _readable(ggml_type: int) -> bool:
     """Whether gguf-py's `dequantize` takes this type (probed on one zero block)."""
     try:
         qtype = GGMLQuantizationType(ggml_type)
-        if qtype in _FLOAT_TYPES:
-            return True
         dequantize(np.zeros((1, GGML_QUANT_SIZES[qtype][1]), np.uint8), qtype)
     except (ValueError, KeyError, NotImplementedError):
         return False
     return True
 
 
-def _undo_interleave(weights: np.ndarray, heads: int) -> np.ndarray:
+def undo_qk_interleave(weights: np.ndarray, heads: int) -> np.ndarray:
     """transformers' reversal of llama.cpp's q/k row interleaving: each head's rows as
-    [2, half] -> [half, 2]."""
+    [2, half] -> [half, 2] (rows first; on a vector of row numbers, which GGUF row each HF row
+    is)."""
     half = weights.shape[0] // heads // 2
     return weights.reshape(heads, half, 2, *weights.shape[1:]).swapaxes(2, 1).reshape(weights.shape)
