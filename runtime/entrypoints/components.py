@@ -66,8 +66,10 @@ def num_draft_tokens(args: ServerArgs) -> int:
         return 0
     if args.speculative_algorithm.lower() != "ngram":
         raise ValueError(f"unknown speculative algorithm {args.speculative_algorithm!r}; use ngram")
-    if args.speculative_num_draft_tokens < 1 or args.speculative_ngram_max < 1:
-        raise ValueError("--speculative-num-draft-tokens and --speculative-ngram-max must be >= 1")
+    if args.speculative_num_draft_tokens < 1 or args.speculative_ngram_min < 1:
+        raise ValueError("--speculative-num-draft-tokens and --speculative-ngram-min must be >= 1")
+    if args.speculative_ngram_max < args.speculative_ngram_min:
+        raise ValueError("--speculative-ngram-max must be >= --speculative-ngram-min")
     return args.speculative_num_draft_tokens
 
 
@@ -155,6 +157,7 @@ def build_runtime(args: ServerArgs) -> RuntimeState:
         log_interval=args.stats_log_interval,
         num_draft_tokens=num_draft_tokens(args),
         ngram_max=args.speculative_ngram_max,
+        ngram_min=args.speculative_ngram_min,
     )
     eos = eos_token_ids(runner, tokenizer)
     scheduler = Scheduler(

@@ -228,7 +228,7 @@ class BatchBuilder:
         )
         if budget <= 0 or not req.output_ids or req.sampling.min_new_tokens > len(req.output_ids):
             return []
-        drafts = propose_drafts(req.fill_ids, budget, self.config.ngram_max)
+        drafts = propose_drafts(req.fill_ids, budget, self.config.ngram_max, self.config.ngram_min)
         if drafts and req.grammar is not None:
             drafts = drafts[: req.grammar.valid_prefix_len(drafts)]
         return drafts

@@ -16,3 +16,4 @@ class SchedulerConfig:
     log_interval: int = 0  # steps between log lines; 0 = never
     num_draft_tokens: int = 0  # n-gram speculative decoding: drafts per step; 0 = off
     ngram_max: int = 3  # longest suffix n-gram looked up for drafts
+    ngram_min: int = 2  # shortest (ServerArgs.speculative_ngram_min says why 2)

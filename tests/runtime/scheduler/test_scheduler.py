@@ -29,6 +29,7 @@ def make_scheduler(
     max_running: int = 256,
     runner_type: type[StandInRunner] = StandInRunner,
     num_draft_tokens: int = 0,
+    ngram_min: int = 2,
     **scheduler_options: Any,
 ) -> Scheduler:
     """A scheduler over a stand-in runner; `scheduler_options` go to Scheduler (grammar_backend,
@@ -46,6 +47,7 @@ def make_scheduler(
         max_running_requests=max_running,
         schedule_policy=policy,
         num_draft_tokens=num_draft_tokens,
+        ngram_min=ngram_min,
     )
     runner = runner_type(num_pages, page_size, VOCAB)
     return Scheduler(runner, cache, config, [EOS], sharing=radix, **scheduler_options)

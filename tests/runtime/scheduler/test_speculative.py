@@ -53,9 +53,17 @@ def reference(prompt: list[int], max_new: int, stop: int | None = None) -> list[
     return out
 
 
-def make(num_pages: int, page_size: int, drafts: int, chunk: int = 256) -> Scheduler:
+def make(
+    num_pages: int, page_size: int, drafts: int, chunk: int = 256, ngram_min: int = 1
+) -> Scheduler:
+    # The stand-in copies what followed the last token alone, so drafts from one-token matches.
     return make_scheduler(
-        num_pages, page_size, chunk, runner_type=CopyingRunner, num_draft_tokens=drafts
+        num_pages,
+        page_size,
+        chunk,
+        runner_type=CopyingRunner,
+        num_draft_tokens=drafts,
+        ngram_min=ngram_min,
     )
 
 
@@ -151,3 +159,32 @@ def test_only_exact_requests_speculate() -> None:
 )
 def test_propose_drafts(tokens: list[int], expected: list[int]) -> None:
     assert propose_drafts(tokens, 4, 3) == expected
+
+
+@pytest.mark.parametrize(
+    ("tokens", "min_ngram", "expected"),
+    [
+        ([1, 2, 3, 2, 9, 3], 2, []),  # only a one-token match: no guess
+        ([7, 2, 3, 9, 8, 2, 3], 2, [9, 8, 2, 3]),
+        ([7, 2, 3, 9, 8, 2, 3], 3, []),
+        ([5, 6, 7, 1, 5, 6, 7], 3, [1, 5, 6, 7]),
+    ],
+)
+def test_propose_drafts_from_at_least_min_ngram(
+    tokens: list[int], min_ngram: int, expected: list[int]
+) -> None:
+    assert propose_drafts(tokens, 4, 3, min_ngram) == expected
+
+
+def test_min_ngram_drafts_fewer_for_the_same_outputs() -> None:
+    prompts = shared_prefix_prompts(6)
+    results = {}
+    for ngram_min in (1, 2):
+        scheduler = make(512, 16, 4, ngram_min=ngram_min)
+        for i, prompt in enumerate(prompts):
+            scheduler.add_request(greedy(f"r{i}", prompt, 60))
+        outputs = run_all(scheduler)
+        for i, prompt in enumerate(prompts):
+            assert outputs[f"r{i}"][0] == reference(prompt, 60), f"request {i}"
+        results[ngram_min] = scheduler.counters.spec_draft_tokens
+    assert 0 < results[2] < results[1], results

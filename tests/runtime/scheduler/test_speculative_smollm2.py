@@ -27,6 +27,10 @@ def chat(engine: Engine, question: str) -> str:
     return chat_prompt(engine.tokenizer, question)
 
 
+def test_drafts_come_from_two_token_matches_by_default(engine: Engine) -> None:
+    assert engine.state.scheduler.builder.config.ngram_min == 2
+
+
 def test_speculation_is_invisible_and_saves_steps(engine: Engine) -> None:
     prompts = [
         chat(engine, "Write the numbers from 1 to 30 separated by commas."),
