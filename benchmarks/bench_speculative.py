@@ -5,7 +5,7 @@ passage, rewriting code, listing a sequence, quoting a document's fields. One En
 width is switched between runs (0 = off), modes interleaved, best of `--repeats`. Greedy, so the
 outputs must be token-identical; the table gives wall time, engine steps, draft acceptance.
 
-    python -m benchmarks.bench_speculative [--drafts 4] [--repeats 2]
+    python -m benchmarks.bench_speculative [--drafts 4] [--ngram-min 2] [--repeats 2]
 """
 
 from __future__ import annotations
@@ -72,15 +72,24 @@ def run(engine: Engine, prompts: list[str], drafts: int, batched: bool, new: int
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--drafts", type=int, default=4)
+    parser.add_argument("--ngram-min", type=int, default=2, help="shortest n-gram looked up")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--new-tokens", type=int, default=128)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    engine = Engine(page_size=16, max_total_tokens=32768, speculative_algorithm="ngram")
+    engine = Engine(
+        page_size=16,
+        max_total_tokens=32768,
+        speculative_algorithm="ngram",
+        speculative_ngram_min=args.ngram_min,
+    )
     prompts = [chat(engine, t) for t in TASKS]
     engine.generate(prompts[0], {"max_new_tokens": 2})  # warm-up
-    print(f"\nSmolLM2-135M on the CPU ({args.threads} threads), greedy, {len(prompts)} tasks")
+    print(
+        f"\nSmolLM2-135M on the CPU ({args.threads} threads), greedy, {len(prompts)} tasks, "
+        f"drafts from {args.ngram_min}- to 3-token matches"
+    )
     print(
         f"{'batch':<11} {'drafts':>6} {'seconds':>8} {'steps':>6} {'tokens':>7} "
         f"{'accepted':>9} {'speedup':>8}"
