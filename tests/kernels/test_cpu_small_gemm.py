@@ -44,6 +44,22 @@ def test_products_equal_the_reference(
         assert (out.double() - expected).abs().max().item() <= bound
 
 
+@pytest.mark.parametrize("rows", [1, 4, 7, 40])
+def test_two_threads_change_no_bit(kernel: small_gemm.SmallGemm, rows: int) -> None:
+    """Each output is one tile's sum, whichever thread computes it: the two-thread product equals
+    the one-thread product exactly, for W narrower than a tile per thread and wide ones."""
+    gen = torch.Generator().manual_seed(rows)
+    for out_features in (5, 17, 48, 1000):
+        w = torch.randn(out_features, 96, generator=gen)
+        b = torch.randn(out_features, generator=gen)
+        x = torch.randn(rows, 96, generator=gen)
+        kernel.set_threads(1)
+        alone = kernel.linear(x, w, b)
+        kernel.set_threads(2)
+        for _ in range(3):
+            assert torch.equal(kernel.linear(x, w, b), alone), out_features
+
+
 def test_strided_rows_and_a_column_slice_of_x(kernel: small_gemm.SmallGemm) -> None:
     """x as the q part of a fused projection's output: rows one wide stride apart."""
     kernel.set_threads(2)
