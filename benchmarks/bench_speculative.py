@@ -88,7 +88,8 @@ def main() -> None:
     engine.generate(prompts[0], {"max_new_tokens": 2})  # warm-up
     print(
         f"\nSmolLM2-135M on the CPU ({args.threads} threads), greedy, {len(prompts)} tasks, "
-        f"drafts from {args.ngram_min}- to 3-token matches"
+        f"drafts from {args.ngram_min}- to {engine.state.scheduler.builder.config.ngram_max}-token "
+        "matches"
     )
     print(
         f"{'batch':<11} {'drafts':>6} {'seconds':>8} {'steps':>6} {'tokens':>7} "

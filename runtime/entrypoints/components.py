@@ -136,6 +136,7 @@ def build_hierarchical_cache(args: ServerArgs, runner: ModelRunner) -> Hierarchi
 
 def build_runtime(args: ServerArgs) -> RuntimeState:
     build_cache(args, num_pages=1)  # a bad cache flag fails now, not after the slow model load
+    drafts = num_draft_tokens(args)  # and so does a bad speculation flag
     check_hierarchical(args)
     apply_cpu_threads(args)  # before the model load, which runs on these threads too
     runner = create_model_runner(args)
@@ -155,7 +156,7 @@ def build_runtime(args: ServerArgs) -> RuntimeState:
         max_running_requests=limits.max_running_requests,
         schedule_policy=args.schedule_policy,
         log_interval=args.stats_log_interval,
-        num_draft_tokens=num_draft_tokens(args),
+        num_draft_tokens=drafts,
         ngram_max=args.speculative_ngram_max,
         ngram_min=args.speculative_ngram_min,
     )
