@@ -8,7 +8,12 @@ machine about once a second: the CPU time all processes spent (/proc/stat) less 
 own is what the others use, and BLAS gets the cores they leave free (at least one, at most
 `max_threads`). The first decision comes after a tenth of a second: a run that starts right after
 start-up (an offline Engine's first batch, a benchmark) otherwise spent its first second on one
-BLAS thread (a batch-1 step's products about 30 ms instead of 21).
+BLAS thread (a batch-1 step's products about 30 ms instead of 21). A window in which this
+process sat idle says what the others did while it waited, not what they will do when it runs:
+bench_cpu_peers' llama.cpp server, busy on both cores until a moment before radixserve's next
+workload, had the first second of that workload run on one thread (a 96-token prefill 670-690 ms
+against 400-420, the next decode steps 90-100 ms against 55). So a tick after such a pause starts
+a new window, decided after a tenth of a second again.
 """
 
 from __future__ import annotations
@@ -23,6 +28,11 @@ from .small_gemm import set_small_gemm_threads
 PROC_STAT = "/proc/stat"
 USER_HZ = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 IDLE_FIELDS = (3, 4)  # idle and iowait, of the fields after "cpu" in /proc/stat's first line
+# Ticks come before every step; this long between two, with under a quarter of a core used by this
+# process meanwhile, is a pause for want of work (a long prefill step between them keeps the
+# process busy on all its threads).
+PAUSE_S = 0.2
+PAUSE_OWN_CPUS = 0.25
 
 
 def machine_busy_seconds(path: str = PROC_STAT) -> float | None:
@@ -91,15 +101,23 @@ class BlasThreadGovernor:
         self.max_threads = max(1, max_threads)
         self.cpus = cpus
         self.interval = interval
+        self.first_interval = first_interval
         self._window = first_interval  # the current sampling window: `interval` after the first
         self._clock, self._machine, self._own, self._apply = clock, machine, own, apply
         self.threads = 1
         self._apply(1)  # until the first sample says the machine is free
         self._last = self._sample()
+        self._previous_tick = (self._clock(), self._own())
 
     def tick(self) -> int:
-        """The thread count now in force (re-decided once `interval` has passed)."""
-        now = self._clock()
+        """The thread count now in force (re-decided once `interval` has passed; after a pause,
+        `first_interval` after it ends)."""
+        now, own = self._clock(), self._own()
+        since, own_since = now - self._previous_tick[0], own - self._previous_tick[1]
+        self._previous_tick = (now, own)
+        if since > PAUSE_S and own_since < PAUSE_OWN_CPUS * since:
+            self._last, self._window = self._sample(), self.first_interval
+            return self.threads
         if self._last is None or now - self._last.wall < self._window:
             return self.threads
         sample = self._sample()

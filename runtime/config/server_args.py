@@ -151,6 +151,18 @@ class ServerArgs:
             "overlap gains nothing: bench_decode measured it no faster)"
         },
     )
+    # Requests sent together reach an idle scheduler a fraction of a millisecond apart; taking
+    # the first alone costs the rest a whole prefill step (on the CPU, bench_cpu_peers' 8 at once:
+    # 1 prompt, then 7 in 109 + 621 ms, against all 8 in 403-418 ms).
+    idle_gather_ms: float | None = field(
+        default=None,
+        metadata={
+            "help": "when the scheduler is idle and a request arrives, how long it waits for "
+            "another before its first step, again after each arrival, up to 10x this in all, "
+            "so that requests sent together prefill in one batch (default: 3 on the CPU, 0 = "
+            "start at once on a GPU)"
+        },
+    )
     grammar_backend: str = field(
         default="llguidance",
         metadata={"help": "structured output (regex, json_schema, ebnf): llguidance or none"},

@@ -80,6 +80,17 @@ def overlap_schedule(args: ServerArgs) -> bool:
     return resolve_device(args).type == "cuda"
 
 
+def idle_gather_ms(args: ServerArgs) -> float:
+    """How long an idle scheduler waits for more arrivals: --idle-gather-ms, by default 3 ms
+    on the CPU (a lone request pays that once; its first step costs 70+ ms) and none on a GPU,
+    whose prefill steps are short enough that a late arrival costs little."""
+    if args.idle_gather_ms is not None:
+        if args.idle_gather_ms < 0:
+            raise ValueError("--idle-gather-ms must be >= 0")
+        return args.idle_gather_ms
+    return 3.0 if resolve_device(args).type == "cpu" else 0.0
+
+
 def prefix_cache_name(args: ServerArgs) -> str:
     """The registry name of the prefix cache the flags select (SGLang's --disable-radix-cache
     means the naive cache)."""
@@ -138,6 +149,7 @@ def build_runtime(args: ServerArgs) -> RuntimeState:
     build_cache(args, num_pages=1)  # a bad cache flag fails now, not after the slow model load
     drafts = num_draft_tokens(args)  # and so does a bad speculation flag
     check_hierarchical(args)
+    idle_gather_ms(args)
     apply_cpu_threads(args)  # before the model load, which runs on these threads too
     runner = create_model_runner(args)
     tokenizer = load_tokenizer(runner.source, args.tokenizer_path)

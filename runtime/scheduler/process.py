@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import time
 import traceback
 from multiprocessing.connection import Connection
 
@@ -53,7 +54,7 @@ def run_scheduler_process(
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent owns Ctrl-C and shuts us down
     parent = os.getppid()
     try:
-        from ..entrypoints.components import build_runtime
+        from ..entrypoints.components import build_runtime, idle_gather_ms
 
         state = build_runtime(args)
     except Exception as exc:  # any start-up failure is reported, never a hang
@@ -68,6 +69,7 @@ def run_scheduler_process(
         Sender(ctx, paths.to_detokenizer, bind=False),
         parent,
         dp_rank,
+        gather_ms=idle_gather_ms(args),
     )
     ready.send(
         ReadyOut(
@@ -88,28 +90,61 @@ def run_scheduler_process(
         ctx.destroy(linger=0)
 
 
+# An idle scheduler gathers arrivals for at most this many gaps in all, so that a steady trickle
+# of requests cannot hold the first one back for long.
+GATHER_CAP_GAPS = 10
+
+
 class SchedulerLoop:
     def __init__(
-        self, scheduler: Scheduler, recv: Receiver, send: Sender, parent_pid: int, dp_rank: int = 0
+        self,
+        scheduler: Scheduler,
+        recv: Receiver,
+        send: Sender,
+        parent_pid: int,
+        dp_rank: int = 0,
+        gather_ms: float = 0.0,
     ) -> None:
         self.scheduler = scheduler
         self.dp_rank = dp_rank
         self.recv = recv
         self.send = send
         self.parent_pid = parent_pid
+        self.gather_ms = gather_ms
         self.running = True
 
     def run(self) -> None:
         while self.running and os.getppid() == self.parent_pid:
-            timeout = 0 if self.scheduler.has_work else IDLE_POLL_MS
-            first = self.recv.recv(timeout)
-            messages = ([first] if first is not None else []) + self.recv.recv_all()
-            for message in messages:
+            for message in self.receive():
                 self.handle(message)
             if self.scheduler.has_work:
                 outputs = self.safe_step()
                 if outputs:
                     self.send.send(TokenBatchOut(outputs))
+
+    def receive(self) -> list[SchedulerInput]:
+        """What has arrived: waits up to IDLE_POLL_MS for a first message when idle, none when
+        requests run. An idle scheduler given a request also waits for those sent with it."""
+        idle = not self.scheduler.has_work
+        first = self.recv.recv(IDLE_POLL_MS if idle else 0)
+        messages = ([first] if first is not None else []) + self.recv.recv_all()
+        if idle and self.gather_ms > 0 and any(isinstance(m, GenerateReq) for m in messages):
+            messages += self.gather()
+        return messages
+
+    def gather(self) -> list[SchedulerInput]:
+        """Messages arriving less than `gather_ms` after the previous one, for up to
+        GATHER_CAP_GAPS gaps in all. Only an idle scheduler waits, so no running request is
+        held back; a lone request pays one gap."""
+        gathered: list[SchedulerInput] = []
+        deadline = time.monotonic() + GATHER_CAP_GAPS * self.gather_ms / 1e3
+        while (left_ms := 1e3 * (deadline - time.monotonic())) > 0:
+            # zmq's poll takes whole milliseconds (and truncates): at least 1.
+            message = self.recv.recv(max(1, round(min(self.gather_ms, left_ms))))
+            if message is None:
+                break
+            gathered += [message, *self.recv.recv_all()]
+        return gathered
 
     def handle(self, message: object) -> None:
         if isinstance(message, GenerateReq):

@@ -140,6 +140,35 @@ def test_the_governor_decides_first_after_a_tenth_of_a_second() -> None:
     assert governor.tick() == 1
 
 
+def test_a_pause_does_not_count_what_others_did_meanwhile() -> None:
+    """bench_cpu_peers' case: our requests end, another server keeps both cores busy for a
+    while and stops, then our next requests come; the others' burst does not cost us a thread."""
+    fake = FakeMachine()
+    governor = fake.governor()
+    fake.run(1.0, own_cpus=2.0, other_cpus=0.0)
+    assert governor.tick() == 2
+    fake.run(0.5, own_cpus=2.0, other_cpus=0.0)
+    assert governor.tick() == 2
+    fake.run(1.5, own_cpus=0.01, other_cpus=1.99)  # we wait for work; the other runs
+    assert governor.tick() == 2  # a new window starts here
+    fake.run(0.12, own_cpus=2.0, other_cpus=0.1)  # our step; the other has stopped
+    assert governor.tick() == 2
+    assert fake.applied == [1, 2]
+    # Without the pause, the same window decides as before: the other's load counts.
+    fake.run(1.5, own_cpus=1.0, other_cpus=1.5)
+    assert governor.tick() == 1
+
+
+def test_a_long_step_is_not_a_pause() -> None:
+    """A prefill step a second long between two ticks keeps the window (and its decision)."""
+    fake = FakeMachine()
+    governor = fake.governor()
+    fake.run(1.0, own_cpus=1.0, other_cpus=0.0)
+    assert governor.tick() == 2
+    fake.run(1.2, own_cpus=1.0, other_cpus=1.0)  # one long step while another process runs
+    assert governor.tick() == 1
+
+
 def test_the_governor_respects_its_cap_and_a_missing_proc_stat() -> None:
     fake = FakeMachine()
     capped = fake.governor(max_threads=1, cpus=8)
