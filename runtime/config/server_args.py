@@ -53,7 +53,8 @@ class ServerArgs:
         metadata={
             "help": "threads of numpy's BLAS, which runs the CPU's float32 matrix products where "
             "it is faster than torch (default: the cores other processes leave free, re-checked "
-            "every second, at most the CPUs available over the tensor-parallel ranks; 0: "
+            "every second and a tenth of a second after a pause, at most the CPUs available "
+            "over the tensor-parallel ranks; 0: "
             "torch's own products only)"
         },
     )
