@@ -317,6 +317,7 @@ class Scheduler:
             last_step=self.last_step,
             waiting=len(self.waiting),
             running=len(self.running),
+            waiting_tokens=sum(r.fill_len - r.kv_len for r in self.waiting),
             num_pages=self.cache.num_pages,
             free_pages=self.cache.num_free_pages,
             cache=self.cache.stats(),

@@ -92,6 +92,9 @@ class SchedulerStats(SchedulerCounters, kw_only=True):
     last_step: StepStats
     waiting: int
     running: int
+    # Tokens the waiting requests still need in the KV pool: a request counts for the router's
+    # load from its arrival, not only once it holds pages (SGLang adds the waiting queue too).
+    waiting_tokens: int = 0
     num_pages: int
     free_pages: int
     cache: CacheStats

@@ -137,14 +137,15 @@ def per_replica(stats: SchedulerStats | None) -> list[SchedulerStats]:
 
 
 def load_entry(dp_rank: int, stats: SchedulerStats) -> LoadEntry:
-    """SGLang counts the KV tokens in use, less cached prefixes that eviction could free."""
+    """SGLang counts the KV tokens in use, less cached prefixes that eviction could free, plus
+    the tokens of the requests still waiting (they hold no pages yet but are load all the same)."""
     used_pages = stats.num_pages - stats.free_pages
     in_use = used_pages * stats.cache.page_size - stats.cache.evictable_tokens
     return LoadEntry(
         dp_rank=dp_rank,
         num_reqs=stats.running + stats.waiting,
         num_waiting_reqs=stats.waiting,
-        num_tokens=max(in_use, 0),
+        num_tokens=max(in_use, 0) + stats.waiting_tokens,
     )
 
 

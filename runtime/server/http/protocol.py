@@ -110,4 +110,6 @@ class LoadEntry(msgspec.Struct):
     dp_rank: int
     num_reqs: int  # running + waiting
     num_waiting_reqs: int
-    num_tokens: int  # KV tokens held by requests (cached prefixes nobody uses are free to evict)
+    # KV tokens held by requests (cached prefixes nobody uses are free to evict) plus those the
+    # waiting requests still need.
+    num_tokens: int

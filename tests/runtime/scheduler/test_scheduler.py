@@ -132,6 +132,20 @@ def test_memory_pressure_evicts_and_retracts() -> None:
     assert scheduler.cache.num_free_pages == scheduler.cache.num_pages
 
 
+def test_stats_count_the_tokens_waiting_requests_still_need() -> None:
+    scheduler = make_scheduler()
+    scheduler.add_request(request("a", list(range(1, 41)), 4))
+    scheduler.add_request(request("b", list(range(100, 125)), 4))
+    waiting = scheduler.stats()
+    assert (waiting.waiting, waiting.waiting_tokens, waiting.free_pages) == (2, 65, 512)
+    scheduler.step()  # both admitted: their tokens now show as pages in use instead
+    running = scheduler.stats()
+    assert (running.waiting, running.waiting_tokens, running.running) == (0, 0, 2)
+    assert running.free_pages < 512
+    run_all(scheduler)
+    assert scheduler.stats().waiting_tokens == 0
+
+
 def test_chunked_prefill_matches_unchunked() -> None:
     prompt = list(range(1, 1025))
     outs = []

@@ -230,7 +230,9 @@ def test_sglang_sampling_names_map_onto_ours() -> None:
         sglang_sampling({"sampling_seed": 1, "seed": 2})
 
 
-def stats(running: int, waiting: int, free_pages: int, evictable: int) -> SchedulerStats:
+def stats(
+    running: int, waiting: int, free_pages: int, evictable: int, waiting_tokens: int = 0
+) -> SchedulerStats:
     cache = CacheStats(
         num_pages=100,
         page_size=16,
@@ -247,6 +249,7 @@ def stats(running: int, waiting: int, free_pages: int, evictable: int) -> Schedu
     return SchedulerStats(
         running=running,
         waiting=waiting,
+        waiting_tokens=waiting_tokens,
         num_pages=100,
         free_pages=free_pages,
         last_step=StepStats(),
@@ -265,6 +268,11 @@ def test_load_counts_requests_and_the_kv_tokens_they_hold() -> None:
     }
     idle = load_entry(0, stats(running=0, waiting=0, free_pages=90, evictable=160))
     assert idle.num_tokens == 0
+    # A request that arrived and holds no pages yet is load all the same (SGLang's count too).
+    queued = load_entry(
+        0, stats(running=0, waiting=1, free_pages=90, evictable=160, waiting_tokens=7)
+    )
+    assert (queued.num_reqs, queued.num_tokens) == (1, 7)
     one = stats(0, 0, 100, 0)
     assert per_replica(one) == [one] and per_replica(None) == []
     merged = msgspec.structs.replace(one, replicas=[one, one])
