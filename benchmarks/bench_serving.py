@@ -101,10 +101,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def load_tokenizer(path: str, folder: str):
     from radixserve.runtime.config.model_source import resolve_model_source
+    from radixserve.runtime.config.tokenizer import TOKENIZER_FILE, load_tokenizer_directory
     from radixserve.runtime.config.tokenizer import load_tokenizer as load
 
     if is_shape_name(path):
         path = str(write_dummy_model_dir(path, Path(folder)))
+    if os.path.isfile(os.path.join(path, TOKENIZER_FILE)):  # a tokenizer directory (no model)
+        return load_tokenizer_directory(path)
     return load(resolve_model_source(path))
 
 

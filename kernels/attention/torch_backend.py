@@ -6,16 +6,33 @@ its length. Each layer then gathers K/V by slot and runs one batched SDPA per gr
 
     slot(r, j) = kv_page_indices[kv_indptr[r] + j // page_size] * page_size + j % page_size
     mask[r, i, j] = j < seq_len[r] and j <= prefix_len[r] + i      (prefix_len = seq - extend)
+
+A prefill group whose sequences have no cached prefix (each chunk is its whole sequence) needs no
+mask: SDPA's own causal flag gives the same attention, and its flash kernel then skips the key
+blocks above the diagonal, which a mask makes it compute (half of a long prompt's attention).
+Right padding is harmless there: a real query row never sees a key past its own position.
+
+On the CPU, torch's own threads stay at --cpu-threads (one on a two-core machine: its small ops
+are fastest there), so a group's SDPA over many (query, key) pairs widens to the threads the
+products have now (kernels/cpu/blas_threads.py: the cores other processes leave free). A
+2048-token prompt's attention took 237 ms a layer on one thread and 126 on two.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
+from ..cpu.blas_threads import blas_threads_in_force
 from .base import AttentionBackend, PagedBatchLayout
+
+# Groups with at least this many (query, key) entries (padded) run SDPA on the products' threads
+# when those are more than torch's: from 64-token prompts (4,096) two threads took 0.6x the time.
+WIDE_SDPA_PAIRS = 4096
 
 
 @dataclass(slots=True)
@@ -25,7 +42,7 @@ class _Group:
     max_kv: int
     q_rows: torch.Tensor  # [b * max_q] long: row in the flat query tensor (padding clamps)
     kv_slots: torch.Tensor  # [b * max_kv] long: slot in the flat cache (padding clamps)
-    mask: torch.Tensor  # [b, 1, max_q, max_kv] bool, True = attend
+    mask: torch.Tensor | None  # [b, 1, max_q, max_kv] bool, True = attend; None = causal
     valid_index: torch.Tensor | None  # [n] long: real entries of b * max_q; None = all real
     out_rows: torch.Tensor  # [n] long: flat query row of each real entry
     # One query row per sequence and every row of the batch in order (a pure decode batch): the
@@ -70,6 +87,8 @@ class TorchAttentionBackend(AttentionBackend):
         mask = kv_valid[:, None, :] & causal
         # Padding rows attend to slot 0 only, so softmax never sees an all-masked row.
         mask[:, :, 0] |= ~valid
+        # No prefix anywhere (and more than one row each): plain causal attention (docstring).
+        no_prefix = bool((prefix == 0).all()) and q_pos.numel() > 1
         all_valid = bool(valid.all())
         num_rows = sum(layout.extend_lens_cpu)
         in_order = q_rows.shape[1] == 1 and torch.equal(q_rows.flatten(), torch.arange(num_rows))
@@ -79,7 +98,7 @@ class TorchAttentionBackend(AttentionBackend):
             max_kv=kv_pos.numel(),
             q_rows=q_rows.flatten().to(device),
             kv_slots=kv_slots.flatten().to(device),
-            mask=mask.unsqueeze(1).to(device),
+            mask=None if no_prefix else mask.unsqueeze(1).to(device),
             valid_index=None if all_valid else torch.nonzero(valid.flatten()).flatten().to(device),
             out_rows=q_rows[valid].to(device),
             rows_in_order=in_order,
@@ -123,14 +142,16 @@ class TorchAttentionBackend(AttentionBackend):
                 gq = q.index_select(0, g.q_rows).view(g.batch, g.max_q, num_heads, head_dim)
             gk = flat_k.index_select(0, g.kv_slots).view(g.batch, g.max_kv, num_kv_heads, head_dim)
             gv = flat_v.index_select(0, g.kv_slots).view(g.batch, g.max_kv, num_kv_heads, head_dim)
-            attn = F.scaled_dot_product_attention(
-                gq.transpose(1, 2),
-                gk.transpose(1, 2),
-                gv.transpose(1, 2),
-                attn_mask=g.mask,
-                scale=scaling,
-                enable_gqa=True,
-            )
+            with _threads_for(q.device, g.batch * g.max_q * g.max_kv):
+                attn = F.scaled_dot_product_attention(
+                    gq.transpose(1, 2),
+                    gk.transpose(1, 2),
+                    gv.transpose(1, 2),
+                    attn_mask=g.mask,
+                    is_causal=g.mask is None,
+                    scale=scaling,
+                    enable_gqa=True,
+                )
             rows = attn.transpose(1, 2).reshape(g.batch * g.max_q, num_heads * head_dim)
             if g.rows_in_order:  # the batch's only group: its rows are the output
                 return rows
@@ -138,6 +159,21 @@ class TorchAttentionBackend(AttentionBackend):
                 rows = rows.index_select(0, g.valid_index)
             out.index_copy_(0, g.out_rows, rows)
         return out
+
+
+@contextlib.contextmanager
+def _threads_for(device: torch.device, pairs: int) -> Iterator[None]:
+    """torch's threads widened to the products' for a large CPU SDPA (module docstring)."""
+    wide = blas_threads_in_force() if device.type == "cpu" and pairs >= WIDE_SDPA_PAIRS else None
+    before = torch.get_num_threads()
+    if wide is None or wide <= before:
+        yield
+        return
+    torch.set_num_threads(wide)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _sequence_slots(

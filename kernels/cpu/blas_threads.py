@@ -56,9 +56,22 @@ def own_cpu_seconds() -> float:
 
 def set_blas_threads(threads: int) -> None:
     """numpy's BLAS thread count (through threadpoolctl), and our small-batch kernel's."""
+    global _threads_in_force
     for controller in _blas_controllers():
         controller.set_num_threads(threads)
     set_small_gemm_threads(threads)
+    _threads_in_force = threads
+
+
+_threads_in_force: int | None = None
+
+
+def blas_threads_in_force() -> int | None:
+    """The thread count last set for the products (the governor's decision, or the fixed
+    --cpu-blas-threads); None while the products' threads were never set (BLAS path off). Large
+    torch ops (long prompts' attention) may widen to it: torch's own threads stay at
+    --cpu-threads (1 on two cores), where its many small ops are fastest."""
+    return _threads_in_force
 
 
 _CONTROLLERS: list = []

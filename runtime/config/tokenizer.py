@@ -43,12 +43,22 @@ def load_tokenizer(
     source: ModelSource, tokenizer_path: str | None = None
 ) -> PreTrainedTokenizerBase:
     """The tokenizer of `source`, or the one in `tokenizer_path` when given."""
+    return load_tokenizer_directory(tokenizer_directory(source, tokenizer_path))
+
+
+def tokenizer_directory(source: ModelSource, tokenizer_path: str | None = None) -> str:
+    """The HF tokenizer directory `load_tokenizer` reads: `tokenizer_path` when given, a GGUF
+    file's converted tokenizer, or the model's directory. The server reports it as its
+    tokenizer_path, so clients (SGLang's bench_serving, `AutoTokenizer.from_pretrained`) load
+    the same tokenizer from it, which they cannot do from a GGUF file."""
     if tokenizer_path:
-        directory = tokenizer_path
-    elif source.gguf_path is not None:
-        directory = gguf_tokenizer_dir(source.gguf_path)
-    else:
-        directory = source.directory
+        return tokenizer_path
+    if source.gguf_path is not None:
+        return gguf_tokenizer_dir(source.gguf_path)
+    return source.directory
+
+
+def load_tokenizer_directory(directory: str) -> PreTrainedTokenizerBase:
     try:
         return _load_directory(directory)
     except (OSError, ValueError, KeyError) as exc:

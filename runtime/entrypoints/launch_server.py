@@ -95,15 +95,11 @@ def _on_sigterm(signum: int, frame: types.FrameType | None) -> None:
 
 def _load_tokenizer(args: ServerArgs) -> tuple[PreTrainedTokenizerBase, str, str]:
     from ..config.model_source import resolve_model_source
-    from ..config.tokenizer import load_tokenizer
+    from ..config.tokenizer import load_tokenizer_directory, tokenizer_directory
 
     source = resolve_model_source(args.model_path)
-    model_path = source.gguf_path or source.directory
-    return (
-        load_tokenizer(source, args.tokenizer_path),
-        model_path,
-        args.tokenizer_path or model_path,
-    )
+    directory = tokenizer_directory(source, args.tokenizer_path)
+    return load_tokenizer_directory(directory), source.gguf_path or source.directory, directory
 
 
 def serve(args: ServerArgs, config: Any = None) -> int:

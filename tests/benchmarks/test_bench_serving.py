@@ -90,3 +90,18 @@ def test_poisson_arrivals_have_the_asked_mean_rate() -> None:
     assert times[0] == 0.0 and times == sorted(times)
     assert 4000 / times[-1] == pytest.approx(5.0, rel=0.05)
     assert arrival_times(3, float("inf"), seed=3) == [0.0, 0.0, 0.0]
+
+
+def test_the_tokenizer_path_a_server_reports_loads(tmp_path: Path) -> None:
+    """/model_info's tokenizer_path of a GGUF model is its converted tokenizer directory (no
+    config.json): it loads as a tokenizer, the same one the model's own path gives."""
+    from benchmarks.bench_serving import load_tokenizer
+    from radixserve.runtime.config.model_source import resolve_model_source
+    from radixserve.runtime.config.tokenizer import tokenizer_directory
+
+    source = resolve_model_source(None)
+    directory = tokenizer_directory(source)
+    assert source.gguf_path is not None and directory != source.directory
+    text = "Question: What is the capital of France?\nAnswer:"
+    expected = load_tokenizer(source.gguf_path, str(tmp_path)).encode(text)
+    assert load_tokenizer(directory, str(tmp_path)).encode(text) == expected

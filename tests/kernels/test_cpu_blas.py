@@ -225,3 +225,16 @@ def test_without_the_compiled_kernels_the_weights_are_column_major(monkeypatch) 
         assert isinstance(outs, list) and outs[0]["meta_info"]["completion_tokens"] == 4
     finally:
         engine.shutdown()
+
+
+def test_the_products_thread_count_in_force_is_recorded() -> None:
+    from radixserve.kernels.cpu.blas_threads import blas_threads_in_force, set_blas_threads
+
+    before = blas_threads_in_force()
+    try:
+        set_blas_threads(1)
+        assert blas_threads_in_force() == 1
+        set_blas_threads(2)
+        assert blas_threads_in_force() == 2  # what a large SDPA widens to (torch_backend.py)
+    finally:
+        set_blas_threads(before or 1)

@@ -46,3 +46,64 @@ def test_decode_rows_in_place_match_the_dense_reference(
     ref = dense_reference(slices, q, k_cache, v_cache, page_size, scale)
     assert out.shape == ref.shape
     assert (out.double() - ref).abs().max().item() < 1e-5
+
+
+# Prefill chunks of whole sequences (no cached prefix), with decodes beside them.
+FRESH_PROMPTS = [(40, 1), (0, 17), (0, 64), (0, 1), (0, 9)]
+
+
+@pytest.mark.parametrize("page_size", [1, 16])
+@pytest.mark.parametrize("shapes", [FRESH_PROMPTS, MIXED])
+def test_prefills_without_a_prefix_run_causal_sdpa_without_a_mask(
+    page_size: int, shapes: list[tuple[int, int]]
+) -> None:
+    cpu = torch.device("cpu")
+    batch, slices, q, k_cache, v_cache = random_batch(page_size, 5, cpu, torch.float32, shapes)
+    backend = create_attention_backend(
+        "torch", AttentionShape(HEADS, KV_HEADS, DIM, page_size, torch.float32, cpu)
+    )
+    assert isinstance(backend, TorchAttentionBackend)
+    backend.plan(batch.layout)
+    prefill = backend._groups[-1]
+    # Only where no chunk has a prefix: MIXED has chunks after a cached prefix.
+    assert (prefill.mask is None) == (shapes is FRESH_PROMPTS)
+    scale = DIM**-0.5
+    out = backend.forward(q, k_cache, v_cache, scale)
+    ref = dense_reference(slices, q, k_cache, v_cache, page_size, scale)
+    assert (out.double() - ref).abs().max().item() < 1e-5
+
+
+@pytest.mark.parametrize(("products", "expected"), [(None, 1), (1, 1), (2, 2)])
+def test_a_large_sdpa_widens_to_the_products_threads_and_restores(
+    monkeypatch: pytest.MonkeyPatch, products: int | None, expected: int
+) -> None:
+    from radixserve.kernels.attention import torch_backend
+
+    monkeypatch.setattr(torch_backend, "blas_threads_in_force", lambda: products)
+    seen: list[int] = []
+    sdpa = torch_backend.F.scaled_dot_product_attention
+
+    def spy(*args, **kwargs):  # type: ignore[no-untyped-def]
+        seen.append(torch.get_num_threads())
+        return sdpa(*args, **kwargs)
+
+    monkeypatch.setattr(torch_backend.F, "scaled_dot_product_attention", spy)
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        cpu = torch.device("cpu")
+        # One fresh 80-token prompt: 6,400 padded pairs, over WIDE_SDPA_PAIRS; a decode row: not.
+        batch, slices, q, k_cache, v_cache = random_batch(
+            1, 7, cpu, torch.float32, [(30, 1), (0, 80)]
+        )
+        backend = create_attention_backend(
+            "torch", AttentionShape(HEADS, KV_HEADS, DIM, 1, torch.float32, cpu)
+        )
+        backend.plan(batch.layout)
+        out = backend.forward(q, k_cache, v_cache, DIM**-0.5)
+        assert seen == [1, expected]  # the decode group first, then the prompt
+        assert torch.get_num_threads() == 1  # restored
+        ref = dense_reference(slices, q, k_cache, v_cache, 1, DIM**-0.5)
+        assert (out.double() - ref).abs().max().item() < 1e-5
+    finally:
+        torch.set_num_threads(before)

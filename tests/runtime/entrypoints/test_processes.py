@@ -14,7 +14,12 @@ import time
 import pytest
 
 from radixserve.runtime.config.server_args import ServerArgs
-from radixserve.runtime.entrypoints.launcher import ChildProcesses, StartupError
+from radixserve.runtime.entrypoints.launcher import (
+    CPU_THREAD_ENVIRONMENT,
+    ChildProcesses,
+    StartupError,
+    runs_on_cpu,
+)
 from radixserve.runtime.server.tokenizer_manager import RuntimeDiedError, TokenizerManager
 from radixserve.runtime.wire.messages import AbortCode, GenerateReq
 from radixserve.runtime.wire.sampling_params import SamplingParams
@@ -45,6 +50,12 @@ def wait_gone(pids: list[int], timeout: float) -> bool:
     return False
 
 
+def test_the_device_is_told_without_torch() -> None:
+    assert runs_on_cpu(ARGS.replace(device="cpu"))
+    assert not runs_on_cpu(ARGS.replace(device="cuda"))
+    assert runs_on_cpu(ARGS) == (not os.path.exists("/dev/nvidiactl"))  # "auto"
+
+
 def test_bad_model_path_is_a_clear_startup_error() -> None:
     children = ChildProcesses(ARGS.replace(model_path="/no/such/model"))
     with pytest.raises(StartupError, match="scheduler failed to start.*does not exist"):
@@ -65,6 +76,13 @@ def test_generation_then_killed_scheduler_fails_callers_fast() -> None:
     children = ChildProcesses(ARGS)
     children.start()
     assert oct(os.stat(children.paths.directory).st_mode & 0o777) == "0o700"
+    if runs_on_cpu(ARGS):  # the scheduler's thread pools sleep when done (launcher.py)
+        with open(f"/proc/{children.processes['scheduler'].pid}/environ", "rb") as f:
+            environment = dict(
+                entry.decode().split("=", 1) for entry in f.read().split(b"\0") if b"=" in entry
+            )
+        for name, value in CPU_THREAD_ENVIRONMENT.items():
+            assert environment[name] == os.environ.get(name, value)
 
     async def scenario() -> None:
         tm = TokenizerManager(children)

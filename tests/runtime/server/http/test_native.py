@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
+import transformers
 
 from tests.runtime.server.http.conftest import ServerProcess
 
@@ -178,7 +179,12 @@ def test_operational_endpoints(client: httpx.Client, server: ServerProcess) -> N
     assert client.get("/health_generate").status_code == 200
     info = client.get("/get_model_info").json()
     assert info["is_generation"] is True and info["model_path"].endswith(".gguf")
-    assert info["tokenizer_path"]
+    # An HF tokenizer directory (the GGUF's tokenizer, converted), so clients such as SGLang's
+    # bench_serving load the server's tokenizer from it.
+    tokenizer = transformers.AutoTokenizer.from_pretrained(info["tokenizer_path"])
+    text = "The capital of France is"
+    tokenized = client.post("/tokenize", json={"prompt": text}).json()
+    assert tokenizer.encode(text) == tokenized["tokens"]
     server_info = client.get("/get_server_info").json()
     assert server_info["server_args"]["max_total_tokens"] == 32768
     assert server_info["server_args"]["api_key"] == "<set>"  # the secret is never echoed
