@@ -11,6 +11,9 @@ interleaved (the order of the systems alternates per round) and repeated:
     batch     --concurrent completions at once, --concurrent-tokens each
     fewshot   --fewshot-questions questions at once after one shared few-shot prefix
     chat      --chats chats at once, --turns turns each (a turn after the previous answer)
+    long      --long-prompts prompts at once of --long-sentences sentences each (about 21
+              tokens a sentence: 1,670 tokens by default, as ShareGPT's long first turns;
+              prefill bound, attention over long contexts among it), --long-tokens each
 
 Every round prefixes its prompts with the round number, so nothing is cached across rounds;
 within a round the few-shot prefix and the chat histories are shared, where a prefix cache wins.
@@ -44,7 +47,7 @@ import psutil
 
 from radixserve.runtime.config.model_source import resolve_model_source
 
-WORKLOADS = ("stream", "batch", "fewshot", "chat")
+WORKLOADS = ("stream", "batch", "fewshot", "chat", "long")
 START_TIMEOUT_S = 900.0
 REQUEST_TIMEOUT_S = 900.0
 FEWSHOT = [
@@ -76,6 +79,9 @@ class Sizes:
     chats: int = 4
     turns: int = 2
     chat_tokens: int = 32
+    long_prompts: int = 2
+    long_sentences: int = 80
+    long_tokens: int = 16
 
 
 @dataclass(slots=True)
@@ -233,7 +239,20 @@ async def run_workload(server: Server, workload: str, round_: int, sizes: Sizes)
             bodies = [{"prompt": f"{prefix}Q: {QUESTIONS[i % len(QUESTIONS)]}\nA:",
                        "max_tokens": sizes.fewshot_tokens} for i in range(sizes.fewshot_questions)]  # fmt: skip
             return await gather(complete(client, server, b, chat=False) for b in bodies)
+        if workload == "long":
+            bodies = [{"prompt": long_prompt(tag, i, sizes.long_sentences),
+                       "max_tokens": sizes.long_tokens} for i in range(sizes.long_prompts)]  # fmt: skip
+            return await gather(complete(client, server, b, chat=False) for b in bodies)
         return await gather(chat(client, server, tag, i, sizes) for i in range(sizes.chats))
+
+
+def long_prompt(tag: str, i: int, sentences: int) -> str:
+    """A document of numbered notes, distinct per prompt (`i`) from its first sentence on."""
+    notes = " ".join(
+        f"Note {k} of file {i}: {TOPICS[(k + i) % len(TOPICS)]} was seen near mile {k * 7 + i}."
+        for k in range(sentences)
+    )
+    return f"{tag} File {i}. {notes}\nSummarize the notes above in one sentence:"
 
 
 async def chat(client: httpx.AsyncClient, server: Server, tag: str, i: int, sizes: Sizes) -> int:

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.slow
 TINY = [
     "--rounds", "1", "--stream-tokens", "4", "--concurrent", "2", "--concurrent-tokens", "3",
     "--fewshot-questions", "2", "--fewshot-tokens", "3", "--chats", "2", "--turns", "2",
-    "--chat-tokens", "3",
+    "--chat-tokens", "3", "--long-prompts", "2", "--long-sentences", "20", "--long-tokens", "3",
 ]  # fmt: skip
 
 
@@ -32,7 +32,7 @@ def test_radixserve_alone_runs_every_workload(
     assert "llama.cpp server: not run (--no-peers)" in printed
     assert json.loads(out.read_text()) == rows
     assert [r["workload"] for r in rows] == list(WORKLOADS)
-    expected = {"stream": 4, "batch": 2 * 3, "fewshot": 2 * 3, "chat": 2 * 2 * 3}
+    expected = {"stream": 4, "batch": 2 * 3, "fewshot": 2 * 3, "chat": 2 * 2 * 3, "long": 2 * 3}
     for row in rows:
         assert row["system"] == "radixserve" and row["errors"] == []
         assert row["output_tokens"] == expected[row["workload"]]  # EOS ignored: full lengths
