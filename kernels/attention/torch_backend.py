@@ -10,7 +10,13 @@ its length. Each layer then gathers K/V by slot and runs one batched SDPA per gr
 A prefill group whose sequences have no cached prefix (each chunk is its whole sequence) needs no
 mask: SDPA's own causal flag gives the same attention, and its flash kernel then skips the key
 blocks above the diagonal, which a mask makes it compute (half of a long prompt's attention).
-Right padding is harmless there: a real query row never sees a key past its own position.
+Right padding is harmless there: a real query row never sees a key past its own position. A
+lone chunk after a shorter prefix (a long prompt's second chunk) goes the same way behind as
+many placeholder query rows as its prefix: SDPA's causal flag aligns queries and keys at the
+top left, so the real rows then see exactly their prefix and themselves, and the placeholders'
+triangle costs less than the mask's full rectangle (prefix < chunk). On the CPU each prefill
+chunk is a group of its own, so two prompts of 1,670 and 380 tokens in one step do not pad the
+second to the first's length.
 
 On the CPU, torch's own threads stay at --cpu-threads (one on a two-core machine: its small ops
 are fastest there), so a group's SDPA over many (query, key) pairs widens to the threads the
@@ -60,11 +66,17 @@ class TorchAttentionBackend(AttentionBackend):
         extend = torch.tensor(layout.extend_lens_cpu, dtype=torch.long)
         is_decode = extend == 1
         self._layout = layout
-        self._groups = [
-            self._plan_group(layout, torch.nonzero(rows).flatten(), device)
-            for rows in (is_decode, ~is_decode)
-            if bool(rows.any())
-        ]
+        self._groups = []
+        if bool(is_decode.any()):
+            self._groups.append(
+                self._plan_group(layout, torch.nonzero(is_decode).flatten(), device)
+            )
+        prefills = torch.nonzero(~is_decode).flatten()
+        if device.type == "cpu":  # each chunk alone: nothing padded to the longest (docstring)
+            self._groups += [self._plan_group(layout, prefills[i : i + 1], device)
+                             for i in range(len(prefills))]  # fmt: skip
+        elif len(prefills):
+            self._groups.append(self._plan_group(layout, prefills, device))
 
     def _plan_group(
         self, layout: PagedBatchLayout, members: torch.Tensor, device: torch.device
@@ -76,19 +88,20 @@ class TorchAttentionBackend(AttentionBackend):
         page_start = layout.kv_indptr.to("cpu", torch.long)[members]
         pages = layout.kv_page_indices.to("cpu", torch.long)
         prefix = seq - extend
-
-        q_pos = torch.arange(int(extend.max()))
-        valid = q_pos[None, :] < extend[:, None]
-        q_rows = torch.where(valid, qo_start[:, None] + q_pos[None, :], qo_start[:, None])
-
         kv_pos, kv_valid, kv_slots = _sequence_slots(seq, page_start, pages, page_size)
-
-        causal = kv_pos[None, None, :] <= (prefix[:, None] + q_pos[None, :])[:, :, None]
-        mask = kv_valid[:, None, :] & causal
-        # Padding rows attend to slot 0 only, so softmax never sees an all-masked row.
-        mask[:, :, 0] |= ~valid
-        # No prefix anywhere (and more than one row each): plain causal attention (docstring).
-        no_prefix = bool((prefix == 0).all()) and q_pos.numel() > 1
+        # A lone chunk longer than its prefix: that many placeholder queries first make it a
+        # plain causal square (docstring).
+        lead = int(prefix[0]) if len(members) == 1 and 0 < prefix[0] < extend[0] else 0
+        q_pos = torch.arange(lead + int(extend.max())) - lead
+        valid = (q_pos[None, :] >= 0) & (q_pos[None, :] < extend[:, None])
+        q_rows = torch.where(valid, qo_start[:, None] + q_pos[None, :], qo_start[:, None])
+        mask = None
+        if not (bool((prefix == 0).all()) or lead) or q_pos.numel() == 1:
+            causal = kv_pos[None, None, :] <= (prefix[:, None] + q_pos[None, :])[:, :, None]
+            mask = kv_valid[:, None, :] & causal
+            # Padding rows attend to slot 0 only, so softmax never sees an all-masked row.
+            mask[:, :, 0] |= ~valid
+            mask = mask.unsqueeze(1).to(device)
         all_valid = bool(valid.all())
         num_rows = sum(layout.extend_lens_cpu)
         in_order = q_rows.shape[1] == 1 and torch.equal(q_rows.flatten(), torch.arange(num_rows))
@@ -98,7 +111,7 @@ class TorchAttentionBackend(AttentionBackend):
             max_kv=kv_pos.numel(),
             q_rows=q_rows.flatten().to(device),
             kv_slots=kv_slots.flatten().to(device),
-            mask=None if no_prefix else mask.unsqueeze(1).to(device),
+            mask=mask,
             valid_index=None if all_valid else torch.nonzero(valid.flatten()).flatten().to(device),
             out_rows=q_rows[valid].to(device),
             rows_in_order=in_order,

@@ -54,7 +54,7 @@ FRESH_PROMPTS = [(40, 1), (0, 17), (0, 64), (0, 1), (0, 9)]
 
 @pytest.mark.parametrize("page_size", [1, 16])
 @pytest.mark.parametrize("shapes", [FRESH_PROMPTS, MIXED])
-def test_prefills_without_a_prefix_run_causal_sdpa_without_a_mask(
+def test_prefill_chunks_run_causal_sdpa_without_a_mask_where_they_can(
     page_size: int, shapes: list[tuple[int, int]]
 ) -> None:
     cpu = torch.device("cpu")
@@ -64,9 +64,14 @@ def test_prefills_without_a_prefix_run_causal_sdpa_without_a_mask(
     )
     assert isinstance(backend, TorchAttentionBackend)
     backend.plan(batch.layout)
-    prefill = backend._groups[-1]
-    # Only where no chunk has a prefix: MIXED has chunks after a cached prefix.
-    assert (prefill.mask is None) == (shapes is FRESH_PROMPTS)
+    # On the CPU each prefill chunk is a group of its own, in batch order; a chunk needs a mask
+    # only after a prefix at least as long as itself (MIXED's (33, 9)): a fresh prompt, or a
+    # chunk longer than its prefix (placeholder queries first), runs SDPA's causal flag.
+    chunks = [(p, e) for p, e in shapes if e > 1]
+    groups = backend._groups[-len(chunks) :]
+    assert [g.batch for g in groups] == [1] * len(chunks)
+    assert [g.mask is None for g in groups] == [p == 0 or p < e for p, e in chunks]
+    assert [g.max_q for g in groups] == [p + e if 0 < p < e else e for p, e in chunks]
     scale = DIM**-0.5
     out = backend.forward(q, k_cache, v_cache, scale)
     ref = dense_reference(slices, q, k_cache, v_cache, page_size, scale)
