@@ -54,6 +54,9 @@ def own_cpu_seconds() -> float:
     return times.user + times.system
 
 
+_threads_in_force: int | None = None  # see blas_threads_in_force
+
+
 def set_blas_threads(threads: int) -> None:
     """numpy's BLAS thread count (through threadpoolctl), and our small-batch kernel's."""
     global _threads_in_force
@@ -61,9 +64,6 @@ def set_blas_threads(threads: int) -> None:
         controller.set_num_threads(threads)
     set_small_gemm_threads(threads)
     _threads_in_force = threads
-
-
-_threads_in_force: int | None = None
 
 
 def blas_threads_in_force() -> int | None:
