@@ -4,9 +4,10 @@ At batch 1 a SmolLM2-135M step spent about 15 of its 42 ms outside the matrix pr
 torch ops a layer (norms, rotary, the KV store, gathers, SDPA, SiLU, residual adds), each a few
 microseconds of dispatch for a few hundred floats of work, plus the Python between them. The C
 step runs all of that for every layer, calling the products (small_gemm.c) directly; the model
-uses it for batches of up to MAX_ROWS new tokens, decode rows and short prefill chunks alike
-(runtime/model_executor/models/cpu_step.py). Its attention is a plain loop over each token's
-keys, so prefills over long contexts stay with torch's SDPA (MAX_PREFILL_PAIRS).
+uses it for batches of up to MAX_ROWS new tokens, decode rows and prefill chunks alike
+(runtime/model_executor/models/cpu_step.py). A prefill chunk's rows go through the attention 16
+at a time, queries in vector lanes (native/lane_attention.c), which outran torch's SDPA at every
+prompt length measured (docs/cpu_profile.md section 14).
 """
 
 from __future__ import annotations
@@ -16,19 +17,14 @@ from dataclasses import dataclass
 
 import torch
 
+from .lane_attention import MAX_HEAD_DIM
 from .quantized import QuantizedWeight
 from .small_gemm import WeightRef, small_gemm
 
 _P = ctypes.c_void_p
-# Batches of up to this many new tokens (small_gemm.ROWS_UP_TO: every product through the
-# compiled kernel) whose prefill tokens see at most MAX_PREFILL_PAIRS (token, key) pairs in all:
-# the C attention loops over each (token, head)'s keys, where torch's SDPA takes a chunk's tokens
-# together, so its cost grows faster with long chunks. Decode rows see their keys either way, so
-# they do not count. Measured through the Engine on the development machine, a fresh prompt of
-# 137 tokens (9,500 pairs) ran 12% faster in C than on the module path, one of 250 (31,400
-# pairs) about as fast (4%).
-MAX_ROWS = 256
-MAX_PREFILL_PAIRS = 32768
+# Batches of up to this many new tokens: the step's buffers take about 29 KB a row for
+# SmolLM2-135M (240 MB at this many), and the CPU's chunked prefill takes 2,048 a step by default.
+MAX_ROWS = 8192
 
 
 class _Layer(ctypes.Structure):
@@ -108,7 +104,7 @@ class LlamaCpuStep:
         if kernel is None:
             raise RuntimeError("the compiled CPU kernels are unavailable")
         g = geometry
-        if g.heads % g.kv_heads or g.head_dim % 2:
+        if g.heads % g.kv_heads or g.head_dim % 2 or g.head_dim > MAX_HEAD_DIM:
             raise ValueError(f"unsupported attention geometry {g}")
         qkv_rows = (g.heads + 2 * g.kv_heads) * g.head_dim
         shapes = {

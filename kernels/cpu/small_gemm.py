@@ -45,8 +45,13 @@ logger = logging.getLogger(__name__)
 NATIVE_DIR = Path(__file__).parent / "native"
 # One library: the products (float32 and quantized weights) and the decode step that calls them
 # (llama_step.py).
-SOURCES = (NATIVE_DIR / "small_gemm.c", NATIVE_DIR / "quant_gemm.c", NATIVE_DIR / "llama_step.c")
-HEADERS = (NATIVE_DIR / "small_gemm.h", NATIVE_DIR / "vec.h")
+SOURCES = (
+    NATIVE_DIR / "small_gemm.c",
+    NATIVE_DIR / "quant_gemm.c",
+    NATIVE_DIR / "lane_attention.c",
+    NATIVE_DIR / "llama_step.c",
+)
+HEADERS = (NATIVE_DIR / "small_gemm.h", NATIVE_DIR / "vec.h", NATIVE_DIR / "lane_attention.h")
 DISABLE_ENV = "RADIXSERVE_CPU_NATIVE"  # "0": no compiled kernels, BLAS only
 ROWS_UP_TO = 256  # products of more rows go to BLAS (module docstring)
 FLAGS = ("-O3", "-ffp-contract=fast", "-fPIC", "-shared", "-pthread")

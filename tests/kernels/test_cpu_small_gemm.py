@@ -24,9 +24,10 @@ def reference(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch
 
 
 # Rows cover every main tile (1-4 rows of x) and remainders of row blocks; out features cover
-# every remainder of the 3-6 W rows a tile takes; in features with and without a K % 8 tail.
+# every remainder of the 3-6 W rows a tile takes; in features with and without a K % 8 tail;
+# over 128 rows a product runs as row blocks of 128 (129, 300).
 @pytest.mark.parametrize("threads", [1, 2])
-@pytest.mark.parametrize("rows", [1, 2, 3, 4, 5, 7, 9, 16, 31, 32])
+@pytest.mark.parametrize("rows", [1, 2, 3, 4, 5, 7, 9, 16, 31, 32, 129, 300])
 @pytest.mark.parametrize(("out_features", "in_features"), [(1, 8), (13, 70), (96, 64), (50, 576)])
 def test_products_equal_the_reference(
     kernel: small_gemm.SmallGemm, threads: int, rows: int, out_features: int, in_features: int

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "lane_attention.h"
 #include "small_gemm.h"
 #include "vec.h"
 
@@ -90,88 +91,183 @@ static void attend_head(const rs_llama_t *m, const float *q, long h, const float
   for (long j = 0; j < len; j++) axpy(out, scores[j], v_cache + (slots[j] * Hkv + g) * D, D);
 }
 
-// One layer's attention, as a task over (row, head) units for the thread pool: each unit's
-// result depends on nothing but its own row and head, so how the units are split over threads
-// never changes a number.
+// One layer's attention, as a task over (block, head) units for the thread pool. A block is up
+// to RS_LANES consecutive rows of one sequence: a decode row alone, or a slice of a prefill
+// chunk, whose rows the lane kernel (lane_attention.c) takes together. Each unit's result depends
+// on nothing but its own rows and head, so how the units are split over threads never changes a
+// number.
+typedef struct {
+  long first, rows;
+} block_t;
+
 typedef struct {
   const rs_llama_t *m;
   const rs_layer_t *L;
   const float *qkv;
   long qkv_n, kv_stride, max_len;
   const long *kv_slots, *row_seq, *row_len;
+  const block_t *blocks;
   float *attn, *scores;  // scores: max_len floats per thread
 } attention_t;
 
 static void attention_task(void *context, long begin, long end, int thread) {
   const attention_t *a = context;
-  long H = a->m->heads, D = a->m->head_dim;
+  const rs_llama_t *m = a->m;
+  long H = m->heads, D = m->head_dim, Hkv = m->kv_heads;
   for (long u = begin; u < end; u++) {
-    long r = u / H, h = u % H;
-    attend_head(a->m, a->qkv + r * a->qkv_n, h, a->L->k_cache, a->L->v_cache,
-                a->kv_slots + a->row_seq[r] * a->kv_stride, a->row_len[r],
-                a->attn + r * H * D + h * D, a->scores + thread * a->max_len);
+    const block_t *b = &a->blocks[u / H];
+    long h = u % H, r = b->first, g = h / (H / Hkv);
+    const long *slots = a->kv_slots + a->row_seq[r] * a->kv_stride;
+    float *out = a->attn + r * H * D + h * D;
+    if (b->rows == 1)
+      attend_head(m, a->qkv + r * a->qkv_n, h, a->L->k_cache, a->L->v_cache, slots,
+                  a->row_len[r], out, a->scores + thread * a->max_len);
+    else
+      rs_lane_attention(a->qkv + r * a->qkv_n + h * D, a->qkv_n, (int)b->rows, a->row_len + r, D,
+                        m->scale, a->L->k_cache + g * D, a->L->v_cache + g * D, Hkv * D, slots,
+                        out, H * D);
+  }
+}
+
+// The step's rows cut into attention blocks (see attention_t); returns how many. Each (block,
+// head) unit's cost, for the split over threads, goes to cost_prefix: its longest row's keys,
+// a third of that for a row alone (attend_head's work for one row against the lane kernel's for
+// up to 16, estimated from their operation counts: about 60 against 200 cycles a key).
+static long cut_blocks(long B, long H, const long *row_seq, const long *row_len, block_t *blocks,
+                       long *cost_prefix) {
+  long count = 0;
+  for (long r = 0; r < B;) {
+    long rows = 1;
+    while (r + rows < B && rows < RS_LANES && row_seq[r + rows] == row_seq[r]) rows++;
+    blocks[count++] = (block_t){r, rows};
+    r += rows;
+  }
+  cost_prefix[0] = 0;
+  for (long u = 0; u < count * H; u++) {
+    const block_t *b = &blocks[u / H];
+    long longest = 0;
+    for (long i = 0; i < b->rows; i++)
+      longest = row_len[b->first + i] > longest ? row_len[b->first + i] : longest;
+    cost_prefix[u + 1] = cost_prefix[u] + (b->rows == 1 ? longest : 3 * longest);
+  }
+  return count;
+}
+
+// The per-row work between products (norms, rotary and the KV store, the MLP's activation), as
+// tasks over row ranges on the pool once a step has enough rows to pay for the dispatch.
+#define PARALLEL_ROWS 16
+
+typedef struct {
+  const rs_llama_t *m;
+  const rs_layer_t *L;
+  float *hidden, *residual, *normed, *qkv, *gate_up, *act;
+  const float *norm_weight;
+  const long *positions, *out_slots;
+  long qkv_n;
+  int first;
+} rows_t;
+
+static void norm_task(void *context, long begin, long end, int thread) {
+  (void)thread;
+  const rows_t *a = context;
+  long n = a->m->hidden;
+  for (long r = begin; r < end; r++)
+    add_and_norm(a->hidden + r * n, a->residual + r * n, a->norm_weight, a->normed + r * n, n,
+                 a->m->eps, a->first);
+}
+
+static void rotate_and_store_task(void *context, long begin, long end, int thread) {
+  (void)thread;
+  const rows_t *a = context;
+  long D = a->m->head_dim, H = a->m->heads, Hkv = a->m->kv_heads;
+  for (long r = begin; r < end; r++) {
+    float *row = a->qkv + r * a->qkv_n;
+    const float *cos = a->m->cos_table + a->positions[r] * D;
+    const float *sin = a->m->sin_table + a->positions[r] * D;
+    rotate(row, H + Hkv, D, cos, sin);  // q's heads, then k's: adjacent in the row
+    memcpy(a->L->k_cache + a->out_slots[r] * Hkv * D, row + H * D, Hkv * D * sizeof(float));
+    memcpy(a->L->v_cache + a->out_slots[r] * Hkv * D, row + (H + Hkv) * D,
+           Hkv * D * sizeof(float));
   }
 }
 
 static float silu(float x) { return x / (1.0f + expf(-x)); }
 
+static void activation_task(void *context, long begin, long end, int thread) {
+  (void)thread;
+  const rows_t *a = context;
+  long I = a->m->intermediate;
+  for (long r = begin; r < end; r++) {
+    const float *gate = a->gate_up + r * 2 * I, *up = gate + I;
+    for (long i = 0; i < I; i++) a->act[r * I + i] = silu(gate[i]) * up[i];
+  }
+}
+
+// task over rows [0, B): on the pool when B >= PARALLEL_ROWS (row_cost: 0, 1, ..., B), else here.
+static void over_rows(rs_task_fn task, rows_t *rows, long B, const long *row_cost, int threads) {
+  if (B >= PARALLEL_ROWS)
+    rs_parallel(task, rows, row_cost, B, threads);
+  else
+    task(rows, 0, B, 0);
+}
+
 // hidden [B, hidden]: the B new tokens' embeddings in, the final norm's output out. positions
 // and out_slots [B]: each token's position and the KV slot it is written to. kv_slots [S,
 // kv_stride]: each sequence's slots in order; token r belongs to sequence row_seq[r] and sees
 // its first row_len[r] slots (its own included: every token's K/V is stored before any
-// attention runs). Returns 0, or -1 where memory for the step's buffers ran out (nothing
-// written to the caches then).
+// attention runs); a sequence's tokens are consecutive rows. Returns 0, or -1 where memory for
+// the step's buffers ran out (nothing written to the caches then).
 int rs_llama_forward(const rs_llama_t *m, long B, float *hidden, const long *positions,
                      const long *out_slots, const long *kv_slots, long kv_stride,
                      const long *row_seq, const long *row_len) {
   long n = m->hidden, D = m->head_dim, H = m->heads, Hkv = m->kv_heads, I = m->intermediate;
   long qkv_n = (H + 2 * Hkv) * D, max_len = 0;
   for (long r = 0; r < B; r++) max_len = row_len[r] > max_len ? row_len[r] : max_len;
-  // Attention's split over threads, by cost: each (row, head) unit costs its row's length.
   int threads = rs_thread_count();
   size_t floats = B * (n + n + qkv_n + H * D + 2 * I + I) + (size_t)threads * max_len;
   float *buffer = malloc(floats * sizeof(float));
   long *cost = malloc((B * H + 1) * sizeof(long));
-  if (!buffer || !cost) {
+  long *row_cost = malloc((B + 1) * sizeof(long));
+  block_t *blocks = malloc(B * sizeof(block_t));
+  if (!buffer || !cost || !row_cost || !blocks) {
     free(buffer);
     free(cost);
+    free(row_cost);
+    free(blocks);
     return -1;
   }
   float *residual = buffer, *normed = residual + B * n, *qkv = normed + B * n;
   float *attn = qkv + B * qkv_n, *gate_up = attn + B * H * D, *act = gate_up + B * 2 * I;
   float *scores = act + B * I;
-  cost[0] = 0;
-  for (long u = 0; u < B * H; u++) cost[u + 1] = cost[u] + row_len[u / H];
-  attention_t at = {m, 0, qkv, qkv_n, kv_stride, max_len, kv_slots, row_seq, row_len, attn,
-                    scores};
+  for (long r = 0; r <= B; r++) row_cost[r] = r;
+  long block_count = cut_blocks(B, H, row_seq, row_len, blocks, cost);
+  attention_t at = {m,        0,       qkv,    qkv_n, kv_stride, max_len, kv_slots,
+                    row_seq, row_len, blocks, attn,  scores};
+  rows_t rows = {m, 0, hidden, residual, normed, qkv, gate_up, act, 0, positions, out_slots, qkv_n,
+                 0};
   for (long l = 0; l < m->layers; l++) {
     const rs_layer_t *L = &m->layer[l];
-    for (long r = 0; r < B; r++)
-      add_and_norm(hidden + r * n, residual + r * n, L->input_norm, normed + r * n, n, m->eps,
-                   l == 0);
+    rows.L = L;
+    rows.norm_weight = L->input_norm;
+    rows.first = l == 0;
+    over_rows(norm_task, &rows, B, row_cost, threads);
     rs_linear(normed, B, n, n, &L->qkv, qkv_n, L->qkv_b, qkv);
-    for (long r = 0; r < B; r++) {
-      float *row = qkv + r * qkv_n;
-      const float *cos = m->cos_table + positions[r] * D, *sin = m->sin_table + positions[r] * D;
-      rotate(row, H + Hkv, D, cos, sin);  // q's heads, then k's: adjacent in the row
-      memcpy(L->k_cache + out_slots[r] * Hkv * D, row + H * D, Hkv * D * sizeof(float));
-      memcpy(L->v_cache + out_slots[r] * Hkv * D, row + (H + Hkv) * D, Hkv * D * sizeof(float));
-    }
+    over_rows(rotate_and_store_task, &rows, B, row_cost, threads);
     at.L = L;
-    rs_parallel(attention_task, &at, cost, B * H, threads);
+    rs_parallel(attention_task, &at, cost, block_count * H, threads);
     rs_linear(attn, B, H * D, H * D, &L->o, n, 0, hidden);
-    for (long r = 0; r < B; r++)
-      add_and_norm(hidden + r * n, residual + r * n, L->post_norm, normed + r * n, n, m->eps, 0);
+    rows.norm_weight = L->post_norm;
+    rows.first = 0;
+    over_rows(norm_task, &rows, B, row_cost, threads);
     rs_linear(normed, B, n, n, &L->gate_up, 2 * I, 0, gate_up);
-    for (long r = 0; r < B; r++) {
-      const float *gate = gate_up + r * 2 * I, *up = gate + I;
-      for (long i = 0; i < I; i++) act[r * I + i] = silu(gate[i]) * up[i];
-    }
+    over_rows(activation_task, &rows, B, row_cost, threads);
     rs_linear(act, B, I, I, &L->down, n, 0, hidden);
   }
   for (long r = 0; r < B; r++)
     add_and_norm(hidden + r * n, residual + r * n, m->final_norm, hidden + r * n, n, m->eps, 0);
   free(buffer);
   free(cost);
+  free(row_cost);
+  free(blocks);
   return 0;
 }

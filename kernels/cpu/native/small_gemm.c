@@ -209,8 +209,19 @@ static void product_task(void *context, long n0, long n1, int thread) {
   run_columns((const rs_product_t *)context, n0, n1);
 }
 
+// Rows of x one product takes at most: more are cut into products of this many. Each row's
+// result is the same either way; x's rows streamed again for every few rows of W are what grow
+// past this (the 120 products of a step: 3.36 ms a row at 128 rows, 3.64 at 256; section 9 of
+// docs/cpu_profile.md).
+#define ROW_BLOCK 128
+
 void rs_linear(const float *x, long M, long K, long ldx, const rs_weight_t *w, long N,
                const float *bias, float *y) {
+  if (M > ROW_BLOCK) {
+    for (long m = 0; m < M; m += ROW_BLOCK)
+      rs_linear(x + m * ldx, M - m < ROW_BLOCK ? M - m : ROW_BLOCK, K, ldx, w, N, bias, y + m * N);
+    return;
+  }
   rs_product_t p = {x, bias, *w, y, M, K, N, ldx};
   if (w->kind != RS_F32 && M > rs_quantized_rows(w->kind) && w->dense) {
     p.w.kind = RS_F32;

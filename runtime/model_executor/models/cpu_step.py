@@ -4,9 +4,8 @@ and the adapter from the model's modules to that call.
 It applies to a float32 model on the CPU, in a tensor-parallel group of one, without q/k norms or
 biases other than q/k/v's, with products through the compiled kernels (not turned off by
 --cpu-blas-threads 0 or RADIXSERVE_CPU_NATIVE=0), a float32 KV pool, and to batches of at most
-llama_step.MAX_ROWS new tokens (decodes, short prefill chunks, or both) whose prefill tokens see
-at most llama_step.MAX_PREFILL_PAIRS keys in all, under the torch attention backend. Everything
-else, long prefills among it, keeps the module path.
+llama_step.MAX_ROWS new tokens (decodes, prefill chunks, or both), under the torch attention
+backend. Everything else keeps the module path.
 """
 
 from __future__ import annotations
@@ -17,8 +16,8 @@ import torch
 
 from ....kernels.attention.torch_backend import TorchAttentionBackend
 from ....kernels.cpu.blas_linear import blas_linear_enabled
+from ....kernels.cpu.lane_attention import MAX_HEAD_DIM
 from ....kernels.cpu.llama_step import (
-    MAX_PREFILL_PAIRS,
     MAX_ROWS,
     LlamaCpuStep,
     StepGeometry,
@@ -51,6 +50,7 @@ class CpuStep:
             and not config.qk_norm
             and not config.o_proj_bias
             and not config.mlp_bias
+            and cast("LlamaDecoderLayer", model.layers[0]).self_attn.head_dim <= MAX_HEAD_DIM
             and blas_linear_enabled()
             and small_gemm() is not None
         )
@@ -69,8 +69,6 @@ class CpuStep:
         if step is None:
             return None
         kv_slots, row_seq, row_len = ctx.attention.token_slots()
-        if prefill_pairs(row_seq, row_len) > MAX_PREFILL_PAIRS:
-            return None
         batch = ctx.batch
         return step(hidden, batch.positions, batch.out_cache_loc, kv_slots, row_seq, row_len)
 
@@ -111,14 +109,6 @@ class CpuStep:
         )
         rotary = attn.rotary
         return LlamaCpuStep(geometry, layers, rotary.cos_table, rotary.sin_table, model.norm.weight)
-
-
-def prefill_pairs(row_seq: torch.Tensor, row_len: torch.Tensor) -> int:
-    """(token, key) pairs the batch's prefill tokens (those of sequences with more than one new
-    token, by `row_seq`) attend over: the C attention's cost beyond what decode rows need
-    anyway. row_seq, row_len: each new token's sequence and visible length (token_slots)."""
-    new_tokens = torch.bincount(row_seq)
-    return int(row_len[new_tokens[row_seq] > 1].sum())
 
 
 def _layer_blocks(layer: LlamaDecoderLayer) -> dict[str, QuantizedWeight]:
