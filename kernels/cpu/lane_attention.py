@@ -15,7 +15,8 @@ LANES = 16  # native/lane_attention.h: RS_LANES
 MAX_HEAD_DIM = 256  # RS_LANE_MAX_HEAD_DIM
 
 _P = ctypes.c_void_p
-_ARGTYPES = [
+# rs_lane_attention's parameters (native/lane_attention.h), for callers that check their own.
+ARGTYPES = [
     _P,  # q
     ctypes.c_long,  # q's row stride
     ctypes.c_int,  # rows
@@ -65,7 +66,7 @@ def lane_attention(
     if int(used.min()) < 0 or int(used.max()) >= k_cache.shape[0]:
         raise ValueError(f"slots must lie in 0..{k_cache.shape[0] - 1}")
     run = kernel.lib.rs_lane_attention
-    run.argtypes = _ARGTYPES
+    run.argtypes = ARGTYPES
     run.restype = None
     out = torch.empty(rows, dim)
     head_offset = kv_head * dim * k_cache.element_size()

@@ -38,6 +38,9 @@ class CpuStep:
 
     def __init__(self, model: LlamaForCausalLM) -> None:
         self.model = model
+        # Batches of more new tokens keep the module path (benchmarks/bench_cpu_prefill.py sets
+        # 0 to time that path beside this one).
+        self.max_rows = MAX_ROWS
         self._step: LlamaCpuStep | None = None
         self._pool: KVPool | None = None
 
@@ -61,7 +64,7 @@ class CpuStep:
         if (
             not isinstance(ctx.attention, TorchAttentionBackend)
             or hidden.dtype != torch.float32
-            or not 0 < hidden.shape[0] <= MAX_ROWS
+            or not 0 < hidden.shape[0] <= self.max_rows
             or ctx.kv_pool.k_buffers[0].dtype != torch.float32
         ):
             return None

@@ -157,6 +157,11 @@ class LlamaForCausalLM(CausalLM):
     def attention_geometry(self) -> AttentionGeometry:
         return self._geometry
 
+    @property
+    def cpu_step(self) -> CpuStep:
+        """Where batches run as one C call on the CPU (cpu_step.py)."""
+        return self._cpu_step
+
     def use_cpu_blocks(self, blocks: dict[str, QuantizedWeight]) -> int:
         used = super().use_cpu_blocks(blocks)
         self._cpu_step = CpuStep(self)  # built again on first use, over the blocks
