@@ -54,6 +54,7 @@ SOURCES = (
 HEADERS = (NATIVE_DIR / "small_gemm.h", NATIVE_DIR / "vec.h", NATIVE_DIR / "lane_attention.h")
 DISABLE_ENV = "RADIXSERVE_CPU_NATIVE"  # "0": no compiled kernels, BLAS only
 ROWS_UP_TO = 256  # products of more rows go to BLAS (module docstring)
+MEASURED_ROWS = 16  # ADAPT_ROWS in native/small_gemm.c: the most rows whose form is measured
 FLAGS = ("-O3", "-ffp-contract=fast", "-fPIC", "-shared", "-pthread")
 ARCH_FLAG = "-march=native"  # tried first; a compiler that refuses it builds without
 COMPILE_TIMEOUT_S = 300  # a loaded 2-core machine takes about 10 s
@@ -116,6 +117,9 @@ class SmallGemm:
         self._quantized_rows = lib.rs_quantized_rows
         self._quantized_rows.argtypes = [ctypes.c_int]
         self._quantized_rows.restype = ctypes.c_int
+        self._set_measured_forms = lib.rs_set_measured_forms
+        self._set_measured_forms.argtypes = [ctypes.c_int]
+        self._set_measured_forms.restype = None
 
     def set_threads(self, threads: int) -> int:
         """Threads a product may use (workers start on first need); returns the count in force."""
@@ -170,6 +174,12 @@ class SmallGemm:
     def quantized_rows(self, blocks: QuantizedWeight) -> int:
         """Products of up to this many rows read `blocks` (when given a float32 W too)."""
         return int(self._quantized_rows(KIND_CODES[blocks.kind]))
+
+    def set_measured_forms(self, on: bool) -> None:
+        """Whether products of more than `quantized_rows` and up to MEASURED_ROWS rows, given both
+        forms of W, read whichever each (weight, row count) has measured faster (on, the default)
+        or always the float32 W; the two give the same bits. Clears what was measured."""
+        self._set_measured_forms(int(on))
 
     def dequantize(self, weight: QuantizedWeight) -> torch.Tensor:
         """The float32 W the blocks stand for, by the products' own dequantization."""

@@ -68,7 +68,7 @@ def test_dequantization_equals_gguf_py_bit_for_bit(
 # a quantized tile takes; in features one block, two, and the embedded model's widths.
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("kind", list(KINDS))
-@pytest.mark.parametrize("rows", [1, 2, 3, 4, 5, 7])
+@pytest.mark.parametrize("rows", [1, 2, 3, 4, 5, 7, 9, 16])
 @pytest.mark.parametrize(("out_features", "in_features"), [(1, 32), (11, 64), (97, 576), (9, 1536)])
 def test_products_over_blocks_equal_float32_products_bit_for_bit(
     kernel: small_gemm.SmallGemm,
@@ -95,19 +95,35 @@ def test_products_over_blocks_equal_float32_products_bit_for_bit(
 def test_row_counts_choose_blocks_or_the_float32_weight(
     kernel: small_gemm.SmallGemm, kind: Kind
 ) -> None:
-    """Given both, products of up to quantized_rows() rows read the blocks, more the float32 W
-    (told apart here by a float32 W that is not the blocks' dequantization)."""
+    """Given both, products of up to quantized_rows() rows read the blocks, of more than
+    MEASURED_ROWS the float32 W, and in between each form in turn until both are timed, then
+    mostly the faster (told apart here by a float32 W that is not the blocks' dequantization)."""
     blocks, _ = random_blocks(kind, 20, 64, seed=3)
     other = kernel.dequantize(blocks) + 1.0
     limit = kernel.quantized_rows(blocks)
     assert 1 <= limit <= 8
-    for rows in range(1, limit + 3):
-        x = torch.randn(rows, 64)
-        out = kernel.linear(x, other, None, blocks)
-        expected = (
-            kernel.linear(x, None, None, blocks) if rows <= limit else kernel.linear(x, other)
-        )
-        assert torch.equal(out, expected), rows
+    kernel.set_measured_forms(True)
+    try:
+        for rows in [*range(1, limit + 3), small_gemm.MEASURED_ROWS, small_gemm.MEASURED_ROWS + 1]:
+            x = torch.randn(rows, 64)
+            over_blocks = kernel.linear(x, None, None, blocks)
+            over_other = kernel.linear(x, other)
+            forms = []
+            for _ in range(12):
+                out = kernel.linear(x, other, None, blocks)
+                assert torch.equal(out, over_blocks) or torch.equal(out, over_other), rows
+                forms.append("blocks" if torch.equal(out, over_blocks) else "float32")
+            if rows <= limit:
+                assert set(forms) == {"blocks"}, rows
+            elif rows > small_gemm.MEASURED_ROWS:
+                assert set(forms) == {"float32"}, rows
+            else:  # the first six calls alternate, the blocks first
+                assert forms[:6] == ["blocks", "float32"] * 3, rows
+        kernel.set_measured_forms(False)
+        x = torch.randn(limit + 1, 64)
+        assert torch.equal(kernel.linear(x, other, None, blocks), kernel.linear(x, other))
+    finally:
+        kernel.set_measured_forms(True)
 
 
 def test_bad_blocks_and_shapes_are_refused(kernel: small_gemm.SmallGemm) -> None:

@@ -215,6 +215,85 @@ static void product_task(void *context, long n0, long n1, int thread) {
 // docs/cpu_profile.md).
 #define ROW_BLOCK 128
 
+// ---- which form a quantized weight's product reads -------------------------------------------
+// Both forms give the same bits (small_gemm.h); which is faster depends on the machine. The
+// blocks read 4-6x fewer bytes and pay for dequantizing in registers, so they win at few rows
+// and lose as rows multiply the arithmetic per weight. On the Zen 1 development machine they won
+// up to 3 rows and were even at 4, and which won at 4 moved with the machine's memory traffic
+// (docs/cpu_profile.md section 12); on a Sapphire Rapids machine (AVX-512) they won at 4 rows by
+// 1.65x and at 8 by 1.16x (section 15). So up to rs_quantized_rows(kind) rows a product reads the
+// blocks, above ADAPT_ROWS the float32 W, and in between each (weight, row count) times its
+// products in both forms, TRIALS calls each, then reads the faster, timing the slower again
+// every EXPLORE-th call so that a change in the machine's load can turn the choice.
+#define ADAPT_ROWS 16
+#define TRIALS 3
+#define EXPLORE 32
+#define CHOICE_SLOTS 4096  // power of two; a 30-layer model has ~200 weights x 12 row counts
+#define CHOICE_PROBES 16
+
+typedef struct {
+  const void *weight;  // the blocks' data: NULL for a free slot
+  long rows;
+  double ns[2];  // moving average of a call's time, [0] float32 W, [1] blocks
+  int calls[2];
+  long total;
+} choice_t;
+
+static choice_t g_choices[CHOICE_SLOTS];  // guarded by g_call
+static int g_measured_forms = 1;
+
+void rs_set_measured_forms(int on) {
+  pthread_mutex_lock(&g_call);
+  g_measured_forms = on != 0;
+  for (long i = 0; i < CHOICE_SLOTS; i++) g_choices[i] = (choice_t){0};
+  pthread_mutex_unlock(&g_call);
+}
+
+// The slot of (weight, rows), claimed if new; NULL when its probes are all taken by others.
+static choice_t *choice_for(const void *weight, long rows) {
+  uintptr_t h = ((uintptr_t)weight >> 4) * 0x9E3779B97F4A7C15ull + (uintptr_t)rows;
+  for (int probe = 0; probe < CHOICE_PROBES; probe++) {
+    choice_t *c = &g_choices[(h + probe) & (CHOICE_SLOTS - 1)];
+    if (c->weight == weight && c->rows == rows) return c;
+    if (!c->weight) {
+      *c = (choice_t){.weight = weight, .rows = rows};
+      return c;
+    }
+  }
+  return 0;
+}
+
+// 1 to read the blocks, 0 the float32 W. Called under g_call.
+static int choose_blocks(choice_t *c) {
+  if (c->calls[0] < TRIALS || c->calls[1] < TRIALS) return c->calls[1] <= c->calls[0];
+  int faster = c->ns[1] <= c->ns[0];
+  return c->total % EXPLORE == EXPLORE - 1 ? !faster : faster;
+}
+
+static void record(choice_t *c, int blocks, long ns) {
+  double *avg = &c->ns[blocks];
+  // A call the OS preempted counts as at most four times the average.
+  double t = c->calls[blocks] && ns > 4 * *avg ? 4 * *avg : (double)ns;
+  *avg = c->calls[blocks] ? *avg + (t - *avg) / 4 : t;
+  c->calls[blocks]++;
+  c->total++;
+}
+
+static void run_product(const rs_product_t *p) {  // under g_call
+  long nr = rows_per_tile(p);
+  long blocks = (p->N + nr - 1) / nr;
+  int threads = g_threads < blocks ? g_threads : (int)blocks;
+  if (threads <= 1) {
+    run_columns(p, 0, p->N);
+    return;
+  }
+  for (int t = 0; t <= threads; t++) {  // whole tiles each
+    long b = blocks * t / threads * nr;
+    g_bounds[t] = b < p->N ? b : p->N;
+  }
+  dispatch(product_task, (void *)p, threads);
+}
+
 void rs_linear(const float *x, long M, long K, long ldx, const rs_weight_t *w, long N,
                const float *bias, float *y) {
   if (M > ROW_BLOCK) {
@@ -223,24 +302,18 @@ void rs_linear(const float *x, long M, long K, long ldx, const rs_weight_t *w, l
     return;
   }
   rs_product_t p = {x, bias, *w, y, M, K, N, ldx};
-  if (w->kind != RS_F32 && M > rs_quantized_rows(w->kind) && w->dense) {
-    p.w.kind = RS_F32;
-    p.w.data = w->dense;
-  }
+  const rs_product_t dense = {x, bias, {RS_F32, w->dense, 0, 0}, y, M, K, N, ldx};
   pthread_mutex_lock(&g_call);
-  long nr = rows_per_tile(&p);
-  long blocks = (N + nr - 1) / nr;
-  int threads = g_threads < blocks ? g_threads : (int)blocks;
-  if (threads <= 1) {
-    run_columns(&p, 0, N);
-    pthread_mutex_unlock(&g_call);
-    return;
+  int both = w->kind != RS_F32 && w->dense && M > rs_quantized_rows(w->kind);
+  choice_t *c = both && g_measured_forms && M <= ADAPT_ROWS ? choice_for(w->data, M) : 0;
+  if (!c) {
+    run_product(both ? &dense : &p);
+  } else {
+    int blocks = choose_blocks(c);
+    long start = now_ns();
+    run_product(blocks ? &p : &dense);
+    record(c, blocks, now_ns() - start);
   }
-  for (int t = 0; t <= threads; t++) {  // whole tiles each
-    long b = blocks * t / threads * nr;
-    g_bounds[t] = b < N ? b : N;
-  }
-  dispatch(product_task, &p, threads);
   pthread_mutex_unlock(&g_call);
 }
 

@@ -17,8 +17,12 @@ enum rs_weight_kind { RS_F32 = 0, RS_Q4_1 = 1, RS_Q8_0 = 2 };
 //
 // Dequantizing costs compute (on the 2-core development machine's Zen 1, 2-3 cycles per 8
 // weights) that pays only while a product waits on memory: above rs_quantized_rows(kind) rows of
-// x a quantized weight's products read `dense`, the same W in float32, when given.
+// x a quantized weight's products may read `dense`, the same W in float32, when given; which form
+// they read is measured per (weight, row count) up to 16 rows, the float32 W above (small_gemm.c).
 int rs_quantized_rows(int kind);
+// Whether products between rs_quantized_rows(kind) and 16 rows choose their form by measured
+// speed (on, the default) or always read the float32 W (off); either way clears what was measured.
+void rs_set_measured_forms(int on);
 typedef struct {
   int kind;
   const void *data;     // RS_F32: const float * [N, K]
