@@ -54,6 +54,14 @@ SOURCES = (
 HEADERS = (NATIVE_DIR / "small_gemm.h", NATIVE_DIR / "vec.h", NATIVE_DIR / "lane_attention.h")
 DISABLE_ENV = "RADIXSERVE_CPU_NATIVE"  # "0": no compiled kernels, BLAS only
 ROWS_UP_TO = 256  # products of more rows go to BLAS (module docstring)
+BLAS_OVER_ROWS = 128  # the kernel's own products of more rows call BLAS (native/small_gemm.c)
+# numpy's OpenBLAS: its cblas_sgemm by the names its builds export, and whether that one takes
+# 64-bit integers (scipy-openblas's ILP64 build, in numpy's wheels) or 32-bit ones.
+CBLAS_SGEMM_NAMES = (
+    ("scipy_cblas_sgemm64_", True),
+    ("cblas_sgemm64_", True),
+    ("cblas_sgemm", False),
+)
 MEASURED_ROWS = 16  # ADAPT_ROWS in native/small_gemm.c: the most rows whose form is measured
 FLAGS = ("-O3", "-ffp-contract=fast", "-fPIC", "-shared", "-pthread")
 ARCH_FLAG = "-march=native"  # tried first; a compiler that refuses it builds without
@@ -120,6 +128,9 @@ class SmallGemm:
         self._set_measured_forms = lib.rs_set_measured_forms
         self._set_measured_forms.argtypes = [ctypes.c_int]
         self._set_measured_forms.restype = None
+        self._set_blas = lib.rs_set_blas
+        self._set_blas.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_long]
+        self._set_blas.restype = None
 
     def set_threads(self, threads: int) -> int:
         """Threads a product may use (workers start on first need); returns the count in force."""
@@ -171,6 +182,18 @@ class SmallGemm:
         )
         return out
 
+    def use_blas(self, over_rows: int) -> bool:
+        """Products of more than `over_rows` rows over a float32 W (or the float32 form of
+        quantized weights) go through numpy's BLAS (native/small_gemm.c says why); 0: none do.
+        False where numpy's BLAS has no cblas_sgemm we can find (our tiles then take them)."""
+        found = _numpy_cblas_sgemm() if over_rows > 0 else None
+        if found is None:
+            self._set_blas(None, 0, 0)
+            return over_rows <= 0
+        address, ints64 = found
+        self._set_blas(address, int(ints64), over_rows)
+        return True
+
     def quantized_rows(self, blocks: QuantizedWeight) -> int:
         """Products of up to this many rows read `blocks` (when given a float32 W too)."""
         return int(self._quantized_rows(KIND_CODES[blocks.kind]))
@@ -201,8 +224,26 @@ def small_gemm() -> SmallGemm | None:
         kernel = _state["kernel"]
         if isinstance(kernel, SmallGemm):
             kernel.set_threads(int(_state["threads"]))  # type: ignore[arg-type]
+            kernel.use_blas(BLAS_OVER_ROWS)
     kernel = _state["kernel"]
     return kernel if isinstance(kernel, SmallGemm) else None
+
+
+def _numpy_cblas_sgemm() -> tuple[int, bool] | None:
+    """The address of numpy's OpenBLAS cblas_sgemm and whether its integers are 64-bit."""
+    try:
+        import numpy  # noqa: F401  # loads its BLAS
+        from threadpoolctl import ThreadpoolController
+
+        controllers = ThreadpoolController().select(internal_api="openblas").lib_controllers
+    except Exception:  # noqa: BLE001 - no numpy BLAS to find: our tiles take every product
+        return None
+    for controller in controllers:
+        for name, ints64 in CBLAS_SGEMM_NAMES:
+            function = getattr(controller.dynlib, name, None)
+            if function is not None:
+                return ctypes.cast(function, ctypes.c_void_p).value or 0, ints64
+    return None
 
 
 def set_small_gemm_threads(threads: int) -> None:

@@ -87,6 +87,30 @@ def test_bad_shapes_and_layouts_are_refused(kernel: small_gemm.SmallGemm) -> Non
     assert kernel.linear(torch.randn(0, 16), w).shape == (0, 8)
 
 
+def test_long_products_go_through_numpys_blas(kernel: small_gemm.SmallGemm) -> None:
+    """Over BLAS_OVER_ROWS rows the kernel hands a float32 product to numpy's cblas_sgemm (the
+    same bits as numpy's own x @ W^T), strided rows included; at the limit, and with BLAS
+    turned off, its own tiles take it, in row blocks of 128."""
+    gen = torch.Generator().manual_seed(11)
+    w, b = torch.randn(96, 576, generator=gen), torch.randn(96, generator=gen)
+    rows = small_gemm.BLAS_OVER_ROWS + 45
+    x = torch.randn(rows, 1200, generator=gen)[:, :576]  # a row stride of 1200
+    expected = torch.from_numpy(x.numpy() @ w.numpy().T) + b
+    try:
+        assert kernel.use_blas(small_gemm.BLAS_OVER_ROWS)
+        assert torch.equal(kernel.linear(x, w, b), expected)
+        at_limit = x[: small_gemm.BLAS_OVER_ROWS]
+        tiles_at_limit = kernel.linear(at_limit, w, b)
+        assert kernel.use_blas(0)
+        assert torch.equal(tiles_at_limit, kernel.linear(at_limit, w, b))
+        tiles = kernel.linear(x, w, b)
+        assert torch.equal(tiles[:128], tiles_at_limit[:128])
+        assert not torch.equal(tiles, expected)  # summed in another order
+        torch.testing.assert_close(tiles, expected, rtol=1e-4, atol=1e-4)
+    finally:
+        kernel.use_blas(small_gemm.BLAS_OVER_ROWS)
+
+
 def test_linear_takes_the_kernel_up_to_its_row_limit(kernel, monkeypatch) -> None:
     set_blas_linear(True)
     taken: list[int] = []

@@ -37,7 +37,10 @@ typedef struct {
   long M, K, N, ldx;
 } rs_product_t;
 
-// y [M, N] = x [M, K] (row stride ldx) W^T + bias (or none), on the pool's threads.
+// y [M, N] = x [M, K] (row stride ldx) W^T + bias (or none), on the pool's threads, or through
+// BLAS for more than `rows` rows once rs_set_blas has handed over a cblas_sgemm (its integers 64
+// bits wide when ints64; rows 0: never).
+void rs_set_blas(void *cblas_sgemm, int ints64, long rows);
 void rs_linear(const float *x, long M, long K, long ldx, const rs_weight_t *w, long N,
                const float *bias, float *y);
 
