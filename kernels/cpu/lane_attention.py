@@ -9,7 +9,7 @@ import ctypes
 
 import torch
 
-from .small_gemm import small_gemm
+from .small_gemm import SmallGemm, small_gemm
 
 LANES = 16  # native/lane_attention.h: RS_LANES
 MAX_HEAD_DIM = 256  # RS_LANE_MAX_HEAD_DIM
@@ -40,11 +40,13 @@ def lane_attention(
     kv_head: int,
     slots: torch.Tensor,
     scale: float,
+    kernel: SmallGemm | None = None,
 ) -> torch.Tensor:
     """q [rows, D] (rows <= LANES) over KV head `kv_head` of k_cache/v_cache [slots, Hkv, D]:
     row i attends to the keys at slots[:lengths[i]] with softmax(scale * q k). Returns [rows,
-    D]. Every index is checked, since C would not."""
-    kernel = small_gemm()
+    D]. Every index is checked, since C would not. `kernel`: another build of the library (the
+    loaded one by default)."""
+    kernel = kernel or small_gemm()
     if kernel is None:
         raise RuntimeError("the compiled CPU kernels are unavailable")
     rows, dim = q.shape

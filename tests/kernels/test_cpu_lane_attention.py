@@ -6,13 +6,41 @@ exp's underflow to exactly zero)."""
 
 from __future__ import annotations
 
+import ctypes
+import platform
+from pathlib import Path
+
 import pytest
 import torch
 
+from radixserve.kernels.cpu import small_gemm
 from radixserve.kernels.cpu.lane_attention import LANES, lane_attention
 from radixserve.kernels.cpu.small_gemm import SmallGemm
 
 KV_HEADS = 3
+
+
+def cpu_flags() -> set[str]:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("flags"):
+            return set(line.split(":", 1)[1].split())
+    return set()
+
+
+@pytest.fixture(scope="module", params=["native", "avx2"])
+def build(request, kernel: SmallGemm, tmp_path_factory) -> SmallGemm:
+    """The loaded library, and one built for AVX2 alone where this CPU has AVX-512 (so that the
+    8-float path is checked here too)."""
+    if request.param == "native":
+        return kernel
+    flags = cpu_flags() if platform.machine() == "x86_64" else set()
+    if "avx512f" not in flags or "avx2" not in flags:
+        pytest.skip("the native build is the AVX2 one (no AVX-512 here)")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("RADIXSERVE_CACHE_DIR", str(tmp_path_factory.mktemp("avx2")))
+        patch.setattr(small_gemm, "FLAGS", (*small_gemm.FLAGS, "-mno-avx512f"))
+        path = small_gemm._build()
+    return SmallGemm(ctypes.CDLL(str(path)), path)
 
 
 def reference(q, lengths, k_cache, v_cache, head, slots, scale) -> torch.Tensor:
@@ -34,36 +62,36 @@ def paged(total: int, dim: int, seed: int):
 
 @pytest.mark.parametrize("rows", [1, 2, 7, 8, 9, 15, LANES])
 @pytest.mark.parametrize("dim", [64, 6])
-def test_causal_rows_equal_the_reference(kernel: SmallGemm, rows: int, dim: int) -> None:
+def test_causal_rows_equal_the_reference(build: SmallGemm, rows: int, dim: int) -> None:
     """A chunk of `rows` tokens after a 37-token prefix: row i sees 38 + i keys."""
     gen, k_cache, v_cache, slots = paged(37 + rows, dim, seed=rows * 10 + dim)
     q = torch.randn(rows, dim, generator=gen)
     lengths = torch.arange(38, 38 + rows)
     for head in range(KV_HEADS):
-        out = lane_attention(q, lengths, k_cache, v_cache, head, slots, dim**-0.5)
+        out = lane_attention(q, lengths, k_cache, v_cache, head, slots, dim**-0.5, kernel=build)
         expected = reference(q, lengths, k_cache, v_cache, head, slots, dim**-0.5)
         torch.testing.assert_close(out, expected, rtol=2e-5, atol=2e-6)
 
 
-def test_rows_of_any_lengths_in_one_call(kernel: SmallGemm) -> None:
+def test_rows_of_any_lengths_in_one_call(build: SmallGemm) -> None:
     """Lengths out of order, from one key up, several ending inside the same key block."""
     gen, k_cache, v_cache, slots = paged(300, 64, seed=3)
     lengths = torch.tensor([1, 300, 5, 4, 6, 129, 2, 3, 64, 65, 66, 7, 299, 128, 11, 12])
     q = torch.randn(len(lengths), 64, generator=gen)
-    out = lane_attention(q, lengths, k_cache, v_cache, 1, slots, 0.125)
+    out = lane_attention(q, lengths, k_cache, v_cache, 1, slots, 0.125, kernel=build)
     expected = reference(q, lengths, k_cache, v_cache, 1, slots, 0.125)
     torch.testing.assert_close(out, expected, rtol=2e-5, atol=2e-6)
     torch.testing.assert_close(out[0], v_cache[slots[0], 1])  # one key: its value exactly
 
 
-def test_scores_far_apart_stay_finite(kernel: SmallGemm) -> None:
+def test_scores_far_apart_stay_finite(build: SmallGemm) -> None:
     """Scores hundreds apart: the smaller ones' exp underflows to zero (never NaN or inf) and
     the largest key alone decides the output."""
     gen, k_cache, v_cache, slots = paged(40, 64, seed=5)
     q = torch.randn(4, 64, generator=gen)
     k_cache[slots[17], 0] = q[0] * 40.0  # row 0's score for key 17 far above the rest
     lengths = torch.tensor([40, 40, 18, 17])
-    out = lane_attention(q, lengths, k_cache, v_cache, 0, slots, 1.0)
+    out = lane_attention(q, lengths, k_cache, v_cache, 0, slots, 1.0, kernel=build)
     assert torch.isfinite(out).all()
     torch.testing.assert_close(out[0], v_cache[slots[17], 0])
     expected = reference(q, lengths, k_cache, v_cache, 0, slots, 1.0)
