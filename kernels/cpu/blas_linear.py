@@ -16,7 +16,9 @@ docs/cpu_profile.md):
 torch does not spread a GEMV over threads; OpenBLAS does, and reads W^T best when it is
 contiguous. Products of up to small_gemm.ROWS_UP_TO rows go to our compiled kernel where it
 builds (small_gemm.py: faster at 2-32 rows, as fast or faster up to 256), over the row-major
-weights it reads, and OpenBLAS takes the larger ones (long prefill chunks) over those. Where
+weights it reads (it hands those of over small_gemm.BLAS_OVER_ROWS rows to this same OpenBLAS,
+as the C forward step's own products), and OpenBLAS takes the larger ones (long prefill chunks)
+over those. Where
 the kernel does not build, the model runner stores the float32 weights of the linear layers and
 the LM head column-major on the CPU (`column_major_weights`: the same [out, in] tensors,
 transposed storage) and every product comes here. OpenBLAS's GEMM packs the whole weight matrix
