@@ -78,10 +78,12 @@ def attention_seconds(tokens: int) -> tuple[float, float]:
                     HEADS * HEAD_DIM,
                 )
 
+    # [1, heads, tokens, D], as the module path calls it: without the batch dimension torch's CPU
+    # SDPA takes its math fallback, 7x slower at 2,048 tokens (docs/cpu_profile.md section 15).
+    q4, k4, v4 = (t.transpose(0, 1).unsqueeze(0) for t in (q, k, v))
+
     def sdpa() -> None:
-        F.scaled_dot_product_attention(
-            q.transpose(0, 1), k.transpose(0, 1), v.transpose(0, 1), is_causal=True, enable_gqa=True
-        )
+        F.scaled_dot_product_attention(q4, k4, v4, is_causal=True, enable_gqa=True)
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
