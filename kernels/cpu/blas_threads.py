@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .small_gemm import set_small_gemm_threads
+from .small_gemm import numpy_openblas_controllers, set_small_gemm_threads
 
 PROC_STAT = "/proc/stat"
 USER_HZ = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
@@ -60,7 +60,7 @@ _threads_in_force: int | None = None  # see blas_threads_in_force
 def set_blas_threads(threads: int) -> None:
     """numpy's BLAS thread count (through threadpoolctl), and our small-batch kernel's."""
     global _threads_in_force
-    for controller in _blas_controllers():
+    for controller in numpy_openblas_controllers():
         controller.set_num_threads(threads)
     set_small_gemm_threads(threads)
     _threads_in_force = threads
@@ -72,20 +72,6 @@ def blas_threads_in_force() -> int | None:
     torch ops (long prompts' attention) may widen to it: torch's own threads stay at
     --cpu-threads (1 on two cores), where its many small ops are fastest."""
     return _threads_in_force
-
-
-_CONTROLLERS: list = []
-
-
-def _blas_controllers() -> list:
-    """numpy's OpenBLAS, found once: threadpoolctl inspects the loaded libraries (slow), and a
-    library controller's set_num_threads is then one call into it."""
-    if not _CONTROLLERS:
-        import numpy  # noqa: F401  # loads its BLAS
-        from threadpoolctl import ThreadpoolController
-
-        _CONTROLLERS.extend(ThreadpoolController().select(internal_api="openblas").lib_controllers)
-    return _CONTROLLERS
 
 
 @dataclass(slots=True)

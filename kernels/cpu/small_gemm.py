@@ -229,16 +229,24 @@ def small_gemm() -> SmallGemm | None:
     return kernel if isinstance(kernel, SmallGemm) else None
 
 
-def _numpy_cblas_sgemm() -> tuple[int, bool] | None:
-    """The address of numpy's OpenBLAS cblas_sgemm and whether its integers are 64-bit."""
-    try:
+_CONTROLLERS: list = []
+
+
+def numpy_openblas_controllers() -> list:
+    """numpy's OpenBLAS, found once: threadpoolctl inspects the loaded libraries (slow), and a
+    library controller's calls are then one call into it (blas_threads.py sets its threads;
+    use_blas takes its cblas_sgemm)."""
+    if not _CONTROLLERS:
         import numpy  # noqa: F401  # loads its BLAS
         from threadpoolctl import ThreadpoolController
 
-        controllers = ThreadpoolController().select(internal_api="openblas").lib_controllers
-    except Exception:  # noqa: BLE001 - no numpy BLAS to find: our tiles take every product
-        return None
-    for controller in controllers:
+        _CONTROLLERS.extend(ThreadpoolController().select(internal_api="openblas").lib_controllers)
+    return _CONTROLLERS
+
+
+def _numpy_cblas_sgemm() -> tuple[int, bool] | None:
+    """The address of numpy's OpenBLAS cblas_sgemm and whether its integers are 64-bit."""
+    for controller in numpy_openblas_controllers():
         for name, ints64 in CBLAS_SGEMM_NAMES:
             function = getattr(controller.dynlib, name, None)
             if function is not None:
